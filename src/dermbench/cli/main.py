@@ -1,0 +1,95 @@
+"""``dermbench`` entry point.
+
+Each subcommand lives in its own module exposing ``add_parser(subparsers)`` and ``run(args)``.
+Modules are imported when the parser is built; they must stay light (no torch at import).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .. import __version__
+
+#: subcommand -> module, in the order ``--help`` shows them (the study's workflow order).
+COMMANDS: dict[str, str] = {
+    "ls": "dermbench.cli.ls",
+    "synth": "dermbench.cli.synth",
+    "prepare": "dermbench.cli.prepare",
+    "merge": "dermbench.cli.merge",
+    "audit": "dermbench.cli.audit",
+    "export-hdf5": "dermbench.cli.export",
+    "validate": "dermbench.cli.validate",
+    "finetune": "dermbench.cli.finetune",
+    "embed": "dermbench.cli.embed",
+    "probe": "dermbench.cli.probe",
+    "zeroshot": "dermbench.cli.zeroshot",
+    "run": "dermbench.cli.run",
+    "score": "dermbench.cli.score",
+    "report": "dermbench.cli.report",
+    "demo": "dermbench.cli.demo",
+}
+
+DESCRIPTION = """\
+dermbench: benchmark binary skin-lesion malignancy classifiers (benign vs malignant) with the
+same data, splits and metrics across three paradigms: finetune, zeroshot and probe.
+
+typical workflow:
+  dermbench synth --out datasets/synth          # or: dermbench prepare ham10000 --raw DIR --out datasets/ham10000
+  dermbench validate datasets/synth             # check a dataset folder against the contract
+  dermbench run configs/demo.yaml               # datasets x models x seeds -> runs/
+  dermbench report runs --out report            # tables, plots, index.html
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dermbench", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"dermbench {__version__}")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on the console")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+            continue  # a command whose module is not part of this build
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if args.quiet:
+        os.environ["DERMBENCH_QUIET"] = "1"
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+#: Exceptions whose message tells the user what is wrong and what to do; shown without a
+#: traceback. Matched by class name so this module imports none of the (heavy) modules.
+USER_ERRORS = {"CliError", "DatasetError", "UnknownNameError", "WeightsNotFoundError",
+               "PredictionsError", "ConfigError", "ValidationError", "SourceError"}
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Reading lesion images robustly: one decoding path for every paradigm.
+
+``open_rgb`` returns an 8-bit RGB ``PIL.Image`` for any accepted file, whatever its colour mode
+(RGBA, LA, palette with transparency, grayscale, 16-bit, CMYK) and EXIF orientation, and raises
+:class:`ImageReadError` with a short reason code for anything it cannot read. It never substitutes
+another image.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+# A truncated file must fail loudly rather than decode to a grey bottom half.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Dermoscopic originals can be large, but not decompression-bomb large.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+#: Reason codes used in exclusion reports.
+REASON_MISSING = "missing_image"
+REASON_UNSUPPORTED = "unsupported_format"
+REASON_CORRUPT = "unreadable_image"
+REASON_TRUNCATED = "truncated_image"
+REASON_EMPTY = "empty_image"
+
+
+class ImageReadError(Exception):
+    """An image that cannot be used; ``reason`` is one of the ``REASON_*`` codes."""
+
+    def __init__(self, path: str | Path, reason: str, detail: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{self.path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Normalise any Pillow mode to 8-bit RGB.
+
+    Transparent pixels are composited over white (a fully opaque alpha channel, as in most
+    PAD-UFES-20 RGBA PNGs, leaves the colours untouched). 16-bit and 32-bit grayscale is scaled
+    to 8 bits by its full range rather than clipped, so a 16-bit image does not turn white.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr8 = np.clip(np.rint(arr / hi * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(arr8, mode="L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+        if mode == "RGB":
+            return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        alpha = rgba.getchannel("A")
+        if alpha.getextrema() == (255, 255):
+            return rgba.convert("RGB")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    # L, 1, CMYK, YCbCr, LAB, HSV: Pillow's own conversions are correct for these.
+    return img.convert("RGB")
+
+
+def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Open, fully decode, EXIF-orient and convert an image to RGB.
+
+    ``draft_size`` lets JPEG decoding use DCT scaling to a size no smaller than requested (see
+    :mod:`dermbench.data.pipeline` for the measured tolerance); other formats ignore it.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in ALLOWED_EXTENSIONS:
+        raise ImageReadError(path, REASON_UNSUPPORTED,
+                             f"extension {path.suffix!r}; accepted: {', '.join(ALLOWED_EXTENSIONS)}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF and ICC chatter from odd files
+            with Image.open(path) as img:
+                if img.format not in ("JPEG", "PNG", "MPO"):
+                    raise ImageReadError(path, REASON_UNSUPPORTED, f"content is {img.format}, not JPEG/PNG")
+                if draft_size is not None and img.format in ("JPEG", "MPO"):
+                    _draft_oriented(img, draft_size)
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                rgb = to_rgb(img)
+                if rgb is img:
+                    rgb = img.copy()
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, REASON_MISSING) from exc
+    except ImageReadError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise ImageReadError(path, REASON_CORRUPT, "not a recognisable image") from exc
+    except OSError as exc:
+        msg = str(exc)
+        reason = REASON_TRUNCATED if "truncated" in msg.lower() or "broken data stream" in msg.lower() else REASON_CORRUPT
+        raise ImageReadError(path, reason, msg) from exc
+    except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageReadError(path, REASON_CORRUPT, str(exc)) from exc
+    if rgb.width == 0 or rgb.height == 0:
+        raise ImageReadError(path, REASON_EMPTY)
+    return rgb
+
+
+def _draft_oriented(img: Image.Image, size: tuple[int, int]) -> None:
+    """Request DCT-scaled decoding, accounting for an EXIF rotation that swaps the axes."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block must not stop decoding
+        orientation = 1
+    w, h = size
+    if orientation in (5, 6, 7, 8):
+        w, h = h, w
+    img.draft("RGB", (w, h))
+
+
+def check_image(path: str | Path) -> None:
+    """Raise :class:`ImageReadError` if ``path`` would not decode. Uses a reduced JPEG decode,
+    which still reads the whole entropy-coded stream, so truncation is detected."""
+    open_rgb(path, draft_size=(64, 64))

@@ -1,0 +1,1 @@
+"""Model plugins: finetune classifiers, probe backbones and zeroshot backends (lazy registries)."""

@@ -1,0 +1,1 @@
+"""Finetune paradigm: one training loop for every image classifier."""

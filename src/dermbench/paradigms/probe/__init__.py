@@ -1,0 +1,1 @@
+"""Probe paradigm: frozen backbone -> cached embeddings -> heads."""

@@ -1,0 +1,5 @@
+"""Registry of probe heads (classical and MLP)."""
+
+from ...registry import Registry
+
+HEADS = Registry("probe head")

@@ -1,0 +1,1 @@
+"""Zeroshot paradigm: dual encoders score prompts; generative VLMs answer a prompt."""

@@ -1,0 +1,84 @@
+"""One cell of the grid: (paradigm, model, dataset, seed [, head/prompt]) -> a run record.
+
+Every paradigm implements ``run_cell(spec: CellSpec, recorder: RunRecorder) -> dict`` in
+``dermbench/paradigms/<paradigm>/cell.py``; it ends by calling
+:func:`dermbench.runs.evaluate.finalize_cell`, which writes the completion marker. This module
+is the only caller of ``run_cell``: the standalone commands (``dermbench probe`` ...), the grid
+runner and the Ray executor all go through :func:`execute_cell`, so skip/redo semantics are the
+same everywhere.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..runs.record import RunRecorder, cell_dir, is_complete
+
+
+@dataclass
+class CellSpec:
+    """Everything a paradigm needs to run one cell. ``settings`` is the paradigm's validated
+    settings (a plain dict of its pydantic settings model, see ``paradigms/<p>/settings.py``)."""
+
+    experiment: str
+    paradigm: str
+    model: str            # registry name (finetune model, probe backbone, zeroshot model)
+    dataset: str          # path of a contract dataset folder
+    seed: int = 42
+    variant: str = ""     # e.g. probe head, prompt set, balancing mode: part of the cell's identity
+    settings: dict[str, Any] = field(default_factory=dict)
+    threshold_policy: str = "fixed:0.5"
+    n_boot: int = 1000
+    device: str = "auto"
+    strict: bool = False
+    quiet: bool = False
+
+    @property
+    def model_label(self) -> str:
+        """Folder/report name of the model: the model plus its variant (``resnet18+balanced``)."""
+        return f"{self.model}+{self.variant}" if self.variant else self.model
+
+    @property
+    def dataset_name(self) -> str:
+        return Path(self.dataset).name
+
+    def path(self, runs_root: str | Path) -> Path:
+        return cell_dir(runs_root, self.experiment, self.paradigm, self.model_label, self.dataset_name, self.seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CellResult:
+    spec: CellSpec
+    path: Path
+    status: str           # "done" | "skipped" | "failed"
+    seconds: float = 0.0
+    error: str = ""
+
+
+def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) -> CellResult:
+    """Run one cell unless it is already complete; a failure is recorded, not raised."""
+    from ..paradigms import PARADIGMS
+
+    path = spec.path(runs_root)
+    if is_complete(path) and not force:
+        return CellResult(spec, path, "skipped")
+    recorder = RunRecorder(path)
+    recorder.begin(spec.to_dict(), keep_work=not force)
+    t0 = time.perf_counter()
+    try:
+        run_cell = PARADIGMS.get(spec.paradigm)
+        run_cell(spec, recorder)
+        if not is_complete(path):
+            raise RuntimeError(f"paradigm {spec.paradigm!r} returned without completing the run record")
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one failing cell must not stop the grid
+        recorder.fail(exc)
+        return CellResult(spec, path, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
+    return CellResult(spec, path, "done", time.perf_counter() - t0)

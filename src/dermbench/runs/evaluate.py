@@ -1,0 +1,166 @@
+"""From a paradigm's scores to a complete run record — the same for every paradigm.
+
+A paradigm produces ``p_malignant`` per ``img_id`` for the validation and test splits and calls
+:func:`finalize_cell`. Labels are taken from the dataset (never from the paradigm), the operating
+threshold is chosen on validation by the configured policy and applied unchanged to test, and
+metrics with bootstrap CIs (resampling patients or lesions when the dataset has them), subgroup
+tables and the exclusions are written with the cell's provenance.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..data.contract import LesionDataset
+from .provenance import collect_provenance
+from .record import RunRecorder
+
+#: Subgroup columns of the contract and how their values are grouped for reporting.
+SUBGROUP_COLUMNS = ("fitzpatrick", "sex", "age", "site", "source", "modality")
+
+
+def attach_labels(dataset: LesionDataset, split: str, scores: pd.DataFrame) -> pd.DataFrame:
+    """Join a paradigm's ``img_id, p_malignant[, extras]`` with the dataset's labels.
+
+    Every usable image of the split must have exactly one score: a missing or unknown id is a
+    bug in the paradigm and raises, rather than silently shrinking the test set.
+    """
+    if "img_id" not in scores.columns or "p_malignant" not in scores.columns:
+        raise ValueError(f"scores for {split} need columns img_id and p_malignant; got {list(scores.columns)}")
+    truth = dataset.split(split)
+    scores = scores.copy()
+    scores["img_id"] = scores["img_id"].astype(str)
+    if scores["img_id"].duplicated().any():
+        raise ValueError(f"scores for {split} repeat img_id {scores['img_id'][scores['img_id'].duplicated()].iloc[0]!r}")
+    expected = set(truth["img_id"])
+    got = set(scores["img_id"])
+    if expected - got:
+        missing = sorted(expected - got)
+        raise ValueError(f"{len(missing)} image(s) of {split} have no score (e.g. {missing[0]!r}); "
+                         f"a paradigm must score every usable image, scoring failures as wrong")
+    if got - expected:
+        extra = sorted(got - expected)
+        raise ValueError(f"{len(extra)} scored id(s) are not in {split} (e.g. {extra[0]!r})")
+    keep = ["img_id", "label"] + [c for c in ("patient_id", "lesion_id", *SUBGROUP_COLUMNS) if c in truth.columns]
+    extra_cols = [c for c in scores.columns if c not in ("label", "pred") and c not in keep]
+    merged = truth[keep].merge(scores[["img_id"] + [c for c in extra_cols if c != "img_id"]], on="img_id", how="left")
+    p = pd.to_numeric(merged["p_malignant"], errors="coerce")
+    if p.isna().any() or ((p < 0) | (p > 1)).any():
+        raise ValueError(f"scores for {split}: p_malignant must be numbers in [0, 1] "
+                         f"({int(p.isna().sum())} missing, range {p.min()}..{p.max()})")
+    merged["p_malignant"] = p.astype(float)
+    return merged
+
+
+def subgroup_tables(frame: pd.DataFrame, threshold: float, min_n: int = 30,
+                    columns: Iterable[str] = SUBGROUP_COLUMNS) -> pd.DataFrame:
+    """Subgroup metrics of one split for every subgroup column present (long format)."""
+    from ..metrics import age_band, fitzpatrick_group, subgroup_table
+
+    parts = []
+    y = frame["label"].to_numpy()
+    p = frame["p_malignant"].to_numpy()
+    for col in columns:
+        if col not in frame.columns or frame[col].isna().all():
+            continue
+        values = frame[col]
+        if col == "fitzpatrick":
+            values = pd.Series(fitzpatrick_group(values), index=frame.index)
+        elif col == "age":
+            values = pd.Series(age_band(values), index=frame.index)
+        table = subgroup_table(y, p, values.to_numpy(dtype=object), threshold=threshold, min_n=min_n, name=col)
+        table.insert(0, "attribute", col)
+        parts.append(table)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def finalize_cell(
+    recorder: RunRecorder,
+    dataset: LesionDataset,
+    scores: dict[str, pd.DataFrame],
+    *,
+    threshold_policy: str = "fixed:0.5",
+    n_boot: int = 1000,
+    seed: int = 0,
+    subgroup_min_n: int = 30,
+    provenance: dict[str, Any] | None = None,
+    timing: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+    cell: dict[str, Any] | None = None,
+    excluded_images: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Score, record and complete a cell. ``scores`` maps split name to ``img_id, p_malignant``.
+
+    ``extra`` carries paradigm-specific results (e.g. ``unparsed_rate`` of a VLM, chosen
+    hyperparameters of a head); ``excluded_images`` lists images the paradigm could not read
+    (e.g. from the image cache) in addition to the dataset's own exclusions.
+    """
+    from ..metrics import choose_threshold, evaluate
+
+    t0 = time.perf_counter()
+    frames = {split: attach_labels(dataset, split, df) for split, df in scores.items()}
+
+    threshold_note = ""
+    if "validation" in frames and not threshold_policy.startswith("fixed:"):
+        val = frames["validation"]
+        try:
+            threshold = float(choose_threshold(threshold_policy, val["label"].to_numpy(), val["p_malignant"].to_numpy()))
+        except ValueError as exc:
+            threshold = 0.5
+            threshold_note = f"policy {threshold_policy!r} could not be applied on validation ({exc}); used 0.5"
+    elif threshold_policy.startswith("fixed:"):
+        threshold = float(choose_threshold(threshold_policy, np.array([0, 1]), np.array([0.0, 1.0])))
+    else:
+        threshold = 0.5
+        threshold_note = f"no validation scores to apply {threshold_policy!r}; used 0.5"
+
+    group_unit = "image"
+    split_metrics: dict[str, Any] = {}
+    subgroup_parts = []
+    for split, frame in frames.items():
+        frame["pred"] = (frame["p_malignant"] >= threshold).astype(int)
+        groups = None
+        for col, unit in (("patient_id", "patient"), ("lesion_id", "lesion")):
+            if col in frame.columns and frame[col].notna().all():
+                groups, group_unit = frame[col].astype(str).to_numpy(), unit
+                break
+        split_metrics[split] = evaluate(frame["label"].to_numpy(), frame["p_malignant"].to_numpy(),
+                                        threshold=threshold, groups=groups, n_boot=n_boot, seed=seed,
+                                        group_unit=group_unit if groups is not None else "image")
+        sub = subgroup_tables(frame, threshold, subgroup_min_n)
+        if len(sub):
+            sub.insert(0, "split", split)
+            subgroup_parts.append(sub)
+        pred_cols = ["img_id", "label", "p_malignant", "pred"] + [
+            c for c in frame.columns if c not in ("img_id", "label", "p_malignant", "pred")]
+        recorder.save_predictions(split, frame[pred_cols])
+
+    if subgroup_parts:
+        recorder.save_frame("subgroups.csv", pd.concat(subgroup_parts, ignore_index=True))
+    exclusions = dataset.exclusion_frame()
+    if excluded_images:
+        exclusions = pd.concat([exclusions, pd.DataFrame(excluded_images)], ignore_index=True)
+    recorder.save_frame("exclusions.csv", exclusions)
+    by_reason = exclusions["reason"].value_counts().to_dict() if len(exclusions) else {}
+
+    timing = dict(timing or {})
+    timing["evaluate_s"] = round(time.perf_counter() - t0, 3)
+    metrics = {
+        "cell": cell or {},
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint,
+                    "counts": dataset.counts(), "warnings": dataset.warnings,
+                    "premalignant_policy": dataset.card.get("premalignant_policy")},
+        "threshold": {"policy": threshold_policy, "value": threshold, "chosen_on": "validation"
+                      if not threshold_policy.startswith("fixed:") else "fixed", "note": threshold_note},
+        "splits": split_metrics,
+        "exclusions": {"count": int(len(exclusions)), "by_reason": by_reason, "file": "exclusions.csv"},
+        "extra": extra or {},
+        "timing": timing,
+        "provenance": collect_provenance(dataset_fingerprint=dataset.fingerprint, **(provenance or {})),
+    }
+    recorder.finish(metrics)
+    return metrics
