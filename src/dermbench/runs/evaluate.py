@@ -57,8 +57,13 @@ def attach_labels(dataset: LesionDataset, split: str, scores: pd.DataFrame) -> p
 
 
 def subgroup_tables(frame: pd.DataFrame, threshold: float, min_n: int = 30,
-                    columns: Iterable[str] = SUBGROUP_COLUMNS) -> pd.DataFrame:
-    """Subgroup metrics of one split for every subgroup column present (long format)."""
+                    columns: Iterable[str] = SUBGROUP_COLUMNS,
+                    notes: list[str] | None = None) -> pd.DataFrame:
+    """Subgroup metrics of one split for every subgroup column present (long format).
+
+    A column whose values cannot be grouped (e.g. a Fitzpatrick value outside I-VI) is left out
+    of the table and the reason is appended to ``notes`` (recorded in metrics.json).
+    """
     from ..metrics import age_band, fitzpatrick_group, subgroup_table
 
     parts = []
@@ -68,10 +73,15 @@ def subgroup_tables(frame: pd.DataFrame, threshold: float, min_n: int = 30,
         if col not in frame.columns or frame[col].isna().all():
             continue
         values = frame[col]
-        if col == "fitzpatrick":
-            values = pd.Series(fitzpatrick_group(values), index=frame.index)
-        elif col == "age":
-            values = pd.Series(age_band(values), index=frame.index)
+        try:
+            if col == "fitzpatrick":
+                values = pd.Series(fitzpatrick_group(values), index=frame.index)
+            elif col == "age":
+                values = pd.Series(age_band(values), index=frame.index)
+        except ValueError as exc:
+            if notes is not None:
+                notes.append(f"no subgroup table for {col!r}: {exc}")
+            continue
         table = subgroup_table(y, p, values.to_numpy(dtype=object), threshold=threshold, min_n=min_n, name=col)
         table.insert(0, "attribute", col)
         parts.append(table)
@@ -121,6 +131,7 @@ def finalize_cell(
     group_unit = "image"
     split_metrics: dict[str, Any] = {}
     subgroup_parts = []
+    subgroup_notes: list[str] = []
     for split, frame in frames.items():
         frame["pred"] = (frame["p_malignant"] >= threshold).astype(int)
         groups = None
@@ -131,7 +142,7 @@ def finalize_cell(
         split_metrics[split] = evaluate(frame["label"].to_numpy(), frame["p_malignant"].to_numpy(),
                                         threshold=threshold, groups=groups, n_boot=n_boot, seed=seed,
                                         group_unit=group_unit if groups is not None else "image")
-        sub = subgroup_tables(frame, threshold, subgroup_min_n)
+        sub = subgroup_tables(frame, threshold, subgroup_min_n, notes=subgroup_notes)
         if len(sub):
             sub.insert(0, "split", split)
             subgroup_parts.append(sub)
@@ -157,6 +168,8 @@ def finalize_cell(
         "threshold": {"policy": threshold_policy, "value": threshold, "chosen_on": "validation"
                       if not threshold_policy.startswith("fixed:") else "fixed", "note": threshold_note},
         "splits": split_metrics,
+        "subgroups": {"file": "subgroups.csv" if subgroup_parts else None, "min_n": subgroup_min_n,
+                      "notes": sorted(set(subgroup_notes))},
         "exclusions": {"count": int(len(exclusions)), "by_reason": by_reason, "file": "exclusions.csv"},
         "extra": extra or {},
         "timing": timing,
