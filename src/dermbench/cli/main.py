@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 #: Exceptions whose message tells the user what is wrong and what to do; shown without a
 #: traceback. Matched by class name so this module imports none of the (heavy) modules.
 USER_ERRORS = {"CliError", "DatasetError", "UnknownNameError", "WeightsNotFoundError",
-               "PredictionsError", "ConfigError", "ValidationError", "SourceError", "SynthError"}
+               "PredictionsError", "ConfigError", "ValidationError", "SourceError", "SynthError",
+               "SourceFormatError", "MergeError", "HDF5LayoutError"}
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -242,7 +242,7 @@ def load_dataset(
     truncated and corrupt files before a run starts; ``strict`` raises :class:`DatasetError`
     listing every problem instead of excluding rows.
     """
-    root = Path(root).expanduser()
+    root = Path(os.path.abspath(Path(root).expanduser()))
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist (create one with `dermbench synth` "
                            f"or `dermbench prepare`)")
@@ -301,7 +301,8 @@ def load_dataset(
             keep.append(pos)
             labels.append(1 if label == MALIGNANT else 0)
             names.append(label)
-            paths.append(str((images_dir / rel).resolve()))
+            # abspath, not resolve(): a symlinked image keeps its place under images/
+            paths.append(os.path.abspath(images_dir / rel))
         out = df.iloc[keep].reset_index(drop=True)
         out = out.drop(columns=["benign_malignant"])
         out.insert(1, "path", paths)

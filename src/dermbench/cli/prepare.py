@@ -1,0 +1,96 @@
+"""``dermbench prepare SOURCE --raw DIR --out datasets/NAME``: a public dataset as published ->
+the dataset contract.
+
+The source's own options (``--total`` for ISIC 2024, ``--balance`` for SD-198, ...) are parsed
+only once the source is known, so building the top-level parser imports no source module
+(``dermbench prepare SOURCE --help`` lists them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HELP = "turn a public dataset as published (or a CSV + mapping table) into the dataset contract"
+
+
+def _source_lines() -> str:
+    from ..data.sources import SOURCES
+
+    return "\n".join(f"  {e.name:<15} {e.description}" for e in SOURCES)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..data.sources.base import LINK_MODES, PREMALIGNANT_POLICIES
+
+    parser.add_argument("--raw", required=True, help="folder with the files as published (metadata + images)")
+    parser.add_argument("--out", required=True, help="dataset folder to create, e.g. datasets/ham10000")
+    parser.add_argument("--images", action="append", default=None,
+                        help="folder(s) to look for images in, if not under --raw (repeatable)")
+    parser.add_argument("--seed", type=int, default=42, help="seed for splits and subsampling (default 42)")
+    parser.add_argument("--premalignant", choices=PREMALIGNANT_POLICIES, default="paper",
+                        help="actinic keratosis / akiec / ACK: 'paper' = what the study did per dataset "
+                             "(HAM/ISIC akiec and PAD ACK malignant, SD-198 AK benign), or one rule for all")
+    parser.add_argument("--ratios", default=None,
+                        help="train/validation/test ratios when no official split exists, e.g. 70/15/15 "
+                             "(default: the source's)")
+    parser.add_argument("--link", choices=LINK_MODES, default="copy",
+                        help="how images get into images/: copy (default), hardlink or symlink")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "prepare", help=HELP,
+        description=HELP + ". Run `dermbench prepare SOURCE --help` for a source's own options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="sources:\n" + _source_lines(),
+    )
+    parser.add_argument("source", help="dataset source name (see below)")
+    parser.add_argument("args", nargs=argparse.REMAINDER,
+                        help="--raw DIR --out DIR [--seed S] [--premalignant POLICY] [source options]")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def source_parser(name: str) -> argparse.ArgumentParser:
+    from ..data.sources import SOURCES
+
+    entry = SOURCES.entry(name)
+    cls = entry.load()
+    parser = argparse.ArgumentParser(
+        prog=f"dermbench prepare {entry.name}",
+        description=f"{entry.description}. Licence: {entry.meta.get('licence', '?')}. {entry.meta.get('url', '')}\n\n"
+                    + (cls.__module__ and (sys.modules[cls.__module__].__doc__ or "")),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_arguments(parser)
+    cls.add_arguments(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.sources import SOURCES
+    from ..data.sources.base import SourceFormatError, prepare
+    from ..data.splits import parse_ratios
+    from ..registry import UnknownNameError
+
+    try:
+        parser = source_parser(args.source)
+    except UnknownNameError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    opts = parser.parse_args(args.args)
+    entry = SOURCES.entry(args.source)
+    common = {"raw", "out", "seed", "premalignant", "ratios", "link", "overwrite", "quiet"}
+    options = {k: v for k, v in vars(opts).items() if k not in common}
+    try:
+        prepare(entry.name, opts.raw, opts.out, seed=opts.seed, premalignant=opts.premalignant, link=opts.link,
+                overwrite=opts.overwrite, ratios=parse_ratios(opts.ratios) if opts.ratios else None,
+                options=options, quiet=opts.quiet or bool(os.environ.get("DERMBENCH_QUIET")))
+    except (SourceFormatError, FileExistsError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

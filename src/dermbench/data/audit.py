@@ -1,0 +1,319 @@
+"""Leakage and quality audit of one or more dataset folders (``dermbench audit``).
+
+What it checks, within each dataset and across all datasets given:
+
+- **group overlap**: a ``patient_id`` or ``lesion_id`` present in two splits (after a merge the
+  key is ``(source, id)``, since ids of different datasets are unrelated);
+- **exact duplicates**: files with the same sha256 (taken from the dataset manifest, which is
+  memoised, so a re-audit does not re-read unchanged files);
+- **near duplicates**: a 64-bit perceptual hash (pHash: 32×32 grey DCT, 8×8 low frequencies
+  against their median; ``imagehash.phash`` when importable, else an identical numpy
+  implementation) with Hamming distance <= ``phash_threshold`` (default 6 of 64 bits). A
+  re-encoded, resized or slightly recoloured copy lands at 0–4; distinct lesion photographs are
+  typically > 20 apart;
+- **label balance** per split, and **unreadable images**.
+
+Duplicates whose copies sit in different splits (train vs validation/test, validation vs test,
+also across datasets) are **leakage**, as is any group overlap: :attr:`AuditReport.leakage` is
+then true and ``dermbench audit`` exits non-zero. Duplicates inside one split are reported only.
+
+Speed: images are decoded at reduced size (JPEG DCT scaling via Pillow ``draft``) in a thread
+pool (Pillow releases the GIL while decoding); the all-pairs Hamming search is vectorised in
+blocks (``benchmarks/audit.py`` measures a 10,000-image dataset).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .. import SPLITS
+
+DEFAULT_PHASH_THRESHOLD = 6
+#: decode JPEGs at >= this size (DCT scaling); the hash works on 32×32 anyway
+DRAFT_SIZE = (32, 32)
+
+
+def _phash_backend() -> tuple[str, Any]:
+    try:
+        import imagehash  # noqa: F401
+
+        return "imagehash.phash (hash_size 8, 32x32 DCT)", imagehash
+    except ImportError:
+        return "numpy DCT pHash (same algorithm as imagehash.phash, 32x32 DCT)", None
+
+
+_DCT_CACHE: dict[int, np.ndarray] = {}
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    """Unnormalised DCT-II matrix, as ``scipy.fftpack.dct`` computes it."""
+    if n not in _DCT_CACHE:
+        k = np.arange(n)[:, None]
+        i = np.arange(n)[None, :]
+        _DCT_CACHE[n] = 2.0 * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
+    return _DCT_CACHE[n]
+
+
+def phash_numpy(img, hash_size: int = 8, highfreq_factor: int = 4) -> int:
+    """64-bit pHash of a PIL image as an int (bit order as imagehash: row-major, MSB first)."""
+    from PIL import Image
+
+    size = hash_size * highfreq_factor
+    grey = np.asarray(img.convert("L").resize((size, size), Image.Resampling.LANCZOS), dtype=np.float64)
+    c = _dct_matrix(size)
+    dct = c @ grey @ c.T
+    low = dct[:hash_size, :hash_size]
+    bits = (low > np.median(low)).ravel()
+    return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def image_phash(path: str) -> tuple[int | None, str, str]:
+    """(hash, error reason, detail) of one image file, decoded at reduced size."""
+    from .images import ImageReadError, open_rgb
+
+    try:
+        img = open_rgb(path, draft_size=DRAFT_SIZE)
+    except ImageReadError as err:
+        return None, err.reason, err.detail
+    _, backend = _phash_backend()
+    if backend is not None:
+        h = backend.phash(img)
+        return int(str(h), 16), "", ""
+    return phash_numpy(img), "", ""
+
+
+@dataclass
+class ImageRef:
+    dataset: str
+    split: str
+    img_id: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"dataset": self.dataset, "split": self.split, "img_id": self.img_id}
+
+
+@dataclass
+class AuditReport:
+    datasets: list[dict[str, Any]] = field(default_factory=list)
+    phash: dict[str, Any] = field(default_factory=dict)
+    group_overlap: list[dict[str, Any]] = field(default_factory=list)
+    exact_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    near_duplicates: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[dict[str, Any]] = field(default_factory=list)
+    timing_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def leakage(self) -> bool:
+        return bool(self.group_overlap
+                    or any(d["across_splits"] for d in self.exact_duplicates)
+                    or any(d["across_splits"] for d in self.near_duplicates))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "leakage": self.leakage,
+            "summary": self.summary(),
+            "datasets": self.datasets,
+            "perceptual_hash": self.phash,
+            "group_overlap": self.group_overlap,
+            "exact_duplicates": self.exact_duplicates,
+            "near_duplicates": self.near_duplicates,
+            "unreadable": self.unreadable,
+            "timing_s": self.timing_s,
+        }
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "images": int(sum(d["n_images"] for d in self.datasets)),
+            "groups_in_two_splits": len(self.group_overlap),
+            "exact_duplicate_sets": len(self.exact_duplicates),
+            "exact_duplicate_sets_across_splits": sum(d["across_splits"] for d in self.exact_duplicates),
+            "near_duplicate_pairs": len(self.near_duplicates),
+            "near_duplicate_pairs_across_splits": sum(d["across_splits"] for d in self.near_duplicates),
+            "unreadable_images": len(self.unreadable),
+        }
+
+
+def _group_overlap(name: str, splits: dict) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    frames = [df.assign(_split=s) for s, df in splits.items() if len(df)]
+    if not frames:
+        return []
+    frame = pd.concat(frames, ignore_index=True)
+    found = []
+    for col in ("patient_id", "lesion_id"):
+        if col not in frame.columns:
+            continue
+        sub = frame[frame[col].notna()]
+        key = sub[col].astype(str)
+        if "source" in sub.columns:
+            key = sub["source"].astype(str).fillna("") + "::" + key
+        per = sub.assign(_key=key).groupby("_key")
+        for group, rows in per:
+            split_set = sorted(set(rows["_split"]), key=SPLITS.index)
+            if len(split_set) > 1:
+                found.append({"dataset": name, "column": col, "group": str(group), "splits": split_set,
+                              "n_images": int(len(rows)),
+                              "img_ids": {s: rows.loc[rows["_split"] == s, "img_id"].astype(str).tolist()[:10]
+                                          for s in split_set}})
+    return found
+
+
+def _near_pairs(hashes: np.ndarray, threshold: int, block: int = 1024) -> list[tuple[int, int, int]]:
+    """All (i, j, distance) with i < j and Hamming distance <= threshold."""
+    pairs: list[tuple[int, int, int]] = []
+    n = len(hashes)
+    for start in range(0, n, block):
+        a = hashes[start:start + block]
+        dist = np.bitwise_count(a[:, None] ^ hashes[None, :])
+        ii, jj = np.nonzero(dist <= threshold)
+        keep = jj > ii + start
+        for i, j in zip(ii[keep], jj[keep]):
+            pairs.append((int(i + start), int(j), int(dist[i, j])))
+    return pairs
+
+
+def audit_datasets(roots: Sequence[str | Path], *, phash_threshold: int = DEFAULT_PHASH_THRESHOLD,
+                   workers: int | None = None, near_duplicates: bool = True) -> AuditReport:
+    """Audit dataset folders; see the module docstring for what is checked."""
+    from .contract import load_dataset
+
+    t0 = time.perf_counter()
+    report = AuditReport()
+    method, _ = _phash_backend()
+    report.phash = {"method": method, "bits": 64, "threshold": int(phash_threshold)}
+    refs: list[ImageRef] = []
+    paths: list[str] = []
+    shas: list[str] = []
+    names_seen: dict[str, int] = {}
+    for root in roots:
+        ds = load_dataset(Path(os.path.abspath(Path(root).expanduser())), check_images=False, quiet=True)
+        name = ds.name
+        if name in names_seen:  # two folders with the same name: keep them apart
+            names_seen[name] += 1
+            name = f"{name}#{names_seen[name]}"
+        else:
+            names_seen[name] = 1
+        images_dir = (Path(root) / "images").resolve()
+        counts = ds.counts()
+        report.datasets.append({
+            "name": name, "root": str(Path(root)), "fingerprint": ds.fingerprint,
+            "n_images": int(sum(len(df) for df in ds.splits.values())),
+            "counts": counts,
+            "prevalence": {s: (c["malignant"] / (c["benign"] + c["malignant"]) if c["benign"] + c["malignant"] else None)
+                           for s, c in counts.items()},
+            "premalignant_policy": ds.card.get("premalignant_policy"),
+            "load_exclusions": [e.as_dict() for e in ds.exclusions],
+            "warnings": ds.warnings,
+        })
+        for e in ds.exclusions:
+            if e.reason in ("missing_image", "unreadable_image", "truncated_image", "empty_image",
+                            "unsupported_format"):
+                report.unreadable.append({"dataset": name, "split": e.split, "img_id": e.img_id,
+                                          "reason": e.reason, "detail": e.detail})
+        report.group_overlap += _group_overlap(name, ds.splits)
+        for split, df in ds.splits.items():
+            for img_id, path in zip(df["img_id"], df["path"]):
+                refs.append(ImageRef(name, split, str(img_id)))
+                paths.append(path)
+                rel = Path(path).relative_to(images_dir).as_posix() if Path(path).is_relative_to(images_dir) else None
+                shas.append(ds.manifest.get(rel, "") if rel else "")
+    report.timing_s["load_and_sha256"] = round(time.perf_counter() - t0, 3)
+
+    # exact duplicates
+    by_sha: dict[str, list[int]] = {}
+    for i, sha in enumerate(shas):
+        if sha:
+            by_sha.setdefault(sha, []).append(i)
+    for sha, members in sorted(by_sha.items()):
+        if len(members) > 1:
+            report.exact_duplicates.append(_cluster_entry(members, refs, sha256=sha))
+
+    if near_duplicates and paths:
+        t1 = time.perf_counter()
+        n_workers = workers or min(8, 2 * (os.cpu_count() or 2))
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            results = list(pool.map(image_phash, paths, chunksize=64))
+        report.timing_s["phash"] = round(time.perf_counter() - t1, 3)
+        ok = [i for i, r in enumerate(results) if r[0] is not None]
+        for i, (h, reason, detail) in enumerate(results):
+            if h is None:
+                report.unreadable.append({**refs[i].as_dict(), "reason": reason, "detail": detail})
+        t2 = time.perf_counter()
+        hashes = np.asarray([results[i][0] for i in ok], dtype=np.uint64)
+        for a, b, dist in _near_pairs(hashes, phash_threshold):
+            ia, ib = ok[a], ok[b]
+            if shas[ia] and shas[ia] == shas[ib]:
+                continue  # already an exact duplicate
+            entry = {"distance": dist, "a": refs[ia].as_dict(), "b": refs[ib].as_dict(),
+                     "across_splits": refs[ia].split != refs[ib].split,
+                     "across_datasets": refs[ia].dataset != refs[ib].dataset}
+            report.near_duplicates.append(entry)
+        report.near_duplicates.sort(key=lambda d: (not d["across_splits"], d["distance"]))
+        report.timing_s["near_duplicate_search"] = round(time.perf_counter() - t2, 3)
+    report.timing_s["total"] = round(time.perf_counter() - t0, 3)
+    return report
+
+
+def _cluster_entry(members: Iterable[int], refs: list[ImageRef], **extra: Any) -> dict[str, Any]:
+    members = list(members)
+    splits = {refs[i].split for i in members}
+    datasets = {refs[i].dataset for i in members}
+    return {**extra, "members": [refs[i].as_dict() for i in members],
+            "across_splits": len(splits) > 1, "across_datasets": len(datasets) > 1}
+
+
+def _ref(d: dict[str, str]) -> str:
+    return f"{d['dataset']}/{d['split']}/{d['img_id']}"
+
+
+def format_report(report: AuditReport, max_list: int = 20) -> str:
+    """The readable text report."""
+    lines = ["dermbench audit", "==============="]
+    for d in report.datasets:
+        lines.append(f"dataset {d['name']} ({d['root']}), {d['n_images']} images, fingerprint {d['fingerprint'][:12]}"
+                     + (f", premalignant policy {d['premalignant_policy']}" if d.get("premalignant_policy") else ""))
+        lines.append(f"  {'split':<11}{'images':>8}{'benign':>8}{'malignant':>11}{'prevalence':>12}")
+        for s, c in d["counts"].items():
+            n = c["benign"] + c["malignant"]
+            prev = d["prevalence"][s]
+            lines.append(f"  {s:<11}{n:>8}{c['benign']:>8}{c['malignant']:>11}"
+                         f"{'-' if prev is None else f'{100 * prev:.1f}%':>12}")
+            if n and (c["benign"] == 0 or c["malignant"] == 0):
+                lines.append(f"    warning: split {s} has a single class")
+        if d["load_exclusions"]:
+            lines.append(f"  {len(d['load_exclusions'])} row(s) excluded when loading (see JSON)")
+    p = report.phash
+    lines.append("")
+    lines.append(f"perceptual hash: {p['method']}, {p['bits']} bits, near duplicate = Hamming distance "
+                 f"<= {p['threshold']}")
+
+    def section(title: str, items: list, render) -> None:
+        lines.append("")
+        lines.append(f"{title}: {len(items)}")
+        for item in items[:max_list]:
+            lines.append("  " + render(item))
+        if len(items) > max_list:
+            lines.append(f"  ... and {len(items) - max_list} more (see the JSON report)")
+
+    section("patient/lesion groups in more than one split (LEAKAGE)", report.group_overlap,
+            lambda g: f"{g['dataset']}: {g['column']} {g['group']} in {', '.join(g['splits'])} ({g['n_images']} images)")
+    section("exact duplicate sets (same sha256)", report.exact_duplicates,
+            lambda d: ("LEAK " if d["across_splits"] else "") + " = ".join(_ref(m) for m in d["members"]))
+    section("near duplicate pairs", report.near_duplicates,
+            lambda d: ("LEAK " if d["across_splits"] else "") + f"d={d['distance']}  {_ref(d['a'])} ~ {_ref(d['b'])}")
+    section("unreadable or missing images", report.unreadable,
+            lambda u: f"{u['dataset']}/{u['split']}/{u['img_id']}: {u['reason']}" + (f" ({u['detail']})" if u['detail'] else ""))
+    lines.append("")
+    t = report.timing_s
+    lines.append(f"time: {t.get('total', 0):.2f} s (hashing {t.get('phash', 0):.2f} s, "
+                 f"near-duplicate search {t.get('near_duplicate_search', 0):.2f} s)")
+    lines.append("RESULT: LEAKAGE FOUND" if report.leakage else "RESULT: no leakage found")
+    return "\n".join(lines)

@@ -1,0 +1,228 @@
+"""Merging prepared datasets into one (``dermbench merge``), as the study did [paper]:
+``merged_clinic`` = HC + PAD-UFES-20 + DDI + SD-198, ``merged_dermatoscopic`` = ISIC 2018 +
+ISIC 2024, ``merged`` = all six (HAM10000 is left out: ISIC 2018's training set *is* HAM10000).
+
+Rules: partitions carry over (a part's train rows stay train); a ``source`` column records each
+row's origin (kept from a part that is itself a merge); columns are the union of the parts';
+file names that collide between parts (case-insensitively, so the result works on macOS and
+Windows too) are renamed deterministically to ``<part>__<name>`` in *every* part that has them,
+so a name never depends on the order of the parts, and the original is kept in
+``original_img_id``. Parts with different premalignant policies (akiec/ACK counted malignant in
+one, benign in another) are refused unless ``allow_mixed_premalignant``: the merged label would
+mean different things per row.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .. import SPLITS
+
+SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "merge_paper.yaml"
+
+
+class MergeError(ValueError):
+    """Parts that cannot be merged as asked (policy mismatch, missing part, bad config)."""
+
+
+@dataclass
+class MergeSpec:
+    name: str
+    parts: list[str]
+    out: str | None = None
+
+
+@dataclass
+class MergeConfig:
+    merges: list[MergeSpec]
+    datasets_root: str = "datasets"
+    out_root: str | None = None
+    link: str = "copy"
+    allow_mixed_premalignant: bool = False
+    path: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_merge_config(path: str | Path) -> MergeConfig:
+    """Read a merge YAML (see ``configs/merge_paper.yaml``); unknown keys are errors."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise MergeError(f"merge config {path}: {exc}") from exc
+    allowed = {"datasets_root", "out_root", "link", "allow_mixed_premalignant", "merges"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise MergeError(f"merge config {path}: unknown key(s) {unknown}; allowed: {', '.join(sorted(allowed))}")
+    merges = data.get("merges")
+    if not isinstance(merges, dict) or not merges:
+        raise MergeError(f"merge config {path}: needs 'merges:' mapping NAME -> {{parts: [DATASET, ...]}}")
+    specs = []
+    for name, body in merges.items():
+        if isinstance(body, list):
+            body = {"parts": body}
+        if not isinstance(body, dict) or not isinstance(body.get("parts"), list) or len(body["parts"]) < 2:
+            raise MergeError(f"merge config {path}: merge {name!r} needs 'parts:' with at least two datasets")
+        bad = sorted(set(body) - {"parts", "out"})
+        if bad:
+            raise MergeError(f"merge config {path}: merge {name!r} has unknown key(s) {bad}; allowed: parts, out")
+        specs.append(MergeSpec(str(name), [str(p) for p in body["parts"]], body.get("out")))
+    link = str(data.get("link", "copy"))
+    return MergeConfig(merges=specs, datasets_root=str(data.get("datasets_root", "datasets")),
+                       out_root=data.get("out_root"), link=link,
+                       allow_mixed_premalignant=bool(data.get("allow_mixed_premalignant", False)), path=path)
+
+
+def _rename_collisions(names_by_part: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+    """(part, relative name) -> new name, for names used by more than one part."""
+    from ..utils.paths import safe_name
+
+    owners: dict[str, set[str]] = {}
+    for part, names in names_by_part.items():
+        for n in names:
+            owners.setdefault(n.lower(), set()).add(part)
+    renamed = {}
+    for part, names in names_by_part.items():
+        for n in names:
+            if len(owners[n.lower()]) > 1:
+                renamed[(part, n)] = f"{safe_name(part)}__{n}"
+    return renamed
+
+
+def merge_datasets(
+    parts: Sequence[str | Path],
+    out: str | Path,
+    *,
+    link: str = "copy",
+    overwrite: bool = False,
+    allow_mixed_premalignant: bool = False,
+    quiet: bool = False,
+    card_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge dataset folders into ``out``; returns the written card."""
+    from .contract import load_dataset
+    from .sources.base import CONTRACT_ORDER, absolute, check_out_dir, counts_table, write_dataset
+
+    out = absolute(out)
+    check_out_dir(out, overwrite)
+    if len(parts) < 2:
+        raise MergeError("merge needs at least two datasets")
+    loaded = []
+    for p in parts:
+        if not Path(p).is_dir():
+            raise MergeError(f"merge part {p} does not exist; prepare it first (`dermbench prepare ...`)")
+        ds = load_dataset(absolute(p), check_images=False, quiet=True)
+        loaded.append(ds)
+    names = [ds.name for ds in loaded]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise MergeError(f"parts with the same name {dupes}: rename a folder or its dataset.json 'name'")
+
+    policies = {ds.name: ds.card.get("premalignant_policy") for ds in loaded}
+    known = {p for p in policies.values() if p}
+    if len(known) > 1 and not allow_mixed_premalignant:
+        listing = ", ".join(f"{n}: {p or 'unknown'}" for n, p in policies.items())
+        raise MergeError(f"the parts use different premalignant policies ({listing}); re-prepare them with the "
+                         f"same --premalignant, or pass --allow-mixed-premalignant to merge anyway")
+    policy = known.pop() if len(known) == 1 else ("mixed" if known else "unknown")
+
+    frames: list[pd.DataFrame] = []
+    for ds in loaded:
+        images_dir = (ds.root / "images").resolve()
+        for split in SPLITS:
+            df = ds.splits[split].copy()
+            df["_rel"] = [Path(p).resolve().relative_to(images_dir).as_posix() for p in df["path"]]
+            df["_part"] = ds.name
+            df["split"] = split
+            if "source" not in df.columns:
+                df["source"] = ds.name
+            else:
+                df["source"] = df["source"].fillna(ds.name)
+            frames.append(df)
+    names_by_part: dict[str, list[str]] = {n: [] for n in names}
+    for f in frames:
+        if len(f):
+            names_by_part[f["_part"].iloc[0]].extend(f["_rel"].tolist())
+    renamed = _rename_collisions(names_by_part)
+
+    merged = pd.concat(frames, ignore_index=True)
+    merged["src"] = merged["path"]
+    new_names = [renamed.get((p, r), r) for p, r in zip(merged["_part"], merged["_rel"])]
+    if renamed:
+        merged["original_img_id"] = merged["img_id"]
+    merged["img_id"] = new_names
+    merged = merged.drop(columns=["path", "label", "_rel", "_part"])
+    cols = [c for c in CONTRACT_ORDER if c in merged.columns] + ["source"]
+    cols += [c for c in merged.columns if c not in cols]
+    merged = merged[cols]
+    splits = {s: merged[merged["split"] == s].reset_index(drop=True) for s in SPLITS}
+
+    part_info = [{"name": ds.name, "root": str(ds.root.resolve()), "fingerprint": ds.fingerprint,
+                  "source": ds.card.get("source"), "premalignant_policy": ds.card.get("premalignant_policy"),
+                  "split_policy": ds.card.get("split_policy"), "counts": ds.counts(),
+                  "load_exclusions": len(ds.exclusions)} for ds in loaded]
+    excluded = [{"reason": f"{ds.name}: {reason}", "count": n}
+                for ds in loaded for reason, n in pd.Series([e.reason for e in ds.exclusions],
+                                                            dtype=object).value_counts().items()]
+    card = {
+        "name": out.name,
+        "source": "merge",
+        "licence": "; ".join(f"{ds.name}: {ds.card.get('licence', 'unknown')}" for ds in loaded),
+        "parts": part_info,
+        "label_mapping": {ds.name: ds.card.get("label_mapping") for ds in loaded},
+        "premalignant_policy": policy,
+        "premalignant_policies": policies,
+        "split_policy": "partitions carried over from the parts (train stays train)",
+        "renamed_files": {"count": len(renamed), "rule": "<part>__<name> for names used by more than one part",
+                          "examples": [f"{p}/{n} -> {v}" for (p, n), v in list(renamed.items())[:10]]},
+        "excluded": excluded,
+        "image_link": link,
+        **(card_extra or {}),
+    }
+    written = write_dataset(out, splits, link=link, overwrite=overwrite, card=card)
+    if not quiet:
+        print(f"merged {', '.join(names)} -> {out} (premalignant policy {policy}; "
+              f"{len(renamed)} colliding file name(s) renamed)", file=sys.stderr)
+        print(counts_table(splits), file=sys.stderr)
+    return written
+
+
+def run_merge_config(config: MergeConfig, *, only: Sequence[str] = (), skip_missing: bool = False,
+                     datasets_root: str | None = None, out_root: str | None = None, overwrite: bool = False,
+                     link: str | None = None, allow_mixed_premalignant: bool | None = None,
+                     quiet: bool = False) -> list[dict[str, Any]]:
+    """Build every merge of a config (or those named in ``only``)."""
+    root = Path(datasets_root or config.datasets_root).expanduser()
+    out_base = Path(out_root or config.out_root or root).expanduser()
+    wanted = list(only) or [m.name for m in config.merges]
+    unknown = sorted(set(wanted) - {m.name for m in config.merges})
+    if unknown:
+        raise MergeError(f"merge(s) {unknown} not in the config; it defines {', '.join(m.name for m in config.merges)}")
+    cards = []
+    for spec in config.merges:
+        if spec.name not in wanted:
+            continue
+        part_paths = [Path(p).expanduser() if Path(p).is_absolute() else root / p for p in spec.parts]
+        missing = [str(p) for p in part_paths if not (p / "train_metadata.csv").exists()]
+        if missing and not skip_missing:
+            raise MergeError(f"merge {spec.name!r}: part(s) {missing} not found; prepare them (`dermbench prepare`, "
+                             f"or `dermbench prepare csv` for a private set) or pass --skip-missing")
+        present = [p for p in part_paths if str(p) not in missing]
+        if missing and not quiet:
+            print(f"merge {spec.name}: skipping missing part(s) {', '.join(missing)}", file=sys.stderr)
+        if len(present) < 2:
+            raise MergeError(f"merge {spec.name!r}: fewer than two parts available ({[str(p) for p in present]})")
+        out = Path(spec.out) if spec.out else out_base / spec.name
+        card = merge_datasets(present, out, link=link or config.link, overwrite=overwrite,
+                              allow_mixed_premalignant=config.allow_mixed_premalignant
+                              if allow_mixed_premalignant is None else allow_mixed_premalignant, quiet=quiet,
+                              card_extra={"skipped_parts": missing} if missing else None)
+        cards.append(card)
+    return cards

@@ -1,0 +1,128 @@
+"""``dermbench audit`` catches group overlap and (near) duplicates across splits, and passes a
+clean dataset."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermbench.data.audit import audit_datasets, format_report, image_phash, phash_numpy
+
+
+def smooth_image(seed: int, size: int = 96) -> Image.Image:
+    """A smooth random colour field: distinct seeds give distinct perceptual hashes."""
+    rng = np.random.default_rng(seed)
+    grid = rng.integers(0, 255, size=(6, 6, 3), dtype=np.uint8)
+    return Image.fromarray(grid).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def make_dataset(root: Path, rows: list[dict], images: dict[str, Image.Image | bytes]) -> Path:
+    (root / "images").mkdir(parents=True)
+    for name, img in images.items():
+        if isinstance(img, bytes):
+            (root / "images" / name).write_bytes(img)
+        else:
+            img.save(root / "images" / name, quality=92)
+    frame = pd.DataFrame(rows)
+    for split in ("train", "validation", "test"):
+        frame[frame["split"] == split].drop(columns=["split"]).to_csv(root / f"{split}_metadata.csv", index=False)
+    return root
+
+
+def clean_rows(n: int = 30, offset: int = 0):
+    rows, images = [], {}
+    for i in range(n):
+        split = ("train", "train", "train", "validation", "test")[i % 5]
+        name = f"img{i + offset:03d}.jpg"
+        rows.append({"img_id": name, "benign_malignant": "malignant" if i % 3 == 0 else "benign",
+                     "lesion_id": f"L{i + offset}", "patient_id": f"P{i + offset}", "split": split})
+        images[name] = smooth_image(i + offset)
+    return rows, images
+
+
+def test_clean_dataset_passes(tmp_path):
+    from dermbench.cli.main import main
+
+    rows, images = clean_rows()
+    root = make_dataset(tmp_path / "clean", rows, images)
+    report = audit_datasets([root])
+    assert not report.leakage, format_report(report)
+    assert report.summary()["images"] == 30
+    assert report.near_duplicates == [] and report.exact_duplicates == []
+    assert main(["audit", str(root), "--json", str(tmp_path / "a.json")]) == 0
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["leakage"] is False and data["perceptual_hash"]["threshold"] == 6
+
+
+def test_deliberate_leak_is_reported_and_fails(tmp_path, capsys):
+    from dermbench.cli.main import main
+
+    rows, images = clean_rows()
+    # 1. the same lesion in train and test
+    rows.append({"img_id": "leak_lesion.jpg", "benign_malignant": "benign", "lesion_id": "L0", "patient_id": "P0",
+                 "split": "test"})
+    images["leak_lesion.jpg"] = smooth_image(1000)
+    # 2. a resized, re-encoded copy of a training image in validation
+    buf = io.BytesIO()
+    smooth_image(1).resize((80, 80)).save(buf, format="JPEG", quality=70)
+    rows.append({"img_id": "reencoded.jpg", "benign_malignant": "benign", "lesion_id": "L900",
+                 "patient_id": "P900", "split": "validation"})
+    images["reencoded.jpg"] = buf.getvalue()
+    root = make_dataset(tmp_path / "leaky", rows, images)
+
+    report = audit_datasets([root])
+    assert report.leakage
+    lesion = [g for g in report.group_overlap if g["column"] == "lesion_id"]
+    assert lesion and lesion[0]["group"] == "L0" and lesion[0]["splits"] == ["train", "test"]
+    near = [d for d in report.near_duplicates if {d["a"]["img_id"], d["b"]["img_id"]} == {"img001.jpg", "reencoded.jpg"}]
+    assert near and near[0]["across_splits"] and near[0]["distance"] <= 6
+    assert main(["audit", str(root)]) == 1
+    text = capsys.readouterr().out
+    assert "LEAKAGE FOUND" in text and "L0" in text and "reencoded.jpg" in text
+
+
+def test_exact_duplicates_across_datasets_and_unreadable(tmp_path):
+    rows_a, images_a = clean_rows(10)
+    rows_b, images_b = clean_rows(10, offset=50)
+    rows_b[0]["split"] = "test"
+    images_b[rows_b[0]["img_id"]] = images_a["img001.jpg"]  # same pixels, same encoder -> same bytes
+    rows_b.append({"img_id": "broken.jpg", "benign_malignant": "benign", "lesion_id": "X", "patient_id": "X",
+                   "split": "train"})
+    buf = io.BytesIO()
+    smooth_image(7).save(buf, format="JPEG")
+    images_b["broken.jpg"] = buf.getvalue()[:200]  # truncated
+    a = make_dataset(tmp_path / "a", rows_a, images_a)
+    b = make_dataset(tmp_path / "b", rows_b, images_b)
+    report = audit_datasets([a, b])
+    exact = report.exact_duplicates
+    assert len(exact) == 1 and exact[0]["across_datasets"] and exact[0]["across_splits"]
+    assert report.leakage
+    assert [u["img_id"] for u in report.unreadable] == ["broken.jpg"]
+    # same split in two datasets: reported, not leakage
+    rows_b[0]["split"] = "train"
+
+
+def test_duplicate_within_one_split_is_not_leakage(tmp_path):
+    rows, images = clean_rows(10)
+    rows.append({"img_id": "copy.jpg", "benign_malignant": "benign", "lesion_id": "L77", "patient_id": "P77",
+                 "split": "train"})
+    images["copy.jpg"] = images["img000.jpg"]
+    report = audit_datasets([make_dataset(tmp_path / "d", rows, images)])
+    assert len(report.exact_duplicates) == 1 and not report.exact_duplicates[0]["across_splits"]
+    assert not report.leakage
+
+
+def test_numpy_phash_matches_imagehash(tmp_path):
+    imagehash = pytest.importorskip("imagehash")
+    for seed in range(5):
+        img = smooth_image(seed, size=70)
+        assert phash_numpy(img) == int(str(imagehash.phash(img)), 16)
+    smooth_image(3).save(tmp_path / "x.png")
+    h, reason, _ = image_phash(str(tmp_path / "x.png"))
+    assert reason == "" and isinstance(h, int)
