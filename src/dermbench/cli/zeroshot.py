@@ -1,0 +1,145 @@
+"""``dermbench zeroshot``: score a dataset with a dual encoder or a generative VLM, one cell per seed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import CliError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "zeroshot", help="score a dataset with no training: dual encoders (CLIP, SigLIP ...) or generative VLMs",
+        description="Zeroshot classification into a run record. Dual encoders score the prompt set's class "
+                    "prompts (softmax for CLIP-style, sigmoid for SigLIP-style models). Generative VLMs answer "
+                    "the prompt set's question per image, locally (Hugging Face) or through a server (Ollama, "
+                    "any OpenAI-compatible server); answers are parsed, unparsed answers and failed requests are "
+                    "counted and scored as wrong. A killed run resumes without re-asking answered images.",
+        epilog="models: `dermbench ls zeroshot-models`, or a prefix name:\n"
+               "  ollama:<model[:tag]>   Ollama /api/chat        (--url or $OLLAMA_HOST, default http://127.0.0.1:11434)\n"
+               "  openai:<model>         OpenAI-compatible server (--url or $OPENAI_BASE_URL, key $OPENAI_API_KEY)\n"
+               "  hf:<repo>              local Hugging Face image-text-to-text model\n"
+               "  clip:<repo>  siglip:<repo>  open_clip:<name>[/<pretrained>]|open_clip:hf-hub:<repo>\n"
+               "prompt sets: `dermbench ls prompt-sets` (dual: derm_ensemble, bare_words; generative: image_only,\n"
+               "  simple, patient_metadata, abcde) or a path to your own YAML file.\n\n"
+               "examples:\n"
+               "  dermbench zeroshot --model clip_vit_b32 --dataset datasets/ham10000 --prompt bare_words\n"
+               "  dermbench zeroshot --model ollama:llama3.2-vision:11b --dataset datasets/pad_ufes_20 \\\n"
+               "      --prompt patient_metadata --concurrency 8\n"
+               "  dermbench zeroshot --model openai:Qwen/Qwen2.5-VL-7B-Instruct --url http://gpu-box:8000/v1 \\\n"
+               "      --dataset datasets/ddi --prompt abcde",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="zeroshot model name or prefix name (see below)")
+    p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
+    p.add_argument("--prompt", help="prompt set name or YAML path (default: derm_ensemble for dual encoders, "
+                                    "simple for generative VLMs)")
+    p.add_argument("--url", help="server base URL for ollama:/openai: models")
+    p.add_argument("--concurrency", type=int, help="requests in flight at once (servers; default 4)")
+    p.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 120)")
+    p.add_argument("--retries", type=int, help="retries on connection errors, timeouts, 429 and 5xx (default 3)")
+    p.add_argument("--answer-format", choices=("json", "word"),
+                   help="json: ask for {label, confidence} (default); word: one word, as the study did")
+    p.add_argument("--no-logprobs", action="store_true", help="do not request token log-probabilities")
+    p.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 256)")
+    p.add_argument("--max-image-side", type=int, help="downscale images sent to a VLM to this side (default 1024)")
+    p.add_argument("--metadata-columns", help="JSON mapping of dataset column -> label for metadata prompts, "
+                                              "e.g. '{\"age_approx\": \"Age [years]\"}'")
+    p.add_argument("--weights", help="local weights folder/file, or 'random' (tests, smoke runs only)")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (dual encoders, local VLMs; default 16)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other zeroshot setting (repeatable), e.g. --set dtype=bfloat16")
+    p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one cell per seed (default 42)")
+    p.add_argument("--threshold-policy", default="fixed:0.5",
+                   help="operating threshold: fixed:0.5 (study), youden, sensitivity:0.9 ... (chosen on validation)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ... (local models)")
+    p.add_argument("--runs", default="runs", help="runs root folder (default ./runs)")
+    p.add_argument("--experiment", default="zeroshot", help="experiment name (first folder under --runs)")
+    p.add_argument("--force", action="store_true", help="redo complete cells and discard cached answers")
+    p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
+    p.set_defaults(func=run)
+    return p
+
+
+def _parse_set(items: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def build_specs(args: argparse.Namespace) -> list:
+    """One :class:`CellSpec` per seed, validated before anything runs."""
+    from pydantic import ValidationError
+
+    from ..models.zeroshot import resolve_zeroshot_model
+    from ..paradigms.zeroshot.prompts import DEFAULT_PROMPT_SET, PromptSetError, load_prompt_set
+    from ..paradigms.zeroshot.settings import ZeroshotSettings
+    from ..registry import UnknownNameError
+    from ..runner.cell import CellSpec
+
+    try:
+        entry = resolve_zeroshot_model(args.model)
+    except UnknownNameError as exc:
+        raise CliError(str(exc)) from None
+    kind = entry.meta["kind"]
+    prompt = args.prompt or DEFAULT_PROMPT_SET[kind]
+    try:
+        prompt_set = load_prompt_set(prompt)
+    except (PromptSetError, UnknownNameError) as exc:
+        raise CliError(str(exc)) from None
+    if prompt_set.kind != kind:
+        raise CliError(f"{args.model} is a {kind} model; prompt set {prompt_set.name!r} is for {prompt_set.kind} "
+                       f"models (try --prompt {DEFAULT_PROMPT_SET[kind]})")
+    values: dict[str, object] = {
+        "url": args.url, "concurrency": args.concurrency, "timeout_s": args.timeout, "max_retries": args.retries,
+        "answer_format": args.answer_format, "max_new_tokens": args.max_new_tokens,
+        "max_image_side": args.max_image_side, "weights": args.weights, "batch_size": args.batch_size,
+        "logprobs": False if args.no_logprobs else None,
+    }
+    if args.metadata_columns:
+        try:
+            values["metadata_columns"] = json.loads(args.metadata_columns)
+        except ValueError as exc:
+            raise CliError(f"--metadata-columns is not a JSON mapping: {exc}") from None
+    values = {k: v for k, v in values.items() if v is not None}
+    values.update(_parse_set(args.set))
+    try:
+        settings = ZeroshotSettings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+        raise CliError(f"invalid zeroshot settings: {problems}") from None
+    return [CellSpec(args.experiment, "zeroshot", model=args.model, dataset=str(args.dataset), seed=seed,
+                     variant=prompt, settings=settings.model_dump(mode="json"),
+                     threshold_policy=args.threshold_policy, n_boot=args.n_boot, device=args.device,
+                     strict=args.strict, quiet=bool(getattr(args, "quiet", False)))
+            for seed in args.seeds]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runner.cell import execute_cell
+    from ..runs.record import read_metrics
+
+    status = 0
+    for spec in build_specs(args):
+        result = execute_cell(spec, args.runs, force=args.force)
+        if result.status == "failed":
+            print(f"seed {spec.seed}: FAILED ({result.error}); details in {result.path / 'error.txt'}", file=sys.stderr)
+            status = 1
+            continue
+        metrics = read_metrics(result.path)
+        auc = metrics["splits"]["test"]["metrics"]["auroc"]
+        value = "n/a" if auc.get("value") is None else f"{auc['value']:.3f}"
+        extra = metrics.get("extra", {})
+        rates = (f"  unparsed {extra['unparsed_rate']:.1%} failed {extra['failed_rate']:.1%}"
+                 if extra.get("kind") == "generative" else "")
+        print(f"seed {spec.seed}: {result.status}  test AUROC {value}{rates}  {result.path}")
+    return status

@@ -1,0 +1,71 @@
+"""The interface every generative backend implements (light: no torch, no HTTP client)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol
+
+from ...paradigms.zeroshot.parsing import TokenLogprob
+
+
+@dataclass(frozen=True)
+class VLMRequest:
+    """One question about one image. The image is read (and downscaled) by the backend, lazily,
+    so a long run never holds every image in memory."""
+
+    img_id: str
+    image_path: str
+    prompt: str
+    system: str = ""
+    json_schema: dict[str, Any] | None = None   # ask for JSON of this schema where the backend can
+
+
+@dataclass
+class VLMAnswer:
+    """The backend's answer to one request: text (+ token log-probabilities) or an error."""
+
+    img_id: str
+    text: str | None = None
+    tokens: list[TokenLogprob] | None = None
+    error: str | None = None
+    attempts: int = 1
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class GenerativeBackend(Protocol):
+    """``answer_all`` calls ``on_answer`` once per request, in any order, from any thread; a
+    request that fails after its retries yields an answer with ``error`` set (never an exception),
+    so one bad request never stops a run."""
+
+    def answer_all(self, requests: Iterable[VLMRequest], on_answer: Callable[[VLMAnswer], None]) -> None: ...
+
+    def identity(self) -> dict[str, Any]: ...
+
+
+def load_request_image(path: str, max_side: int | None):
+    """The image as RGB (via ``open_rgb``), downscaled so its longer side is at most ``max_side``."""
+    from PIL import Image
+
+    from ...data.images import open_rgb
+
+    image = open_rgb(path)
+    if max_side and max(image.size) > max_side:
+        scale = max_side / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+    return image
+
+
+def encode_image(image, image_format: str = "jpeg") -> tuple[bytes, str]:
+    """Encoded bytes and MIME type of a PIL image (JPEG quality 95, or lossless PNG)."""
+    buf = io.BytesIO()
+    if image_format == "png":
+        image.save(buf, format="PNG")
+        return buf.getvalue(), "image/png"
+    image.save(buf, format="JPEG", quality=95)
+    return buf.getvalue(), "image/jpeg"

@@ -1,0 +1,260 @@
+"""One zeroshot cell: a dual encoder or a generative VLM scores the validation and test images.
+
+Dual encoders embed every image and the prompt set's class prompts and turn the similarities into
+P(malignant) (softmax for CLIP-style models, sigmoid for SigLIP-style ones, see
+:func:`dermbench.models.vlm.dual.p_malignant_from_embeddings`).
+
+Generative VLMs are asked the prompt set's question per image. Every answer is appended to the
+per-record answer cache ``work/answers.jsonl`` as it arrives, so a killed run resumes without
+re-asking answered images (failed requests are not cached: they are asked again on resume). Each
+image's answer is scored by :func:`dermbench.paradigms.zeroshot.parsing.score_answer`:
+log-probabilities, else the stated confidence, else the hard label; unparsed answers and failed
+requests are scored as wrong and counted (``unparsed_rate``, ``failed_rate``). The raw answer,
+its parse status and score source are kept per image in the predictions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ...utils.atomic import atomic_write_text
+from .parsing import FAILED, UNPARSED, TokenLogprob, score_answer
+from .prompts import DEFAULT_PROMPT_SET, PromptSet, PromptSetError, load_prompt_set, metadata_fields_from_mapping
+from .settings import ZeroshotSettings
+
+EVAL_SPLITS = ("validation", "test")
+ANSWER_CACHE = "answers.jsonl"
+
+
+def run_cell(spec: Any, recorder: Any) -> dict[str, Any]:
+    """Score the validation and test splits with ``spec.model`` and prompt set ``spec.variant``."""
+    from ...data.contract import load_dataset
+    from ...models.zeroshot import resolve_zeroshot_model
+    from ...runs.evaluate import finalize_cell
+
+    t0 = time.perf_counter()
+    settings = ZeroshotSettings.model_validate(spec.settings or {})
+    entry = resolve_zeroshot_model(spec.model)
+    kind = entry.meta["kind"]
+    prompt_set = load_prompt_set(spec.variant or DEFAULT_PROMPT_SET[kind])
+    if prompt_set.kind != kind:
+        raise PromptSetError(f"model {spec.model!r} is a {kind} model but prompt set {prompt_set.name!r} is for "
+                             f"{prompt_set.kind} models; use e.g. {DEFAULT_PROMPT_SET[kind]!r}")
+    dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=spec.quiet)
+    frames = {split: dataset.split(split) for split in EVAL_SPLITS}
+    fields = metadata_fields_from_mapping(settings.metadata_columns) if settings.metadata_columns else None
+    if kind == "generative":  # before loading a model: a metadata prompt on a dataset without metadata
+        columns = sorted(set().union(*(f.columns for f in frames.values())))
+        prompt_set.check_dataset_columns(columns, dataset.name, fields)
+    factory = entry.load()
+    meta = {k: v for k, v in entry.meta.items() if k not in ("kind", "backend", "model_id", "licence", "source")}
+    t_load = time.perf_counter()
+    model = factory(entry.meta["model_id"], settings, device=spec.device, seed=spec.seed, **meta)
+    load_s = time.perf_counter() - t_load
+    log = _logger(spec.quiet)
+
+    if kind == "dual":
+        scores, extra = _score_dual(model, prompt_set, frames, settings, dataset.fingerprint, log)
+    else:
+        scores, extra = _score_generative(model, prompt_set, frames, settings, recorder.work, spec, fields, log)
+    extra.update({"kind": kind, "backend": entry.meta["backend"], "prompt_set": prompt_set.name,
+                  "prompt_set_hash": prompt_set.content_hash, "prompt_set_version": prompt_set.version})
+    identity = model.identity()
+    provenance = {"weights": identity.get("weights", identity.get("model")), "model_identity": identity,
+                  "licence": entry.meta.get("licence"), "source": entry.meta.get("source"),
+                  "device": identity.get("device", "server"), "batch_size": identity.get("batch_size"),
+                  "dtype": identity.get("dtype")}
+    timing = {"load_model_s": round(load_s, 3), "score_s": round(time.perf_counter() - t0 - load_s, 3)}
+    return finalize_cell(recorder, dataset, scores, threshold_policy=spec.threshold_policy, n_boot=spec.n_boot,
+                         seed=spec.seed, provenance=provenance, timing=timing, extra=extra, cell=spec.to_dict())
+
+
+def _logger(quiet: bool) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if not quiet:
+            print(message, file=sys.stderr, flush=True)
+    return log
+
+
+# -- dual encoders ---------------------------------------------------------------------------------
+
+def _score_dual(encoder: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFrame], settings: ZeroshotSettings,
+                fingerprint: str, log: Callable[[str], None]) -> tuple[dict[str, pd.DataFrame], dict]:
+    from ...models.vlm.dual import image_embeddings, p_malignant_from_embeddings, text_embeddings
+
+    scoring = settings.dual_scoring if settings.dual_scoring != "auto" else encoder.scoring
+    class_prompts = prompt_set.class_prompts()
+    text = {label: text_embeddings(encoder, prompts, prompt_set.content_hash) for label, prompts in class_prompts.items()}
+    scores = {}
+    hits = {}
+    for split, frame in frames.items():
+        log(f"zeroshot: embedding {len(frame)} {split} images with {encoder.identity().get('model')}")
+        images, hits[split] = image_embeddings(encoder, list(frame["img_id"].astype(str)), list(frame["path"]),
+                                               dataset_fingerprint=fingerprint, split=split,
+                                               batch_size=settings.batch_size)
+        p, per_class = p_malignant_from_embeddings(images, text[0], text[1], scoring=scoring,
+                                                   logit_scale=encoder.logit_scale, logit_bias=encoder.logit_bias)
+        scores[split] = pd.DataFrame({"img_id": frame["img_id"].astype(str).to_numpy(), "p_malignant": p,
+                                      "score_benign": per_class[:, 0], "score_malignant": per_class[:, 1],
+                                      "score_source": f"similarity_{scoring}"})
+    extra = {"scoring": scoring, "n_prompts": {"benign": len(class_prompts[0]), "malignant": len(class_prompts[1])},
+             "score_source": {f"similarity_{scoring}": 1.0}, "unparsed_rate": 0.0, "failed_rate": 0.0,
+             "image_embeddings_cached": hits}
+    return scores, extra
+
+
+# -- generative VLMs -----------------------------------------------------------------------------------
+
+class AnswerCache:
+    """Append-only JSONL of answers in the cell's ``work/`` folder, keyed per image.
+
+    One line per answer, written with a single ``write`` and flushed, so a kill loses at most the
+    line being written; a torn last line is ignored when reading. A line is reused only when its
+    ``key`` (model, prompt text, answer-changing settings, seed) matches the current request, so a
+    changed setting re-asks the image instead of mixing answers. (It is the one file of a run that is
+    appended rather than replaced atomically: rewriting it after every answer would be quadratic.)
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._entries: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line torn by a kill
+                if isinstance(record, dict) and "img_id" in record and "key" in record:
+                    self._entries[str(record["img_id"])] = record
+        self._fh = None
+
+    def get(self, img_id: str, key: str) -> dict[str, Any] | None:
+        record = self._entries.get(str(img_id))
+        return record if record is not None and record["key"] == key else None
+
+    def put(self, record: dict[str, Any]) -> None:
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._fh.flush()
+        self._entries[str(record["img_id"])] = record
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _request_key(spec: Any, settings: ZeroshotSettings, identity: dict[str, Any], system: str, prompt: str) -> str:
+    payload = {"model": spec.model, "identity": {k: identity.get(k) for k in ("backend", "model", "weights")},
+               "seed": spec.seed, "settings": settings.answer_key_fields(), "system": system, "prompt": prompt}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFrame],
+                      settings: ZeroshotSettings, work: Path, spec: Any, fields: Any,
+                      log: Callable[[str], None]) -> tuple[dict[str, pd.DataFrame], dict]:
+    from ...models.vlm.base import VLMRequest
+
+    identity = backend.identity()
+    schema = prompt_set.json_schema() if settings.answer_format == "json" else None
+    cache = AnswerCache(Path(work) / ANSWER_CACHE)
+    requests, keys = [], {}
+    for frame in frames.values():
+        for row in frame.to_dict("records"):
+            prompt = prompt_set.render(row, answer_format=settings.answer_format, fields=fields)
+            key = _request_key(spec, settings, identity, prompt_set.system, prompt)
+            keys[str(row["img_id"])] = key
+            if cache.get(row["img_id"], key) is None:
+                requests.append(VLMRequest(str(row["img_id"]), str(row["path"]), prompt, prompt_set.system, schema))
+    total = sum(len(f) for f in frames.values())
+    log(f"zeroshot: {total - len(requests)} of {total} answers cached; asking {identity.get('model')} "
+        f"({identity.get('backend')}) about {len(requests)} images")
+    failures: dict[str, str] = {}
+    attempts: dict[str, int] = {}
+    done = [0]
+    t0 = time.perf_counter()
+
+    def on_answer(answer: Any) -> None:
+        done[0] += 1
+        attempts[answer.img_id] = answer.attempts
+        if answer.failed:
+            failures[answer.img_id] = answer.error
+        else:
+            cache.put({"img_id": answer.img_id, "key": keys[answer.img_id], "text": answer.text,
+                       "tokens": [t.to_dict() for t in answer.tokens] if answer.tokens else None,
+                       "attempts": answer.attempts, "seconds": round(answer.seconds, 3)})
+        if done[0] % 25 == 0 or done[0] == len(requests):
+            rate = done[0] / max(time.perf_counter() - t0, 1e-9)
+            log(f"zeroshot: {done[0]}/{len(requests)} answered ({rate:.2f} images/s, {len(failures)} failed)")
+
+    try:
+        if requests:
+            backend.answer_all(requests, on_answer)
+    finally:
+        cache.close()
+
+    n_failed = len(failures)
+    if total and n_failed / total > settings.max_failed_rate:
+        example = next(iter(failures.values()))
+        hint = (" The server rejected the request itself: if it does not support JSON-schema output or "
+                "log-probabilities, try --answer-format word or --no-logprobs." if "HTTP 400" in example
+                or "HTTP 422" in example else "")
+        raise RuntimeError(
+            f"{n_failed} of {total} requests to {identity.get('backend')} model {identity.get('model')!r}"
+            f"{' at ' + identity['url'] if identity.get('url') else ''} failed (more than max_failed_rate="
+            f"{settings.max_failed_rate}); e.g. {example}. Answers received are cached in {work} and are not "
+            f"asked again when the cell is re-run. Is the server running and the model pulled? (--url / "
+            f"OLLAMA_HOST / OPENAI_BASE_URL){hint}")
+    if failures:
+        (Path(work) / "failed_requests.json").parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(work) / "failed_requests.json", json.dumps(failures, indent=2) + "\n")
+        log(f"zeroshot: {n_failed} request(s) failed and are scored as wrong; e.g. {next(iter(failures.values()))}")
+
+    scores = {}
+    statuses: list[str] = []
+    sources: list[str] = []
+    per_split: dict[str, dict[str, float]] = {}
+    for split, frame in frames.items():
+        rows = []
+        for row in frame.to_dict("records"):
+            img_id = str(row["img_id"])
+            record = cache.get(img_id, keys[img_id])
+            tokens = [TokenLogprob.from_dict(t) for t in record["tokens"]] if record and record.get("tokens") else None
+            text = record["text"] if record else None
+            scored = score_answer(text, int(row["label"]), tokens=tokens, failed=record is None)
+            rows.append({"img_id": img_id, "p_malignant": scored.p_malignant,
+                         "answer_label": scored.label,
+                         "parse_status": scored.parse_status, "score_source": scored.score_source,
+                         "raw_answer": text if text is not None else "",
+                         "error": failures.get(img_id, "") if record is None else "",
+                         "attempts": record.get("attempts", 1) if record else attempts.get(img_id, 0)})
+            statuses.append(scored.parse_status)
+            sources.append(scored.score_source)
+        scores[split] = pd.DataFrame(rows).astype({"answer_label": "Int64"})
+        split_status = [r["parse_status"] for r in rows]
+        per_split[split] = {"n": len(rows),
+                            "unparsed_rate": sum(s in UNPARSED for s in split_status) / max(len(rows), 1),
+                            "failed_rate": sum(s == FAILED for s in split_status) / max(len(rows), 1)}
+    n = max(len(statuses), 1)
+    extra = {
+        "unparsed_rate": sum(s in UNPARSED for s in statuses) / n,
+        "failed_rate": sum(s == FAILED for s in statuses) / n,
+        "per_split": per_split,
+        "parse_status": {s: statuses.count(s) for s in sorted(set(statuses))},
+        "score_source": {s: round(sources.count(s) / n, 6) for s in sorted(set(sources))},
+        "scored_wrong": "unparsed answers and failed requests get p_malignant = 1 - label (wrong at every threshold)",
+        "answer_format": settings.answer_format,
+        "answers_cached": total - len(requests),
+        "requests": len(requests),
+        "requests_per_s": round(len(requests) / max(time.perf_counter() - t0, 1e-9), 3) if requests else None,
+    }
+    return scores, extra

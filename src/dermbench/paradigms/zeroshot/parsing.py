@@ -1,0 +1,390 @@
+"""Turning a generative VLM's answer into a label and a continuous P(malignant).
+
+Pure functions, no I/O: :func:`parse_answer` reads the answer text, :func:`label_probability`
+reads token log-probabilities, and :func:`score_answer` combines them into the score recorded
+per image.
+
+Parsing order (first that decides wins):
+
+1. **empty** text -> ``empty``.
+2. A **JSON object** anywhere in the text (markdown fences and prose around it are tolerated)
+   with a ``label`` (or ``answer``/``classification``/``diagnosis``/``prediction``) field naming
+   benign or malignant -> ``json``; a ``confidence`` field is read as the confidence in *that*
+   label (0-1, a percentage, or low/medium/high).
+3. **Free text**: mentions of benign/malignant words, where a negation in front flips the
+   meaning ("not malignant", "non-malignant", "no signs of malignancy" -> benign). One side
+   named -> ``text``. Both named -> an explicit answer line ("Answer: malignant") or a
+   concluding phrase ("most likely benign", "consistent with malignancy") decides; otherwise
+   ``ambiguous`` (the study's "benign or malignant?" echo).
+4. No label word: a refusal ("I cannot provide a diagnosis", "consult a dermatologist")
+   -> ``refusal``, anything else -> ``no_label``.
+
+``empty``, ``ambiguous``, ``refusal`` and ``no_label`` are *unparsed*; together with failed
+requests they are scored as wrong by the cell (never a third class, never dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+#: Parse statuses that produced a label.
+PARSED = ("json", "text")
+#: Parse statuses that did not (scored as wrong).
+UNPARSED = ("empty", "ambiguous", "refusal", "no_label")
+#: Status of an image whose request failed (no answer at all).
+FAILED = "failed"
+
+_MALIGNANT_WORDS = r"malignan(?:t|cy|cies)|cancerous|cancer|carcinoma|melanoma"
+_BENIGN_WORDS = r"benign|non-?cancerous|noncancerous|harmless"
+_WORD_RE = re.compile(rf"\b(?P<word>{_BENIGN_WORDS}|{_MALIGNANT_WORDS})\b", re.IGNORECASE)
+# Prefixes that make the following label word mean its opposite.
+_NEGATION_RE = re.compile(
+    r"(?:\bnot\b|\bnon-?\s*$|\bno\b|\bnor\b|\bisn'?t\b|\bwasn'?t\b|\bnever\b|\bwithout\b|\bunlikely\b|"
+    r"\bdoes ?n[o']t\b|\bdo ?n[o']t\b|\black(?:s|ing)?\b|\bfree of\b|"
+    r"\bneither\b|\babsence of\b|\bnegative for\b|\bno evidence of\b|\bno signs? of\b)"
+    r"(?:\s+(?:\w+|,)){0,3}\s*$",
+    re.IGNORECASE,
+)
+_NON_PREFIX_RE = re.compile(r"\bnon-?\s*$", re.IGNORECASE)
+_ANSWER_LINE_RE = re.compile(
+    r"(?:final answer|answer|classification|diagnosis|prediction|label|verdict|conclusion|assessment|"
+    r"result|category)[\"'`]?\s*(?:is)?\s*[:=\-]\s*\**\s*[\"'`]?\s*(?P<word>benign|malignant)\b",
+    re.IGNORECASE,
+)
+_CONCLUSION_RE = re.compile(
+    r"(?:most likely|more likely|likely|probably|appears to be|appears|seems to be|is consistent with|"
+    r"consistent with|suggestive of|suggests?|suggesting|indicative of|indicates?|favou?rs?|"
+    r"classify (?:it|this|the lesion) as|classified as|i would (?:say|classify)|i (?:think|believe)|"
+    r"therefore|thus|overall|in conclusion|conclusion)"
+    r"(?:\s+(?:it|this|the|lesion|is|as|a|an|be|to|being|of|that|process|it's))*\s*[:,]?\s*\**"
+    r"(?P<word>benign|malignan(?:t|cy))\b",
+    re.IGNORECASE,
+)
+_REFUSAL_RE = re.compile(
+    r"\b(?:i can(?:'|no)?t|i cannot|i am unable|i'm unable|unable to|not able to|i'm not able|"
+    r"i am not able|i won'?t|i'm sorry|i am sorry|sorry,|as an ai|not a (?:doctor|medical professional)|"
+    r"consult (?:a|your) (?:dermatologist|doctor|healthcare|medical)|seek (?:medical|professional)|"
+    r"cannot (?:provide|make|determine|diagnose)|can'?t (?:provide|make|determine|diagnose))",
+    re.IGNORECASE,
+)
+_FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
+_LABEL_KEYS = ("label", "answer", "classification", "diagnosis", "prediction", "class", "result")
+_CONFIDENCE_KEYS = ("confidence", "probability", "certainty", "score")
+_VERBAL_CONFIDENCE = {"very low": 0.55, "low": 0.6, "medium": 0.75, "moderate": 0.75,
+                      "high": 0.9, "very high": 0.97}
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """What an answer says: ``label`` 1 = malignant, 0 = benign, None = unparsed."""
+
+    label: int | None
+    status: str                  # one of PARSED or UNPARSED
+    confidence: float | None = None  # stated confidence in ``label``, in [0, 1]
+    detail: str = ""
+    offset: int | None = None    # where in the answer text the deciding label word starts
+
+    @property
+    def parsed(self) -> bool:
+        return self.label is not None
+
+
+def _word_label(word: str) -> int:
+    w = word.lower()
+    if re.fullmatch(_BENIGN_WORDS, w):
+        return 0
+    return 1
+
+
+def _label_from_value(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    v = value.strip().strip("\"'`*. ").lower()
+    if v in ("benign", "b", "0", "non-malignant", "nonmalignant", "not malignant"):
+        return 0
+    if v in ("malignant", "m", "1", "malignancy"):
+        return 1
+    labels = {label for label, _ in _votes(v)}
+    return labels.pop() if len(labels) == 1 else None
+
+
+def parse_confidence(value: Any) -> float | None:
+    """A stated confidence as a probability in [0, 1]: 0.8, "80%", 80, "high" all work."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower().rstrip(".")
+        if text in _VERBAL_CONFIDENCE:
+            return _VERBAL_CONFIDENCE[text]
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%?)", text)
+        if not match:
+            return None
+        number = float(match.group(1))
+        if match.group(2):
+            number /= 100.0
+    elif isinstance(value, (int, float)):
+        number = float(value)
+    else:
+        return None
+    if math.isnan(number) or number < 0:
+        return None
+    if number > 1.0:
+        number = number / 100.0 if number <= 100.0 else float("nan")
+    return None if math.isnan(number) else min(number, 1.0)
+
+
+def _json_candidates(text: str) -> Iterable[Any]:
+    """JSON values found in the text: fenced blocks first, then every balanced {...} object."""
+    for block in _FENCE_RE.findall(text):
+        try:
+            yield json.loads(block.strip())
+        except ValueError:
+            pass
+    depth, start = 0, None
+    in_string, escaped = False, False
+    for i, ch in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+            continue
+        if ch == '"' and depth > 0:
+            in_string = True
+        elif ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth > 0:
+            depth -= 1
+            if depth == 0 and start is not None:
+                try:
+                    yield json.loads(text[start:i + 1])
+                except ValueError:
+                    pass
+                start = None
+
+
+def _from_json(text: str) -> ParsedAnswer | None:
+    for obj in _json_candidates(text):
+        if not isinstance(obj, dict):
+            continue
+        lowered = {str(k).strip().lower(): v for k, v in obj.items()}
+        for key in _LABEL_KEYS:
+            if key in lowered:
+                label = _label_from_value(lowered[key])
+                if label is None:
+                    continue
+                confidence = None
+                for ckey in _CONFIDENCE_KEYS:
+                    if ckey in lowered:
+                        confidence = parse_confidence(lowered[ckey])
+                        break
+                if confidence is None and "p_malignant" in lowered:
+                    p = parse_confidence(lowered["p_malignant"])
+                    if p is not None:
+                        confidence = p if label == 1 else 1.0 - p
+                where = re.search(rf'"{re.escape(key)}"\s*:\s*"?', text, re.IGNORECASE)
+                return ParsedAnswer(label, "json", confidence, f"json field {key!r}",
+                                    where.end() if where else None)
+    return None
+
+
+def _votes(text: str) -> list[tuple[int, int]]:
+    """(label, offset) votes of every benign/malignant word in ``text``, negations flipped."""
+    votes = []
+    for match in _WORD_RE.finditer(text):
+        label = _word_label(match.group("word"))
+        before = text[max(0, match.start() - 40):match.start()]
+        # "non-malignant" / "non malignant": the prefix belongs to the word.
+        if _NON_PREFIX_RE.search(before) or _NEGATION_RE.search(_clause(before)):
+            label = 1 - label
+        votes.append((label, match.start("word")))
+    return votes
+
+
+def _clause(before: str) -> str:
+    """The part of the preceding text in the same clause (a negation does not cross . ; or 'but')."""
+    parts = re.split(r"[.;!?\n]|\bbut\b|\bhowever\b|\balthough\b|\bwhile\b", before, flags=re.IGNORECASE)
+    return parts[-1]
+
+
+def _strip_markup(text: str) -> str:
+    """Blank out markdown (fences, emphasis, headers) keeping every character offset."""
+    text = re.sub(r"```(?:json|JSON)?", lambda m: " " * len(m.group(0)), text)
+    return re.sub(r"[*_#>`]", " ", text)
+
+
+def parse_answer(text: str | None) -> ParsedAnswer:
+    """Read a label (and a stated confidence) from one answer; see the module docstring."""
+    if text is None or not str(text).strip():
+        return ParsedAnswer(None, "empty")
+    raw = str(text)
+    found = _from_json(raw)
+    if found is not None:
+        return found
+    clean = _strip_markup(raw)
+    # A one-word answer (the study's prompts asked for one word), possibly with punctuation.
+    first = re.match(r"\W*(benign|malignant)\b\W*$", clean, re.IGNORECASE)
+    if first:
+        return ParsedAnswer(_word_label(first.group(1)), "text", None, "one word", first.start(1))
+    confidence = _confidence_in_text(clean)
+    answer_lines = [(_word_label(m.group("word")), m.start("word")) for m in _ANSWER_LINE_RE.finditer(clean)]
+    if answer_lines:
+        label, offset = answer_lines[-1]
+        return ParsedAnswer(label, "text", confidence, "answer line", offset)
+    votes = _votes(clean)
+    if votes and len(set(label for label, _ in votes)) == 1:
+        return ParsedAnswer(votes[0][0], "text", confidence, "label words", votes[0][1])
+    if votes:
+        concluded = []
+        for m in _CONCLUSION_RE.finditer(clean):
+            label = _word_label(m.group("word"))
+            before = clean[max(0, m.start() - 40):m.start()]
+            if _NEGATION_RE.search(_clause(before) + " " + m.group(0)[:m.start("word") - m.start()]):
+                label = 1 - label
+            concluded.append((label, m.start("word")))
+        if concluded and len(set(label for label, _ in concluded)) == 1:
+            return ParsedAnswer(concluded[0][0], "text", confidence, "concluding phrase", concluded[0][1])
+        if concluded:
+            return ParsedAnswer(concluded[-1][0], "text", confidence, "last concluding phrase", concluded[-1][1])
+        return ParsedAnswer(None, "ambiguous", None, "names both benign and malignant without concluding")
+    if _REFUSAL_RE.search(clean):
+        return ParsedAnswer(None, "refusal", None, "the model declined to answer")
+    return ParsedAnswer(None, "no_label", None, "no benign/malignant word in the answer")
+
+
+def _confidence_in_text(text: str) -> float | None:
+    match = re.search(r"confiden(?:ce|t)\s*(?:level|score)?\s*(?:is|of|:|=)?\s*[:=]?\s*"
+                      r"([0-9]*\.?[0-9]+\s*%?|very high|very low|high|medium|moderate|low)",
+                      text, re.IGNORECASE)
+    return parse_confidence(match.group(1)) if match else None
+
+
+# -- token log-probabilities ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, log-probability and the top alternatives at that step."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TokenLogprob":
+        return cls(str(d["token"]), float(d["logprob"]), tuple((str(t), float(lp)) for t, lp in d.get("top", ())))
+
+
+def _label_prefix(token: str) -> int | None:
+    """1/0 if the token text starts the word malignant/benign ("mal", " Malignant", "ben")."""
+    t = token.strip().strip("\"'`*").lower()
+    if len(t) < 2:
+        return None
+    if "malignant".startswith(t) or t.startswith("malignan"):
+        return 1
+    if "benign".startswith(t) or t.startswith("benign"):
+        return 0
+    return None
+
+
+def label_probability(tokens: Sequence[TokenLogprob], offset: int | None = None) -> float | None:
+    """P(malignant) at the first generated token that starts a label word, from its alternatives
+    (see :func:`label_step`)."""
+    step = label_step(tokens, offset)
+    return None if step is None else step[0]
+
+
+def label_step(tokens: Sequence[TokenLogprob], offset: int | None = None) -> tuple[float, int] | None:
+    """(P(malignant), side of the chosen token) at the first generated token that starts a label word.
+
+    At that step the model chose between continuing with "malignant"/"mal..." or
+    "benign"/"ben..."; summing the probabilities of the alternatives that start either word and
+    normalising gives a continuous score (so a VLM gets an AUROC). The chosen token is always
+    counted. Returns None when no step starts a label word or no alternative was returned for the
+    other label *and* the chosen token carries no probability (then the caller falls back to the
+    stated confidence).
+
+    ``offset`` (from :class:`ParsedAnswer`) pins the step: the token whose text covers that
+    character of the answer, so a "be" in the reasoning before the label is not mistaken for it.
+    """
+    steps: Sequence[TokenLogprob] = tokens
+    if offset is not None:
+        position, pinned = 0, []
+        for step in tokens:
+            end = position + len(step.token)
+            if end > offset:
+                pinned.append(step)
+                if len(pinned) == 2:
+                    break
+            position = end
+        steps = pinned or tokens
+    for step in steps:
+        chosen = _label_prefix(step.token)
+        if chosen is None:
+            continue
+        mass = {0: 0.0, 1: 0.0}
+        seen = set()
+        alternatives = list(step.top)
+        if not any(t == step.token for t, _ in alternatives):
+            alternatives.append((step.token, step.logprob))
+        for text, logprob in alternatives:
+            side = _label_prefix(text)
+            if side is None or text in seen or logprob is None or math.isnan(logprob):
+                continue
+            seen.add(text)
+            mass[side] += math.exp(logprob)
+        total = mass[0] + mass[1]
+        if total <= 0:
+            return None
+        return mass[1] / total, chosen
+    return None
+
+
+# -- the score of one image -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageScore:
+    p_malignant: float
+    label: int | None          # the model's answer, None when unparsed or failed
+    parse_status: str          # json | text | empty | ambiguous | refusal | no_label | failed
+    score_source: str          # logprobs | confidence | label | scored_wrong
+
+
+def score_answer(text: str | None, true_label: int, *, tokens: Sequence[TokenLogprob] | None = None,
+                 failed: bool = False) -> ImageScore:
+    """P(malignant) of one image: log-probabilities, else stated confidence, else the hard label.
+
+    An unparsed answer or a failed request is **scored as wrong**: ``p_malignant = 1 - true_label``
+    (1.0 for a benign image, 0.0 for a malignant one). That counts against every metric at every
+    threshold in (0, 1] - accuracy, sensitivity/specificity, F1 and the ranking metrics - instead
+    of inventing a third class or dropping the image. The label is used only for this.
+    """
+    wrong = float(1 - int(true_label))
+    if failed:
+        return ImageScore(wrong, None, FAILED, "scored_wrong")
+    parsed = parse_answer(text)
+    if not parsed.parsed:
+        return ImageScore(wrong, None, parsed.status, "scored_wrong")
+    label = int(parsed.label)
+    if tokens:
+        # The offset pins the label token only when the tokens spell the answer exactly. The
+        # token probability is used only when the chosen token *is* the answer ("malignant" for a
+        # malignant answer): in "not malignant" it measures the opposite of the answer.
+        offset = parsed.offset if "".join(t.token for t in tokens) == text else None
+        step = label_step(tokens, offset)
+        if step is not None and step[1] == label:
+            return ImageScore(float(step[0]), label, parsed.status, "logprobs")
+    if parsed.confidence is not None:
+        c = min(max(parsed.confidence, 0.0), 1.0)
+        return ImageScore(c if label == 1 else 1.0 - c, label, parsed.status, "confidence")
+    return ImageScore(float(label), label, parsed.status, "label")
