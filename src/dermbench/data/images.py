@@ -18,6 +18,13 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Dermoscopic originals can be large, but not decompression-bomb large.
 Image.MAX_IMAGE_PIXELS = 200_000_000
+# EXIF/ICC/palette chatter from odd files ("Corrupt EXIF data", "Palette images with
+# Transparency ...") says nothing about whether the pixels are usable. It is silenced by a
+# filter installed once, not by ``warnings.catch_warnings()`` around each decode: that context
+# manager swaps process-global state and is not thread-safe, so decoding in a thread pool made
+# it restore stale filters and swallow unrelated warnings elsewhere in the program.
+for _module in ("TiffImagePlugin", "JpegImagePlugin", "PngImagePlugin", "Image", "ImageFile"):
+    warnings.filterwarnings("ignore", category=UserWarning, module=rf"PIL\.{_module}$")
 
 ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
@@ -81,18 +88,15 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
         raise ImageReadError(path, REASON_UNSUPPORTED,
                              f"extension {path.suffix!r}; accepted: {', '.join(ALLOWED_EXTENSIONS)}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # EXIF and ICC chatter from odd files
-            with Image.open(path) as img:
-                if img.format not in ("JPEG", "PNG", "MPO"):
-                    raise ImageReadError(path, REASON_UNSUPPORTED, f"content is {img.format}, not JPEG/PNG")
-                if draft_size is not None and img.format in ("JPEG", "MPO"):
-                    _draft_oriented(img, draft_size)
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                rgb = to_rgb(img)
-                if rgb is img:
-                    rgb = img.copy()
+        with Image.open(path) as img:
+            if img.format not in ("JPEG", "PNG", "MPO"):
+                raise ImageReadError(path, REASON_UNSUPPORTED, f"content is {img.format}, not JPEG/PNG")
+            if draft_size is not None and img.format in ("JPEG", "MPO"):
+                _draft_oriented(img, draft_size)
+            img.load()
+            # exif_transpose returns a new image (rotated, or a copy when upright), so the result
+            # is independent of the file closed below and needs no further copy.
+            rgb = to_rgb(ImageOps.exif_transpose(img))
     except FileNotFoundError as exc:
         raise ImageReadError(path, REASON_MISSING) from exc
     except ImageReadError:
