@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
 
 #: Exceptions whose message tells the user what is wrong and what to do; shown without a
 #: traceback. Matched by class name so this module imports none of the (heavy) modules.
-USER_ERRORS = {"CliError", "DatasetError", "UnknownNameError", "WeightsNotFoundError",
-               "PredictionsError", "ConfigError", "ValidationError", "SourceError", "SynthError",
-               "SourceFormatError", "MergeError", "HDF5LayoutError"}
+USER_ERRORS = {"CliError", "DatasetError", "UnknownNameError", "WeightsNotFoundError", "PredictionsError",
+               "ConfigError", "SynthError", "SourceFormatError", "MergeError", "HDF5LayoutError",
+               "ExecutorError", "PromptSetError", "ThresholdPolicyError", "ImageReadError"}
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -1,0 +1,39 @@
+"""``dermbench report RUNS --out DIR``: tables, plots and a self-contained ``index.html``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report", help="build tables, plots and index.html from a runs folder",
+        description="Read every complete cell under RUNS and write: results.csv (cell x split x metric with CI "
+                    "bounds), leaderboards per dataset (markdown), metric_matrix__<metric>.csv and "
+                    "overall_best_by_<metric>.csv, plots, paired DeLong tables, an error-analysis page per run "
+                    "and index.html (opens offline).")
+    p.add_argument("runs", help="runs folder (the runs_root of `dermbench run`)")
+    p.add_argument("--out", default="report", help="report folder (default: ./report)")
+    p.add_argument("--metric", default="auroc", help="metric to rank by (default auroc)")
+    p.add_argument("--split", default="test", choices=("test", "validation"), help="split to rank on (default test)")
+    p.add_argument("--top-k", type=int, default=5, help="models per dataset in DeLong, ROC and reliability (default 5)")
+    p.add_argument("--no-error-pages", action="store_true", help="skip the error-analysis pages and thumbnails")
+    p.add_argument("--max-thumbs", type=int, default=24, help="thumbnails per kind of error and page (default 24)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..report import ReportOptions, build_report
+    from . import CliError
+
+    options = ReportOptions(metric=args.metric, split=args.split, top_k=args.top_k,
+                            error_pages=not args.no_error_pages, max_thumbs=args.max_thumbs,
+                            quiet=bool(os.environ.get("DERMBENCH_QUIET")))
+    try:
+        report = build_report(args.runs, args.out, options)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"report of {report.n_cells} cell(s) ({report.n_incomplete} failed or partial): {report.index}")
+    return 0

@@ -1,0 +1,257 @@
+"""The report's figures (matplotlib, Agg backend; PNG files in the report folder).
+
+Every function takes frames or records and a target path, draws one figure and returns the path
+(or None when there is nothing to draw). Colours encode the paradigm so the three paradigms can be
+told apart on every chart.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .collect import CellRecord
+from .tables import higher_is_better, rank
+
+PARADIGM_COLOURS = {"finetune": "#1f77b4", "probe": "#2ca02c", "zeroshot": "#d62728"}
+_LINESTYLES = {"finetune": "-", "probe": "--", "zeroshot": ":"}
+_OTHER_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def colour(paradigm: str) -> str:
+    if paradigm in PARADIGM_COLOURS:
+        return PARADIGM_COLOURS[paradigm]
+    return _OTHER_COLOURS[sum(map(ord, paradigm)) % len(_OTHER_COLOURS)]
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, bbox_inches="tight")
+    _plt().close(fig)
+    return path
+
+
+def _short(text: str, n: int = 48) -> str:
+    """Shorten in the middle: model names differ at their end (``...+logreg+frac0.1``)."""
+    if len(text) <= n:
+        return text
+    head = (n - 1) // 2
+    return text[:head] + "…" + text[len(text) - (n - 1 - head):]
+
+
+def bars_with_ci(board: pd.DataFrame, metric: str, title: str, path: Path, max_rows: int = 30) -> Path | None:
+    """Horizontal bars of a ranked leaderboard with CI whiskers (best at the top)."""
+    board = board[board["value"].notna()].head(max_rows)
+    if board.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(board) + 1.4))
+    y = np.arange(len(board))[::-1]
+    values = board["value"].to_numpy(float)
+    low = np.where(board["ci_low"].notna(), values - board["ci_low"].to_numpy(float), 0)
+    high = np.where(board["ci_high"].notna(), board["ci_high"].to_numpy(float) - values, 0)
+    ax.barh(y, values, color=[colour(p) for p in board["paradigm"]], alpha=0.85)
+    ax.errorbar(values, y, xerr=[np.clip(low, 0, None), np.clip(high, 0, None)], fmt="none", ecolor="black",
+                capsize=3, lw=1)
+    ax.set_yticks(y, [_short(e) for e in board["entry"]], fontsize=8)
+    ax.set_xlabel(f"{metric} (test, 95% CI)" + ("" if higher_is_better(metric) else " — lower is better"))
+    ax.set_title(title, fontsize=10)
+    if metric not in ("brier", "ece"):
+        ax.set_xlim(0, 1.02)
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=colour(p), label=p) for p in dict.fromkeys(board["paradigm"])],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _save(fig, path)
+
+
+def heatmap(matrix: pd.DataFrame, metric: str, path: Path, max_cols: int = 60) -> Path | None:
+    """Model × dataset heatmap of a metric (rows: entries, columns: datasets)."""
+    if matrix.empty:
+        return None
+    data = matrix.T.iloc[:max_cols]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.2 * data.shape[1] + 4, 0.32 * data.shape[0] + 1.8))
+    cmap = "viridis" if higher_is_better(metric) else "viridis_r"
+    im = ax.imshow(data.to_numpy(float), aspect="auto", cmap=cmap, vmin=np.nanmin(data.to_numpy(float)),
+                   vmax=np.nanmax(data.to_numpy(float)))
+    ax.set_xticks(range(data.shape[1]), [_short(str(c), 20) for c in data.columns], rotation=30, ha="right",
+                  fontsize=8)
+    ax.set_yticks(range(data.shape[0]), [_short(str(i)) for i in data.index], fontsize=8)
+    for (i, j), v in np.ndenumerate(data.to_numpy(float)):
+        if not math.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if (v - np.nanmin(data.to_numpy(float))) <
+                    0.5 * (np.nanmax(data.to_numpy(float)) - np.nanmin(data.to_numpy(float))) else "black")
+    fig.colorbar(im, ax=ax, label=f"{metric} (test)")
+    ax.set_title(f"{metric} (test, mean over seeds): models × datasets", fontsize=10)
+    return _save(fig, path)
+
+
+def roc_curves(cells: list[CellRecord], title: str, path: Path) -> Path | None:
+    """ROC curves of the given cells on their test split, AUROC in the legend."""
+    from ..metrics import roc_points, threshold_free
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5.2))
+    drawn = 0
+    for c in cells:
+        pred = c.predictions("test")
+        if pred is None or pred["label"].nunique() < 2:
+            continue
+        y, p = pred["label"].to_numpy(), pred["p_malignant"].to_numpy()
+        pts = roc_points(y, p)
+        auc = threshold_free(y, p)["auroc"]
+        ax.plot(pts["fpr"], pts["tpr"], lw=1.5, label=f"{_short(c.entry, 46)} (AUROC {auc:.3f})",
+                ls=_LINESTYLES.get(c.paradigm, "-."))
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+    ax.set_xlabel("1 - specificity (false-positive rate); line style: finetune -, probe --, zeroshot :")
+    ax.set_ylabel("sensitivity (true-positive rate)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+def reliability(cells: list[CellRecord], title: str, path: Path, bins: int = 10) -> Path | None:
+    """Reliability diagrams: observed malignant fraction per p_malignant bin, bin counts as n."""
+    frames = [(c, c.predictions("test")) for c in cells]
+    frames = [(c, f) for c, f in frames if f is not None and len(f)]
+    if not frames:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(frames), figsize=(3.3 * len(frames) + 0.5, 3.6), squeeze=False)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, (c, f) in zip(axes[0], frames):
+        p, y = f["p_malignant"].to_numpy(float), f["label"].to_numpy(int)
+        idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+        centres, observed, counts = [], [], []
+        for b in range(bins):
+            mask = idx == b
+            if mask.any():
+                centres.append(p[mask].mean())
+                observed.append(y[mask].mean())
+                counts.append(int(mask.sum()))
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
+        ax.plot(centres, observed, marker="o", color=colour(c.paradigm))
+        for x, o, n in zip(centres, observed, counts):
+            ax.annotate(f"n={n}", (x, o), fontsize=6, xytext=(2, 3), textcoords="offset points")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(_short(c.entry, 40), fontsize=7)
+        ax.set_xlabel("mean p_malignant in bin", fontsize=8)
+    axes[0][0].set_ylabel("observed malignant fraction", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def subgroup_plot(frames: list[tuple[CellRecord, pd.DataFrame]], attribute: str, title: str, path: Path,
+                  metric: str = "auroc") -> Path | None:
+    """Grouped bars of a subgroup metric per subgroup value, one bar per entry, n on each group.
+    Subgroups flagged ``small`` (n below the minimum or one class only) are hatched."""
+    parts = []
+    for c, sub in frames:
+        s = sub[(sub["attribute"] == attribute) & (sub["split"] == "test")] if "split" in sub.columns else \
+            sub[sub["attribute"] == attribute]
+        if not s.empty:
+            parts.append((c, s))
+    if not parts:
+        return None
+    values = list(dict.fromkeys(v for _, s in parts for v in s["value"].astype(str)))
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) * max(1, len(parts)) * 0.5 + 2), 3.8))
+    width = 0.8 / len(parts)
+    for k, (c, s) in enumerate(parts):
+        s = s.set_index(s["value"].astype(str))
+        heights = [_float(s[metric].get(v)) if v in s.index else math.nan for v in values]
+        xs = np.arange(len(values)) + k * width
+        bars = ax.bar(xs, np.nan_to_num(heights), width, label=_short(c.entry, 44), alpha=0.85)
+        for bar, v, h in zip(bars, values, heights):
+            if v in s.index:
+                flag = str(s["flag"].get(v, "ok")) if "flag" in s.columns else "ok"
+                if flag != "ok":
+                    bar.set_hatch("//")
+                label = f"n={int(s['n'].get(v))}" + ("" if not math.isnan(h) else " (undef.)")
+                ax.text(bar.get_x() + bar.get_width() / 2, (0 if math.isnan(h) else h) + 0.01, label,
+                        ha="center", va="bottom", fontsize=6, rotation=90)
+    ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2, values, fontsize=8)
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel(f"{metric} (test)")
+    ax.set_title(title + "  (hatched: small subgroup, not to be ranked)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def _float(v) -> float:
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def parse_failures(rows: pd.DataFrame, path: Path) -> Path | None:
+    """VLM parse-failure and request-failure rates per entry × dataset (zeroshot ``extra``)."""
+    if rows.empty:
+        return None
+    plt = _plt()
+    labels = [f"{_short(e, 36)} | {d}" for e, d in zip(rows["entry"], rows["dataset"])]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y + 0.2, rows["unparsed_rate"].fillna(0), 0.4, label="unparsed answers", color="#ff7f0e")
+    ax.barh(y - 0.2, rows["failed_rate"].fillna(0), 0.4, label="failed requests", color="#7f7f7f")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(0, max(0.05, float(np.nanmax(rows[["unparsed_rate", "failed_rate"]].to_numpy(float))) * 1.15))
+    ax.set_xlabel("fraction of test images (scored as wrong, never dropped)")
+    ax.set_title("Zeroshot answers that could not be parsed or were not obtained", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def label_fraction_curves(rows: pd.DataFrame, metric: str, title: str, path: Path) -> Path | None:
+    """Probe curves: test metric against the fraction of training labels, one line per backbone+head."""
+    if rows.empty:
+        return None
+    counts = rows.groupby("curve")["label_fraction"].nunique()
+    rows = rows[rows["curve"].isin(counts[counts >= 2].index)]  # a single point is not a curve
+    if rows.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for curve, part in rows.groupby("curve", sort=True):
+        part = part.groupby("label_fraction", as_index=False)["value"].mean().sort_values("label_fraction")
+        ax.plot(part["label_fraction"], part["value"], marker="o", label=_short(str(curve), 40))
+    ax.set_xscale("log")
+    ticks = sorted(rows["label_fraction"].unique())
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("fraction of training labels used (log scale)")
+    ax.set_ylabel(f"{metric} (test)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def top_cells(cells: list[CellRecord], summary: pd.DataFrame, dataset: str, metric: str, k: int) -> list[CellRecord]:
+    """The lowest-seed cell of each of the ``k`` best entries of a dataset."""
+    sub = summary[(summary["dataset"] == dataset) & (summary["split"] == "test") & (summary["metric"] == metric)]
+    order = list(rank(sub, metric)["entry"][: k])
+    by_entry: dict[str, CellRecord] = {}
+    for c in sorted(cells, key=lambda c: c.seed):
+        if c.dataset == dataset and c.entry not in by_entry:
+            by_entry[c.entry] = c
+    return [by_entry[e] for e in order if e in by_entry]

@@ -1,0 +1,321 @@
+"""Where the cells of a grid run: in this process, in N local worker processes, or on Ray.
+
+Every executor calls :func:`dermbench.runner.cell.execute_cell` for each cell, so the skip/redo
+semantics are the same everywhere: a complete cell is skipped (``force`` redoes it), a partial
+or failed one is redone, and a failing cell is recorded in its folder while the grid goes on.
+Results always go to the runs folder (on a cluster: shared storage every node can write); the
+driver only collects each cell's status.
+
+No home-made scheduler: the local pool is :class:`concurrent.futures.ProcessPoolExecutor`
+(spawn context, so no forked torch state), and Ray places each cell as a task with the CPU/GPU
+request from the config.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from ..runs.record import is_complete
+from .cell import CellResult, CellSpec, execute_cell
+from .grid import PlannedCell
+
+OnResult = Callable[[CellResult], None]
+
+
+class ExecutorError(RuntimeError):
+    """The executor itself cannot run (Ray missing, cluster unreachable ...)."""
+
+
+@dataclass
+class GridSummary:
+    """What a grid run did, cell by cell."""
+
+    results: list[CellResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def format(self) -> str:
+        lines = [f"grid finished in {self.seconds:.1f}s: {self.count('done')} done, "
+                 f"{self.count('failed')} failed, {self.count('skipped')} skipped (already complete)"]
+        for r in self.failed:
+            first = (r.error or "").strip().splitlines()[0] if r.error else "see error.txt"
+            lines.append(f"  FAILED {_key(r.spec)}: {first}\n         details: {r.path / 'error.txt'}")
+        return "\n".join(lines)
+
+
+def _key(spec: CellSpec) -> str:
+    return f"{spec.paradigm}/{spec.model_label}/{spec.dataset_name}/seed{spec.seed}"
+
+
+def run_cells(cells: list[PlannedCell], runs_root: str | Path, *, executor: str = "local", workers: int = 1,
+              address: str | None = None, force: bool = False, imports: Iterable[str] = (),
+              on_result: OnResult | None = None) -> GridSummary:
+    """Run ``cells`` with the chosen executor and return the summary (never raises for a cell)."""
+    runs_root = Path(runs_root).absolute()
+    imports = list(imports)
+    t0 = time.perf_counter()
+    if executor == "ray":
+        results = run_ray(cells, runs_root, force=force, address=address, imports=imports, on_result=on_result)
+    elif executor == "local" and workers <= 1:
+        results = run_in_process(cells, runs_root, force=force, on_result=on_result)
+    elif executor == "local":
+        results = run_process_pool(cells, runs_root, workers=workers, force=force, imports=imports,
+                                   on_result=on_result)
+    else:
+        raise ExecutorError(f"unknown executor {executor!r}; use local or ray")
+    order = {id(c.spec): i for i, c in enumerate(cells)}
+    results.sort(key=lambda r: order.get(id(r.spec), 0))
+    return GridSummary(results, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# local
+# ---------------------------------------------------------------------------------------------
+def run_in_process(cells: list[PlannedCell], runs_root: Path, *, force: bool = False,
+                   on_result: OnResult | None = None) -> list[CellResult]:
+    results = []
+    for cell in cells:
+        result = execute_cell(cell.spec, runs_root, force=force)
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results
+
+
+def _worker_init(imports: list[str], threads: int) -> None:
+    """Runs once in each spawned worker: size the math libraries' thread pools, load plugins."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+    from .config import import_plugins
+
+    import_plugins(imports)
+
+
+def _run_one(spec: dict[str, Any], runs_root: str, force: bool, imports: list[str], *after: Any) -> dict[str, Any]:
+    """Run one cell in a worker (pool or Ray task); returns a picklable status. ``after`` holds the
+    results of cells this one waited for (Ray resolves them before the task starts)."""
+    from .config import import_plugins
+
+    import_plugins(imports)
+    result = execute_cell(CellSpec(**spec), runs_root, force=force)
+    return {"status": result.status, "seconds": result.seconds, "error": result.error, "path": str(result.path),
+            "host": os.uname().nodename if hasattr(os, "uname") else ""}
+
+
+def _result_from(cell: PlannedCell, status: dict[str, Any]) -> CellResult:
+    return CellResult(cell.spec, Path(status["path"]), status["status"], float(status["seconds"]), status["error"])
+
+
+def run_process_pool(cells: list[PlannedCell], runs_root: Path, *, workers: int, force: bool = False,
+                     imports: list[str] | None = None, on_result: OnResult | None = None) -> list[CellResult]:
+    """Run cells in ``workers`` spawned processes.
+
+    A worker that dies (killed, out of memory) breaks the whole pool. The cells that were running
+    then are retried one at a time, each alone in a fresh worker, so the cell that kills its worker
+    is found and recorded as failed while the innocent ones complete; queued cells go on in parallel.
+    """
+    imports = list(imports or [])
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    results: list[CellResult] = []
+
+    def emit(result: CellResult) -> None:
+        results.append(result)
+        if on_result:
+            on_result(result)
+
+    remaining = list(cells)
+    while remaining:
+        suspects, queued = _pool_round(remaining, runs_root, workers, force, imports, threads, emit)
+        if suspects or queued:
+            print(f"a worker process died; retrying {len(suspects)} running cell(s) one at a time "
+                  f"and {len(queued)} queued cell(s)", file=sys.stderr)
+        if not suspects and len(queued) == len(remaining):  # no cell even started: workers die on start-up
+            for cell in queued:
+                emit(_record_failure(cell, runs_root, RuntimeError(
+                    "worker processes die before running any cell (see the messages above)")))
+            break
+        for cell in suspects:
+            running, not_started = _pool_round([cell], runs_root, 1, force, imports, threads, emit)
+            for culprit in running + not_started:
+                emit(_record_failure(culprit, runs_root, RuntimeError(
+                    "the worker process died while running this cell, also when it ran alone "
+                    "(killed, out of memory, or a crash in native code)")))
+        remaining = queued
+    return results
+
+
+def _pool_round(cells: list[PlannedCell], runs_root: Path, workers: int, force: bool, imports: list[str],
+                threads: int, emit: OnResult) -> tuple[list[PlannedCell], list[PlannedCell]]:
+    """One pool over ``cells``; returns the cells lost to a broken pool as (running, queued)."""
+    ctx = multiprocessing.get_context("spawn")
+    round_start = time.time()
+    broken: list[PlannedCell] = []
+    with ProcessPoolExecutor(max_workers=min(workers, len(cells)), mp_context=ctx,
+                             initializer=_worker_init, initargs=(imports, threads)) as pool:
+        futures = {pool.submit(_run_one, c.spec.to_dict(), str(runs_root), force, imports): c for c in cells}
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                cell = futures[fut]
+                try:
+                    emit(_result_from(cell, fut.result()))
+                except BrokenProcessPool:
+                    broken.append(cell)
+                except Exception as exc:  # e.g. an unpicklable error: record it, keep going
+                    emit(_record_failure(cell, runs_root, exc))
+    running, queued = [], []
+    for cell in broken:
+        path = cell.spec.path(runs_root)
+        if _started_since(path, round_start):
+            if is_complete(path):  # it finished just before its pool went down
+                emit(CellResult(cell.spec, path, "done"))
+            else:
+                running.append(cell)
+        else:
+            queued.append(cell)
+    order = {id(c): i for i, c in enumerate(cells)}
+    return sorted(running, key=lambda c: order[id(c)]), sorted(queued, key=lambda c: order[id(c)])
+
+
+def _started_since(path: Path, since: float) -> bool:
+    """Whether a cell began (wrote its config.yaml) after ``since``: it was in flight, not queued."""
+    try:
+        return (path / "config.yaml").stat().st_mtime >= since - 1.0
+    except OSError:
+        return False
+
+
+def _record_failure(cell: PlannedCell, runs_root: Path, exc: BaseException) -> CellResult:
+    from ..runs.record import RunRecorder
+
+    path = cell.spec.path(runs_root)
+    if is_complete(path):  # it finished before its worker went away
+        return CellResult(cell.spec, path, "done")
+    path.mkdir(parents=True, exist_ok=True)
+    RunRecorder(path).fail(exc)
+    return CellResult(cell.spec, path, "failed", 0.0, f"{type(exc).__name__}: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+# ---------------------------------------------------------------------------------------------
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ExecutorError("the Ray executor needs the optional extra: pip install 'dermbench[ray]' "
+                            "(or run with --executor local)") from None
+    return ray
+
+
+def _cache_group(spec: CellSpec) -> tuple | None:
+    """Probe cells of one backbone and dataset share the embedding cache: the first one extracts
+    the embeddings and the others (heads, label fractions) wait for it instead of extracting the
+    same embeddings in parallel. Other cells run independently."""
+    if spec.paradigm != "probe":
+        return None
+    return (spec.experiment, spec.model, spec.dataset, spec.settings.get("image_size"),
+            spec.settings.get("weights"), spec.settings.get("train_views"))
+
+
+def _check_feasible(ray, cells: list[PlannedCell], *, strict: bool) -> None:
+    """A task asking for more CPUs/GPUs than the cluster has would wait forever: say so instead.
+    On a joined cluster (which may autoscale) this is a warning; on a local instance an error."""
+    total = ray.cluster_resources()
+    problems = []
+    for kind, key in (("num_gpus", "GPU"), ("num_cpus", "CPU")):
+        need = max(getattr(c.resources, kind) for c in cells)
+        have = float(total.get(key, 0.0))
+        if need > have:
+            problems.append(f"a cell asks for {kind}={need:g} but the Ray cluster has {have:g} {key}(s)")
+    if problems:
+        message = ("; ".join(problems) + ". Lower `resources` in the config (e.g. num_gpus: 0 on a CPU machine) "
+                   "or join a cluster that has them (--address auto)")
+        if strict:
+            raise ExecutorError(message)
+        print(f"warning: {message}; tasks wait until the cluster provides them", file=sys.stderr)
+
+
+def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, address: str | None = None,
+            imports: list[str] | None = None, on_result: OnResult | None = None) -> list[CellResult]:
+    """Each cell is a Ray task with ``num_cpus``/``num_gpus`` (and ``memory``) from the config.
+
+    ``address``: ``None``/``"local"`` starts a local Ray instance, ``"auto"`` joins the cluster this
+    node belongs to, ``ray://host:10001`` connects a client. The task writes the cell's record to
+    ``runs_root``, which must be storage every node sees. Complete cells are skipped by the driver
+    before scheduling (and again by the task, in case another driver finished them meanwhile).
+    """
+    ray = _import_ray()
+    imports = list(imports or [])
+    results: list[CellResult] = []
+    todo = []
+    for cell in cells:
+        path = cell.spec.path(runs_root)
+        if not force and is_complete(path):
+            result = CellResult(cell.spec, path, "skipped")
+            results.append(result)
+            if on_result:
+                on_result(result)
+        else:
+            todo.append(cell)
+    if not todo:
+        return results
+
+    started_here = False
+    if not ray.is_initialized():
+        init_kw: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": True}
+        if address and address != "local":
+            init_kw["address"] = address
+        else:
+            init_kw.update(include_dashboard=False, num_cpus=os.cpu_count() or 1)
+        try:
+            ray.init(**init_kw)
+        except Exception as exc:
+            raise ExecutorError(f"could not start or join Ray (address={address or 'local'}): {exc}") from exc
+        started_here = True
+    try:
+        _check_feasible(ray, todo, strict=started_here and not (address and address != "local"))
+        task = ray.remote(_run_one)
+        refs = {}
+        first_of_group: dict[tuple, Any] = {}
+        for cell in todo:
+            opts: dict[str, Any] = {"num_cpus": cell.resources.num_cpus, "num_gpus": cell.resources.num_gpus}
+            if cell.resources.memory_gb:
+                opts["memory"] = int(cell.resources.memory_gb * 1024 ** 3)
+            group = _cache_group(cell.spec)
+            after = [first_of_group[group]] if group in first_of_group else []
+            ref = task.options(**opts).remote(cell.spec.to_dict(), str(runs_root), force, imports, *after)
+            if group is not None:
+                first_of_group.setdefault(group, ref)
+            refs[ref] = cell
+        pending = list(refs)
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                cell = refs[ref]
+                try:
+                    result = _result_from(cell, ray.get(ref))
+                except Exception as exc:  # the task itself died (node lost, out of memory)
+                    result = _record_failure(cell, runs_root, exc)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return results
