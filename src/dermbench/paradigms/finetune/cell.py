@@ -1,0 +1,177 @@
+"""One finetune cell: (model, dataset, seed, balancing) -> trained model -> run record.
+
+Steps: load the dataset; build the classifier through the one factory (weights offline, or a
+clear error); build the image cache once at the working resolution; train with
+:func:`~dermbench.paradigms.finetune.train.fit` (checkpoints in the cell's ``work/`` folder, so a
+killed cell resumes); score validation and test with the best epoch's weights (optionally with
+flip TTA); list the misclassified test images for error analysis; hand the scores to
+:func:`~dermbench.runs.evaluate.finalize_cell`, which picks the operating threshold on validation
+and writes the record.
+
+Files the cell adds to the run record: ``train_log.csv`` (per epoch: losses, validation AUROC,
+learning rate, time), ``training_curves.png``, ``false_benign.csv`` and ``false_malignant.csv``
+(test images on the wrong side of the operating threshold, most confident errors first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import pandas as pd
+
+from ...runner.cell import CellSpec
+from ...runs.record import RunRecorder
+from .settings import FinetuneSettings
+
+ERROR_FILES = {"false_benign": "false_benign.csv", "false_malignant": "false_malignant.csv"}
+
+
+def operating_threshold(policy: str, validation: pd.DataFrame) -> float:
+    """The threshold :func:`finalize_cell` will choose (same function, same fallback to 0.5)."""
+    from ...metrics import choose_threshold
+
+    if policy.startswith("fixed:"):
+        return float(choose_threshold(policy))
+    try:
+        return float(choose_threshold(policy, validation["label"].to_numpy(), validation["p_malignant"].to_numpy()))
+    except ValueError:
+        return 0.5
+
+
+def misclassified(frame: pd.DataFrame, threshold: float, paths: pd.Series | None = None) -> dict[str, pd.DataFrame]:
+    """Test images on the wrong side of ``threshold``: malignant called benign (false benign,
+    the clinically costly error) and benign called malignant (false malignant), each sorted with
+    the most confident mistakes first."""
+    out = {}
+    pred = (frame["p_malignant"] >= threshold).astype(int)
+    for kind, mask, ascending in (("false_benign", (frame["label"] == 1) & (pred == 0), True),
+                                  ("false_malignant", (frame["label"] == 0) & (pred == 1), False)):
+        part = frame.loc[mask, ["img_id", "label", "p_malignant"]].copy()
+        if paths is not None:
+            part["path"] = part["img_id"].map(paths)
+        part["threshold"] = threshold
+        out[kind] = part.sort_values("p_malignant", ascending=ascending, kind="mergesort").reset_index(drop=True)
+    return out
+
+
+def _without_unreadable(dataset: Any, errors: list[tuple[str, str, str, str]]) -> tuple[Any, list[dict[str, Any]]]:
+    """The dataset minus images the image cache could not decode, and those images as exclusions."""
+    if not errors:
+        return dataset, []
+    failed: dict[str, set[str]] = {}
+    for split, img_id, _reason, _detail in errors:
+        failed.setdefault(split, set()).add(img_id)
+    splits = {s: df[~df["img_id"].isin(failed.get(s, set()))].reset_index(drop=True) for s, df in dataset.splits.items()}
+    excluded = [{"split": s, "row": None, "img_id": i, "reason": r, "detail": f"image cache: {d}"}
+                for s, i, r, d in errors]
+    return dataclasses.replace(dataset, splits=splits), excluded
+
+
+def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
+    """Train and evaluate one finetune cell; returns the metrics written to ``metrics.json``."""
+    from ...data.contract import load_dataset
+    from ...data.pipeline import ResizePolicy, build_image_cache, eval_transform, make_loader
+    from ...runs.evaluate import finalize_cell
+    from ...utils.atomic import atomic_write_bytes
+    from .model import build_classifier
+    from .train import (CHECKPOINT, amp_dtype, curves_png, fit, log_frame, predict, resolve_device,
+                        seed_everything, settings_key)
+
+    settings = FinetuneSettings(**spec.settings) if spec.settings else FinetuneSettings.from_preset("paper")
+    quiet = spec.quiet
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(f"[finetune {spec.model_label} seed {spec.seed}] {msg}", file=sys.stderr, flush=True)
+
+    t_start = time.perf_counter()
+    device = resolve_device(spec.device)
+    # The model first: missing weights are an error within a second, before any dataset work.
+    seed_everything(spec.seed)  # the head's random init depends on the seed, nothing else
+    built = build_classifier(spec.model, weights=settings.weights, freeze=settings.freeze_backbone,
+                             drop_rate=settings.drop_rate, image_size=settings.image_size)
+    dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=quiet)
+    log(f"{built.spec.timm_name} ({built.weights_identity}); {built.trainable_parameters:,} of "
+        f"{built.total_parameters:,} parameters trainable; device {device}")
+
+    policy = ResizePolicy(settings.image_size, settings.resize)
+    t_cache = time.perf_counter()
+    cache = build_image_cache(dataset, policy, progress=not quiet)
+    cache_s = time.perf_counter() - t_cache
+    dataset, excluded = _without_unreadable(dataset, cache.errors)
+    if excluded:
+        log(f"{len(excluded)} image(s) could not be decoded and are excluded (see exclusions.csv)")
+
+    mean, std = tuple(built.data_config["mean"]), tuple(built.data_config["std"])
+    run_key = settings_key(model=built.spec.timm_name, weights=built.weights_identity,
+                           freeze=built.spec.freeze_backbone, settings=settings.model_dump(exclude={"preset"}),
+                           dataset=dataset.fingerprint, seed=spec.seed, device=device.type)
+    result = fit(built.model, dataset, settings, seed=spec.seed, work_dir=recorder.work, mean=mean, std=std,
+                 device=device, run_key=run_key, progress=not quiet, log=log)
+    for note in result.notes:
+        log(note)
+
+    t_pred = time.perf_counter()
+    eval_bs = settings.eval_batch_size or settings.batch_size
+    autocast = amp_dtype(device, settings.amp)
+    channels_last = settings.channels_last and device.type == "cuda"
+    scores: dict[str, pd.DataFrame] = {}
+    for split in ("validation", "test"):
+        loader = make_loader(dataset, split, policy=policy, transform=eval_transform(mean, std), batch_size=eval_bs,
+                             workers=settings.workers, seed=spec.seed, device=device, progress=not quiet)
+        frame, _loss = predict(built.model, loader, device, amp=autocast, channels_last=channels_last,
+                               tta=settings.tta)
+        scores[split] = frame
+    predict_s = time.perf_counter() - t_pred
+
+    threshold = operating_threshold(spec.threshold_policy, scores["validation"])
+    test_paths = dataset.split("test").set_index("img_id")["path"]
+    errors = misclassified(scores["test"], threshold, test_paths)
+    for kind, frame in errors.items():
+        recorder.save_frame(ERROR_FILES[kind], frame)
+    recorder.save_frame("train_log.csv", log_frame(result.history))
+    try:
+        atomic_write_bytes(recorder.path / "training_curves.png",
+                           curves_png(result.history, f"{spec.model_label} on {spec.dataset_name}, seed {spec.seed}"))
+        curves = "training_curves.png"
+    except Exception as exc:  # a plot must never fail a finished training run
+        curves = f"not written ({type(exc).__name__}: {exc})"
+
+    extra = {
+        "model": {"name": spec.model, "timm": built.spec.timm_name, "source": built.spec.source,
+                  "licence": built.spec.licence, "note": built.spec.note,
+                  "freeze_backbone": built.spec.freeze_backbone,
+                  "trainable_parameters": built.trainable_parameters, "total_parameters": built.total_parameters},
+        "training": {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
+                     "epochs_run": result.epochs_run, "max_epochs": settings.epochs,
+                     "stopped_early": result.stopped_early, "resumed_from_epoch": result.resumed_from_epoch,
+                     "train_images_per_s": result.train_images_per_s, "balance": settings.balance,
+                     "augment": settings.augment, "resize": policy.key(), "tta": settings.tta,
+                     "image_cache": cache.key, "notes": result.notes, "log": "train_log.csv", "curves": curves},
+        "error_analysis": {"split": "test", "threshold": threshold,
+                           "false_benign": int(len(errors["false_benign"])),
+                           "false_malignant": int(len(errors["false_malignant"])),
+                           "files": dict(ERROR_FILES)},
+    }
+    metrics = finalize_cell(
+        recorder, dataset, {"validation": scores["validation"][["img_id", "p_malignant"]],
+                            "test": scores["test"][["img_id", "p_malignant"]]},
+        threshold_policy=spec.threshold_policy, n_boot=spec.n_boot, seed=spec.seed,
+        provenance={"weights": built.weights_identity, "device": str(device),
+                    "dtype": "float32" if autocast is None else f"autocast {str(autocast).replace('torch.', '')}",
+                    "batch_size": settings.batch_size},
+        timing={"image_cache_s": round(cache_s, 3), "train_s": result.train_seconds,
+                "predict_s": round(predict_s, 3), "total_s": round(time.perf_counter() - t_start, 3)},
+        extra=extra, cell=spec.to_dict(), excluded_images=excluded)
+    if abs(float(metrics["threshold"]["value"]) - threshold) > 1e-12:
+        log(f"warning: error analysis used threshold {threshold} but the record chose "
+            f"{metrics['threshold']['value']}; false_benign/false_malignant.csv do not match the record")
+    if not settings.keep_last_checkpoint:
+        # Complete now: the resume state (optimizer moments: 2x the weights) is no longer needed.
+        (recorder.work / CHECKPOINT).unlink(missing_ok=True)
+    test_auc = metrics["splits"]["test"]["metrics"]["auroc"]
+    log(f"test AUROC {test_auc['value']} (95% CI {test_auc['ci_low']}-{test_auc['ci_high']}); record {recorder.path}")
+    return metrics
