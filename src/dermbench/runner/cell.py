@@ -11,6 +11,7 @@ same everywhere.
 from __future__ import annotations
 
 import time
+import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,11 @@ class CellSpec:
     device: str = "auto"
     strict: bool = False
     quiet: bool = False
+    threads: int = 0      # torch intra-op CPU threads for this cell; 0 = the library default
+
+    # CPU float results depend on how reductions are split across threads, so a grid fixes the
+    # thread count per cell (from its ``resources.num_cpus``): then the same config and seed give
+    # identical metrics in process, in a worker pool and on Ray.
 
     @property
     def model_label(self) -> str:
@@ -73,7 +79,8 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) 
     t0 = time.perf_counter()
     try:
         run_cell = PARADIGMS.get(spec.paradigm)
-        run_cell(spec, recorder)
+        with _cpu_threads(spec.threads):
+            run_cell(spec, recorder)
         if not is_complete(path):
             raise RuntimeError(f"paradigm {spec.paradigm!r} returned without completing the run record")
     except KeyboardInterrupt:
@@ -82,3 +89,19 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) 
         recorder.fail(exc)
         return CellResult(spec, path, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
     return CellResult(spec, path, "done", time.perf_counter() - t0)
+
+
+@contextlib.contextmanager
+def _cpu_threads(threads: int):
+    """Run with ``threads`` torch CPU threads (restored afterwards); 0 leaves them alone."""
+    if threads <= 0:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

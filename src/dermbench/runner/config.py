@@ -13,7 +13,7 @@
     threshold_policy: youden        # operating threshold: fixed:0.5 (default, the study), youden, sensitivity:0.9 ...
     n_boot: 1000
     device: auto
-    resources: {num_cpus: 1, num_gpus: 0}   # per cell, for the Ray executor (and worker sizing)
+    resources: {num_cpus: 1, num_gpus: 0}   # per cell: Ray request, worker sizing and torch CPU threads
     executor: {kind: local, workers: 1}
     imports: []                     # extra modules to import first (your own plugins)
     grid:

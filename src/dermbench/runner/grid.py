@@ -8,6 +8,7 @@ image features) run next to each other.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
                             dataset=str(paths[dataset]), seed=int(seed), variant=variant,
                             settings=dict(settings),
                             threshold_policy=block.threshold_policy or config.threshold_policy,
-                            n_boot=config.n_boot, device=config.device, strict=config.strict, quiet=quiet)
+                            n_boot=config.n_boot, device=config.device, strict=config.strict, quiet=quiet,
+                            threads=max(1, math.ceil(resources.num_cpus)))
                         # two cells must never share a folder (names are made file-system safe there)
                         identity = str(spec.path("")).lower()
                         if identity in seen:
