@@ -200,3 +200,20 @@ def test_validate_cli_strict_exit_codes(bad_dataset: Path, tmp_path: Path) -> No
     assert bad.returncode == 1
     assert "truncated_image" in bad.stdout
     assert len(json.loads((tmp_path / "v.json").read_text())[str(bad_dataset)]["exclusions"]) == 11
+
+
+def test_image_checks_are_memoised_but_changed_files_rechecked(tmp_path: Path, monkeypatch) -> None:
+    from dermbench.data import images as imgio
+
+    root = make_clean(tmp_path / "d")
+    load_dataset(root, quiet=True)
+    calls: list[str] = []
+    real = imgio.check_image
+    monkeypatch.setattr(imgio, "check_image", lambda p: (calls.append(p), real(p))[1])
+    assert len(load_dataset(root, quiet=True).exclusions) == 0
+    assert calls == []  # nothing decoded again
+    victim = root / "images" / "test_1.jpg"
+    victim.write_bytes(victim.read_bytes()[:200])  # now truncated
+    ds = load_dataset(root, quiet=True)
+    assert [Path(p).name for p in calls] == ["test_1.jpg"]
+    assert [(e.img_id, e.reason) for e in ds.exclusions] == [("test_1.jpg", "truncated_image")]

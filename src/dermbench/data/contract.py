@@ -28,6 +28,8 @@ import pandas as pd
 
 from .. import BENIGN, LABELS, MALIGNANT, SPLITS
 from . import images as imgio
+from ..utils.atomic import atomic_write_text
+from ..utils.paths import cache_dir
 from .card import CARD_NAME, compute_fingerprint, image_manifest, read_card, sha256_file
 
 REQUIRED_COLUMNS = ("img_id", "benign_malignant")
@@ -312,7 +314,7 @@ def load_dataset(
         frames[split] = out
 
     if check_images:
-        _check_all_images(frames, exclusions, workers)
+        _check_all_images(root, frames, exclusions, workers)
 
     # Two rows pointing at the same file (e.g. "a" and "a.jpg") are the same image.
     by_path: dict[str, tuple[str, str]] = {}
@@ -362,29 +364,78 @@ def load_dataset(
         manifest=manifest,
         fingerprint=compute_fingerprint(csv_hashes, manifest),
     )
-    if not quiet:
+    # Print a dataset's summary once per process: a grid loads the same dataset for every cell.
+    if not quiet and (str(root), ds.fingerprint) not in _SUMMARISED:
+        _SUMMARISED.add((str(root), ds.fingerprint))
         print(ds.summary(), file=sys.stderr)
     return ds
+
+
+_SUMMARISED: set[tuple[str, str]] = set()
 
 
 def read_card_file(root: Path) -> dict[str, Any] | None:
     return read_card(root)
 
 
-def _check_all_images(frames: dict[str, pd.DataFrame], exclusions: list[Exclusion], workers: int | None) -> None:
-    def check(p: str) -> tuple[str, str] | None:
-        try:
-            imgio.check_image(p)
-        except imgio.ImageReadError as err:
-            return err.reason, err.detail
-        return None
+class _CheckMemo:
+    """Decode-check results per image file, memoised in the user cache by (path, size, mtime_ns)
+    and the Pillow version, so re-loading a dataset for every cell of a grid does not decode
+    every image again. A changed file is checked again."""
 
+    def __init__(self, root: Path):
+        import hashlib
+        import json
+
+        import PIL
+
+        self._json = json
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
+        self.path = cache_dir("image-checks") / f"{key}.json"
+        self.pillow = PIL.__version__
+        try:
+            stored = json.loads(self.path.read_text())
+            self.data = stored["files"] if stored.get("pillow") == self.pillow else {}
+        except (OSError, ValueError, KeyError, TypeError):
+            self.data = {}
+        self.dirty = False
+
+    def check(self, path: str) -> tuple[str, str] | None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        rec = self.data.get(path)
+        if st is not None and rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns:
+            return None if rec[2] is None else (rec[2], rec[3])
+        try:
+            imgio.check_image(path)
+            result = None
+        except imgio.ImageReadError as err:
+            result = (err.reason, err.detail)
+        if st is not None:
+            self.data[path] = [st.st_size, st.st_mtime_ns, None if result is None else result[0],
+                               "" if result is None else result[1]]
+            self.dirty = True
+        return result
+
+    def save(self) -> None:
+        if self.dirty:
+            try:
+                atomic_write_text(self.path, self._json.dumps({"pillow": self.pillow, "files": self.data}))
+            except OSError:
+                pass  # a read-only cache only costs speed
+
+
+def _check_all_images(root: Path, frames: dict[str, pd.DataFrame], exclusions: list[Exclusion],
+                      workers: int | None) -> None:
+    memo = _CheckMemo(root)
     n_workers = workers or min(8, (os.cpu_count() or 2) * 2)
     for split, df in list(frames.items()):
         if len(df) == 0:
             continue
         with ThreadPoolExecutor(max_workers=n_workers) as pool:  # Pillow releases the GIL while decoding
-            results = list(pool.map(check, df["path"]))
+            results = list(pool.map(memo.check, df["path"]))
         bad = [i for i, r in enumerate(results) if r is not None]
         if bad:
             lines = df.attrs["csv_lines"]
@@ -394,3 +445,4 @@ def _check_all_images(frames: dict[str, pd.DataFrame], exclusions: list[Exclusio
             keep_lines = [l for j, l in enumerate(lines) if j not in set(bad)]
             frames[split] = df.drop(index=bad).reset_index(drop=True)
             frames[split].attrs["csv_lines"] = keep_lines
+    memo.save()
