@@ -90,3 +90,13 @@ def test_subgroup_table_orders_numbers_naturally_and_flags_missing_class():
     assert only_benign["flag"].tolist() == ["small"]
     with pytest.raises(ValueError, match="one entry per image"):
         M.subgroup_table(y, p, ["a"], threshold=0.5)
+
+
+def test_age_bands_sort_in_age_order():
+    import numpy as np
+
+    from dermbench.metrics import age_band, subgroup_table
+
+    ages = np.array([80, 25, 40, 60, 75, 20, 45, 65])
+    table = subgroup_table(np.array([0, 1] * 4), np.linspace(0.1, 0.9, 8), age_band(ages), threshold=0.5)
+    assert list(table["value"]) == ["<30", "30-49", "50-69", "70+"]

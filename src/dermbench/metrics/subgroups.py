@@ -100,9 +100,11 @@ def subgroup_table(
 
 
 def _natural_key(text: str):
-    """Sort "2" before "10" and "<30" before "30-49" sensibly: numbers compare as numbers."""
-    return [(0, float(part), "") if re.fullmatch(r"\d+(\.\d+)?", part) else (1, 0.0, part)
-            for part in re.split(r"(\d+(?:\.\d+)?)", text) if part]
+    """Sort "2" before "10" and "<30" before "30-49" sensibly: numbers compare as numbers, and a
+    leading "<" (an open lower band) sorts before every band that starts at a number."""
+    below = 0 if text.startswith("<") else 1
+    return [(below,)] + [(0, float(part), "") if re.fullmatch(r"\d+(\.\d+)?", part) else (1, 0.0, part)
+                         for part in re.split(r"(\d+(?:\.\d+)?)", text.lstrip("<")) if part]
 
 
 # --- Fitzpatrick skin type -----------------------------------------------------------------
