@@ -39,7 +39,13 @@ def settings_error(exc: Any, paradigm: str) -> CliError:
 
 def cell_spec(args: argparse.Namespace, paradigm: str, model: str, variant: str, settings: Any, seed: int):
     """The :class:`CellSpec` of one seed from the shared cell options."""
+    from pathlib import Path
+
     from ..runner.cell import CellSpec
+
+    if not Path(args.dataset).is_dir():
+        raise CliError(f"dataset folder {args.dataset} does not exist (create one with `dermbench synth --out "
+                       f"{args.dataset}` or `dermbench prepare SOURCE --raw DIR --out {args.dataset}`)")
 
     return CellSpec(args.experiment, paradigm, model=model, dataset=str(args.dataset), seed=seed, variant=variant,
                     settings=settings.model_dump(mode="json"), threshold_policy=args.threshold_policy,

@@ -57,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name != module_name:
                 raise
             continue  # a command whose module is not part of this build
-        module.add_parser(sub)
+        command = module.add_parser(sub)
+        # --quiet works before or after the command name
+        if not any("--quiet" in a.option_strings for a in command._actions):
+            command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
+                                 help="only warnings and errors on the console")
     return parser
 
 

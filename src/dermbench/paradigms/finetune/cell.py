@@ -172,6 +172,4 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     if not settings.keep_last_checkpoint:
         # Complete now: the resume state (optimizer moments: 2x the weights) is no longer needed.
         (recorder.work / CHECKPOINT).unlink(missing_ok=True)
-    test_auc = metrics["splits"]["test"]["metrics"]["auroc"]
-    log(f"test AUROC {test_auc['value']} (95% CI {test_auc['ci_low']}-{test_auc['ci_high']}); record {recorder.path}")
     return metrics
