@@ -51,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on the console")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a command whose module is not part of this build
-        command = module.add_parser(sub)
+        command = importlib.import_module(module_name).add_parser(sub)
         # --quiet works before or after the command name
         if not any("--quiet" in a.option_strings for a in command._actions):
             command.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,

@@ -1,0 +1,40 @@
+"""The command line as a user meets it: every command listed, clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from dermbench.cli.main import COMMANDS
+
+
+def dermbench(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dermbench", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_help_lists_every_command() -> None:
+    out = dermbench("--help")
+    assert out.returncode == 0
+    for name in COMMANDS:
+        assert f"    {name}" in out.stdout, name
+
+
+def test_unknown_model_gets_did_you_mean_without_traceback(tmp_path) -> None:
+    (tmp_path / "d").mkdir()
+    out = dermbench("probe", "--backbone", "handcrafed", "--dataset", str(tmp_path / "d"))
+    assert out.returncode == 2
+    assert "Did you mean: handcrafted" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_missing_dataset_is_an_error_before_any_cell(tmp_path) -> None:
+    out = dermbench("finetune", "--model", "resnet18", "--dataset", "nope", "--runs", str(tmp_path / "runs"),
+                    cwd=tmp_path)
+    assert out.returncode == 2
+    assert "dataset folder nope does not exist" in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_quiet_before_or_after_the_command(tmp_path) -> None:
+    for argv in (["-q", "ls", "heads"], ["ls", "heads", "--quiet"]):
+        out = dermbench(*argv)
+        assert out.returncode == 0 and "logreg" in out.stdout
