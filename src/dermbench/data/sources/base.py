@@ -12,6 +12,7 @@ comes from), optional contract columns, and ``split`` when the dataset has an of
 
 from __future__ import annotations
 
+import abc
 import argparse
 import os
 import shutil
@@ -66,7 +67,7 @@ class SourceRows:
     image_index: "ImageIndex | None" = None
 
 
-class Source:
+class Source(abc.ABC):
     """Base class of a dataset source. Subclasses set the class attributes and ``read``."""
 
     name: str = ""
@@ -94,8 +95,9 @@ class Source:
         value = self.options.get(key, default)
         return default if value is None else value
 
-    def read(self, raw: Path) -> SourceRows:  # pragma: no cover - abstract
-        raise NotImplementedError(f"source {self.name} must implement read()")
+    @abc.abstractmethod
+    def read(self, raw: Path) -> SourceRows:
+        """Read the raw files as published into rows with labels and contract columns."""
 
     def subsample(self, frame: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, list[Excluded], str]:
         """Paper subsampling after labelling (ISIC 2024, SD-198). Default: keep everything."""
