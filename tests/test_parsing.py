@@ -71,6 +71,33 @@ ANSWERS = [
     ("I cannot rule out malignancy; a biopsy is recommended.", M, "text"),
     ('{"reasoning": "symmetric", "label": "malignant", "confidence": 0.', M, "text"),  # cut off by max tokens
     ("Yes.", U, "no_label"),
+    # review: yes/no answers after a label word, question echoes, schema echoes, JSON yes/no fields
+    ("malignant: no", B, "text"),
+    ("Malignant? No.", B, "text"),
+    ("Malignant: false", B, "text"),
+    ("Malignant: No. Benign: Yes.", B, "text"),
+    ("Benign: no atypia seen", B, "text"),
+    ("Malignant: 0.85", M, "text"),
+    ("Benign - 0.9", B, "text"),
+    ("Risk of malignancy: low", B, "text"),
+    ("Low risk of malignancy.", B, "text"),
+    ("High suspicion for malignancy.", M, "text"),
+    ("Malignancy is ruled out.", B, "text"),
+    ("Malignancy cannot be ruled out.", M, "text"),
+    ("Not benign.", M, "text"),
+    ("Benign vs malignant? Benign.", B, "text"),
+    ("Is it benign or malignant? Malignant", M, "text"),
+    ("Could this be malignant? Yes, likely.", M, "text"),
+    ("Is this malignant?", U, "ambiguous"),
+    ("Benign. Although some features could suggest malignancy, overall it looks benign.", B, "text"),
+    ('{"label": "benign or malignant"}', U, "ambiguous"),
+    ('{"label": "benign" or "malignant", "confidence": a number from 0 to 1}', U, "ambiguous"),
+    ('{"is_malignant": false}', B, "json"),
+    ('{"malignant": true}', M, "json"),
+    ('Sure! {"label": "benign", "confidence": "85%"} Hope this helps.', B, "json"),
+    # other languages are out of scope: unparsed, never a crash
+    ("Es ist gutartig.", U, "no_label"),
+    ("这是良性的", U, "no_label"),
 ]
 
 
@@ -117,6 +144,18 @@ def test_score_sources_in_order_of_preference():
     assert s.score_source == "label" and s.p_malignant == 0.0
 
 
+@pytest.mark.parametrize("label,confidence", [("malignant", 0.3), ("malignant", 0.5), ("benign", 0.5),
+                                              ("benign", 0.2), ("benign", 0.0), ("malignant", 0.95)])
+def test_a_stated_confidence_never_flips_the_answer_at_0_5(label, confidence):
+    # review: '{"label": "benign", "confidence": 0.5}' gave p = 0.5, called malignant at p >= 0.5;
+    # a low confidence (0.3) in "malignant" gave p = 0.3, called benign
+    s = score_answer(f'{{"label": "{label}", "confidence": {confidence}}}', 0)
+    assert s.score_source == "confidence"
+    assert (s.p_malignant >= 0.5) == (label == "malignant")
+    if confidence > 0.5:
+        assert math.isclose(s.p_malignant, confidence if label == "malignant" else 1 - confidence)
+
+
 def test_unparsed_and_failed_are_scored_wrong():
     for y in (0, 1):
         for s in (score_answer("I cannot help with that.", y), score_answer("", y),
@@ -137,6 +176,16 @@ def test_label_probability_pins_the_label_token_not_an_earlier_be():
     parsed = parse_answer(text)
     assert parsed.label == 0
     assert math.isclose(label_probability(tokens, parsed.offset), 0.4)
+
+
+def test_label_probability_pins_the_answer_object_not_an_echoed_form():
+    # review: the offset came from the first '"label": "' in the text, here the echoed form
+    mk = lambda text, p: TokenLogprob(text, math.log(p), (("ben", math.log(0.3)), ("mal", math.log(0.7))))  # noqa: E731
+    tokens = [TokenLogprob('Format: {"label": "', -0.1), mk("ben", 0.9), TokenLogprob('ign" or "malignant"}\n', -0.1),
+              TokenLogprob('{"label": "', -0.1), mk("mal", 0.7), TokenLogprob('ignant", "confidence": 0.9}', -0.1)]
+    text = "".join(t.token for t in tokens)
+    s = score_answer(text, 0, tokens=tokens)
+    assert s.label == 1 and s.score_source == "logprobs" and math.isclose(s.p_malignant, 0.7)
 
 
 def test_logprobs_of_a_negated_label_word_are_not_used():

@@ -108,6 +108,19 @@ def test_batched_greedy_generation_with_logprobs(images):
     assert backend._system_supported is True
 
 
+def test_an_unreadable_image_is_a_failed_answer_not_a_stopped_run(images, tmp_path):
+    # review: one unreadable image raised out of answer_all and stopped the run (and every re-run)
+    model, processor = tiny_llava()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    backend = _backend(model, processor, logprobs=False, max_new_tokens=1)
+    requests = [VLMRequest("a", images[0], "q"), VLMRequest("bad", str(broken), "q"), VLMRequest("b", images[1], "q")]
+    answers = {}
+    backend.answer_all(requests, lambda a: answers.__setitem__(a.img_id, a))
+    assert set(answers) == {"a", "bad", "b"}
+    assert answers["bad"].failed and not answers["a"].failed and not answers["b"].failed
+
+
 def test_system_message_falls_back_into_the_user_turn(images):
     model, processor = tiny_llava()
     processor.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}"

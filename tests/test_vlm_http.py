@@ -181,6 +181,23 @@ def test_backoff_doubles_and_honours_retry_after():
     assert info.value.attempts == 1
 
 
+@pytest.mark.parametrize("error,retried", [("TooManyRedirects", False), ("DecodingError", False),
+                                           ("UnsupportedProtocol", False), ("ConnectError", True),
+                                           ("RemoteProtocolError", True)])
+def test_client_errors_are_failed_requests_and_only_transient_ones_retried(error, retried):
+    # review: httpx errors outside TransportError escaped answer_one and stopped the whole run, and a
+    # bad URL scheme (UnsupportedProtocol) was retried as if it were a dropped connection
+    import httpx
+
+    def handler(request):
+        raise getattr(httpx, error)("boom", request=request)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(RequestFailed) as info:
+            post_with_retries(client, "http://x/api", {}, max_retries=2, backoff_s=0.0, sleep=lambda s: None)
+    assert info.value.attempts == (3 if retried else 1)
+
+
 def test_url_from_environment(monkeypatch):
     monkeypatch.setenv("OLLAMA_HOST", "myhost:1234")
     assert OllamaBackend("m").url == "http://myhost:1234"

@@ -72,6 +72,28 @@ def test_resume_asks_only_unanswered_images(tmp_path, synth, server):
     assert len(server.requests) == n_images + (n_images - 5)
 
 
+def test_resume_re_asks_an_image_whose_content_changed(tmp_path, synth, server):
+    # review: the answer cache was keyed on the img_id, not the image: a replaced image reused the old answer
+    import shutil
+
+    from PIL import Image
+
+    data = tmp_path / "data"
+    shutil.copytree(synth, data)
+    spec = _spec(data, "ollama:good", server.url)
+    first = execute_cell(spec, tmp_path / "runs")
+    assert first.status == "done", first.error
+    n_images = len(server.requests)
+    test_csv = pd.read_csv(data / "test_metadata.csv")
+    image = next((data / "images").glob(f"{test_csv['img_id'].iloc[0]}*"))
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(image)
+    (first.path / "COMPLETE").unlink()
+    again = execute_cell(spec, tmp_path / "runs")
+    assert again.status == "done", again.error
+    assert len(server.requests) == n_images + 1
+    assert read_metrics(again.path)["extra"]["answers_cached"] == n_images - 1
+
+
 def test_unparsed_answers_are_scored_wrong_and_counted(tmp_path, synth, server):
     result = execute_cell(_spec(synth, "ollama:garbage", server.url), tmp_path)
     assert result.status == "done", result.error
@@ -179,6 +201,32 @@ def test_prompt_sets_registered_and_valid():
     assert bare == {0: ["benign"], 1: ["malignant"]}
     ens = load_prompt_set("derm_ensemble").class_prompts()
     assert len(ens[0]) > 4 and all("malignant" not in p for p in ens[0])
+
+
+def test_metadata_numbers_and_letters_are_not_read_as_yes_no():
+    # review: integer 1 (Fitzpatrick type I, a 1 mm diameter) was rendered "yes", and sex "F" "no"
+    from dermbench.paradigms.zeroshot.prompts import MetadataField, render_metadata
+
+    fields = (MetadataField("fitzpatrick", "Fitzpatrick skin type"), MetadataField("diameter_1", "Diameter", "mm"),
+              MetadataField("sex", "Sex"), MetadataField("grew", "Has grown"), MetadataField("age", "Age", "years"))
+    rows = pd.DataFrame({"fitzpatrick": [1, 2], "diameter_1": [1, 0], "sex": ["F", "M"], "grew": [True, False],
+                         "age": [float("nan"), 40.0]}).to_dict("records")
+    assert render_metadata(rows[0], fields).splitlines() == [
+        "- Fitzpatrick skin type: 1", "- Diameter: 1 mm", "- Sex: F", "- Has grown: yes"]
+    assert render_metadata(rows[1], fields).splitlines() == [
+        "- Fitzpatrick skin type: 2", "- Diameter: 0 mm", "- Sex: M", "- Has grown: no", "- Age: 40 years"]
+
+
+def test_metadata_columns_mapping_with_a_missing_column_is_an_error():
+    # review: a mapped column the dataset lacks (a typo) was silently left out of every prompt
+    from dermbench.paradigms.zeroshot.prompts import PromptSetError, load_prompt_set, metadata_fields_from_mapping
+
+    ps = load_prompt_set("patient_metadata")
+    fields = metadata_fields_from_mapping({"age": "Age [years]", "age_aprox": "Age"})
+    with pytest.raises(PromptSetError, match="age_aprox"):
+        ps.check_dataset_columns(["img_id", "age", "sex"], "d", fields)
+    assert ps.check_dataset_columns(["img_id", "age"], "d", metadata_fields_from_mapping({"age": "Age"})) == ["age"]
+    assert ps.check_dataset_columns(["img_id", "age", "sex"], "d") == ["age", "sex"]  # shipped mapping: partial ok
 
 
 def test_metadata_rendering_without_nans():

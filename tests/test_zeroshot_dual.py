@@ -129,6 +129,23 @@ def test_text_embeddings_are_cached(clip_folder):
     assert np.array_equal(text_embeddings(encoder, ["benign", "malignant"], "h"), first)
 
 
+def test_text_embedding_cache_is_keyed_by_dtype(clip_folder):
+    # review: the key lacked dtype/device, so float16 GPU vectors were reused by a float32 CPU run
+    from dermbench.models.vlm.dual import hf_clip, text_embeddings
+
+    encoder = hf_clip(str(clip_folder), ZeroshotSettings(), device="cpu")
+    prompts = ["a dtype-keyed benign prompt", "a dtype-keyed malignant prompt"]
+    first = text_embeddings(encoder, prompts, "h")
+    calls = []
+    encode = encoder.encode_texts
+    encoder.encode_texts = lambda texts: calls.append(1) or encode(texts)
+    encoder.dtype = "float16"
+    text_embeddings(encoder, prompts, "h")
+    assert calls == [1]
+    encoder.dtype = "float32"
+    assert np.array_equal(text_embeddings(encoder, prompts, "h"), first) and calls == [1]
+
+
 def test_missing_weights_is_a_clear_error(tmp_path):
     from dermbench.models.vlm.dual import WeightsNotFoundError, hf_clip
 

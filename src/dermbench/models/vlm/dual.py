@@ -238,13 +238,15 @@ def p_malignant_from_embeddings(images: np.ndarray, benign_text: np.ndarray, mal
 
 
 def text_embeddings(encoder: DualEncoder, prompts: Sequence[str], prompt_hash: str) -> np.ndarray:
-    """Text embeddings of a prompt list, cached per (model weights, prompts) unless random-init."""
+    """Text embeddings of a prompt list, cached per (model weights, dtype, device type, prompts) unless
+    random-init (float16 on a GPU and float32 on a CPU give different vectors: never mixed)."""
     from ...utils.atomic import atomic_path
     from ...utils.paths import cache_dir
 
     if encoder.weights in (RANDOM_INIT, RANDOM_IDENTITY):
         return encoder.encode_texts(prompts)
-    key = hashlib.sha256(repr((encoder.identity()["backend"], encoder.model_id, encoder.weights,
+    key = hashlib.sha256(repr((encoder.identity()["backend"], encoder.model_id, encoder.weights, encoder.dtype,
+                               getattr(encoder.device, "type", str(encoder.device)),
                                list(prompts))).encode()).hexdigest()[:24]
     path = cache_dir("zeroshot-text") / f"{key}.npy"
     if path.is_file():

@@ -81,16 +81,27 @@ class HFGenerativeBackend:
 
     # -- generation -------------------------------------------------------------------------------------
     def answer_all(self, requests: Iterable[VLMRequest], on_answer: Callable[[VLMAnswer], None]) -> None:
-        batch: list[VLMRequest] = []
-        for request in requests:
-            batch.append(request)
-            if len(batch) == self.batch_size:
-                for answer in self._generate(batch):
+        """Answer in batches; an image that cannot be read is a failed answer, not a stopped run."""
+        from ...data.images import ImageReadError
+
+        batch: list[tuple[VLMRequest, Any]] = []
+
+        def flush() -> None:
+            if batch:
+                for answer in self._generate([r for r, _ in batch], [im for _, im in batch]):
                     on_answer(answer)
-                batch = []
-        if batch:
-            for answer in self._generate(batch):
-                on_answer(answer)
+                batch.clear()
+
+        for request in requests:
+            try:
+                image = load_request_image(request.image_path, self.max_image_side)
+            except (OSError, ImageReadError) as exc:
+                on_answer(VLMAnswer(request.img_id, error=f"{type(exc).__name__}: {exc}", attempts=0))
+                continue
+            batch.append((request, image))
+            if len(batch) == self.batch_size:
+                flush()
+        flush()
 
     def _eos_ids(self) -> set[int]:
         ids: set[int] = set()
@@ -104,11 +115,12 @@ class HFGenerativeBackend:
             ids.add(int(self.tokenizer.pad_token_id))
         return ids
 
-    def _generate(self, batch: list[VLMRequest]) -> list[VLMAnswer]:
+    def _generate(self, batch: list[VLMRequest], images: list[Any] | None = None) -> list[VLMAnswer]:
         import torch
 
         t0 = time.perf_counter()
-        images = [load_request_image(r.image_path, self.max_image_side) for r in batch]
+        if images is None:
+            images = [load_request_image(r.image_path, self.max_image_side) for r in batch]
         texts = [self.render(r) for r in batch]
         if self.style == "phi3v":
             inputs = self.processor(texts[0], images, return_tensors="pt")

@@ -61,8 +61,12 @@ def post_with_retries(client: Any, url: str, payload: dict[str, Any], *, headers
             response = client.post(url, json=payload, headers=headers)
         except httpx.TimeoutException as exc:
             problem = f"timed out ({type(exc).__name__})"
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # our URL/request: no retry helps
+            raise RequestFailed(f"bad request to {url} ({type(exc).__name__}: {exc})", attempt) from None
         except httpx.TransportError as exc:
             problem = f"connection error ({type(exc).__name__}: {exc})"
+        except (httpx.RequestError, httpx.InvalidURL) as exc:  # redirect loop, undecodable body: not transient
+            raise RequestFailed(f"request failed ({type(exc).__name__}: {exc})", attempt) from None
         else:
             if response.status_code < 400:
                 try:

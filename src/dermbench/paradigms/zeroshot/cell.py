@@ -63,7 +63,8 @@ def run_cell(spec: Any, recorder: Any) -> dict[str, Any]:
     if kind == "dual":
         scores, extra = _score_dual(model, prompt_set, frames, settings, dataset.fingerprint, log)
     else:
-        scores, extra = _score_generative(model, prompt_set, frames, settings, recorder.work, spec, fields, log)
+        scores, extra = _score_generative(model, prompt_set, frames, settings, recorder.work, spec, fields, log,
+                                          image_digest=lambda path: _image_digest(dataset, path))
     extra.update({"kind": kind, "backend": entry.meta["backend"], "prompt_set": prompt_set.name,
                   "prompt_set_hash": prompt_set.content_hash, "prompt_set_version": prompt_set.version})
     identity = model.identity()
@@ -117,8 +118,9 @@ class AnswerCache:
 
     One line per answer, written with a single ``write`` and flushed, so a kill loses at most the
     line being written; a torn last line is ignored when reading. A line is reused only when its
-    ``key`` (model, prompt text, answer-changing settings, seed) matches the current request, so a
-    changed setting re-asks the image instead of mixing answers. (It is the one file of a run that is
+    ``key`` (model, prompt set content and rendered prompt, answer-changing settings, seed, image
+    content) matches the current request, so a changed setting, prompt or image re-asks the image
+    instead of mixing answers. (It is the one file of a run that is
     appended rather than replaced atomically: rewriting it after every answer would be quadratic.)
     """
 
@@ -153,15 +155,29 @@ class AnswerCache:
             self._fh = None
 
 
-def _request_key(spec: Any, settings: ZeroshotSettings, identity: dict[str, Any], system: str, prompt: str) -> str:
+def _image_digest(dataset: Any, path: str) -> str:
+    """The image's sha256 from the dataset's manifest (the path itself when it is not listed)."""
+    try:
+        rel = Path(path).relative_to(Path(dataset.root) / "images").as_posix()
+    except ValueError:
+        rel = ""
+    return (getattr(dataset, "manifest", None) or {}).get(rel) or str(path)
+
+
+def _request_key(spec: Any, settings: ZeroshotSettings, identity: dict[str, Any], system: str, prompt: str,
+                 prompt_set_hash: str = "", image: str = "") -> str:
+    """Everything that changes an answer: model, seed, settings, the prompt set (its content, incl.
+    the answer schema), the rendered system and user prompt, and the image's content."""
     payload = {"model": spec.model, "identity": {k: identity.get(k) for k in ("backend", "model", "weights")},
-               "seed": spec.seed, "settings": settings.answer_key_fields(), "system": system, "prompt": prompt}
+               "seed": spec.seed, "settings": settings.answer_key_fields(), "system": system, "prompt": prompt,
+               "prompt_set": prompt_set_hash, "image": image}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFrame],
                       settings: ZeroshotSettings, work: Path, spec: Any, fields: Any,
-                      log: Callable[[str], None]) -> tuple[dict[str, pd.DataFrame], dict]:
+                      log: Callable[[str], None], image_digest: Callable[[str], str] = str
+                      ) -> tuple[dict[str, pd.DataFrame], dict]:
     from ...models.vlm.base import VLMRequest
 
     identity = backend.identity()
@@ -171,7 +187,8 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
     for frame in frames.values():
         for row in frame.to_dict("records"):
             prompt = prompt_set.render(row, answer_format=settings.answer_format, fields=fields)
-            key = _request_key(spec, settings, identity, prompt_set.system, prompt)
+            key = _request_key(spec, settings, identity, prompt_set.system, prompt, prompt_set.content_hash,
+                               image_digest(str(row["path"])))
             keys[str(row["img_id"])] = key
             if cache.get(row["img_id"], key) is None:
                 requests.append(VLMRequest(str(row["img_id"]), str(row["path"]), prompt, prompt_set.system, schema))

@@ -9,13 +9,16 @@ Parsing order (first that decides wins):
 1. **empty** text -> ``empty``.
 2. A **JSON object** anywhere in the text (markdown fences and prose around it are tolerated)
    with a ``label`` (or ``answer``/``classification``/``diagnosis``/``prediction``) field naming
-   benign or malignant -> ``json``; a ``confidence`` field is read as the confidence in *that*
-   label (0-1, a percentage, or low/medium/high).
+   benign or malignant, or a yes/no field ``malignant``/``is_malignant``/``benign``/``is_benign``
+   -> ``json``; a ``confidence`` field is read as the confidence in *that* label (0-1, a
+   percentage, or low/medium/high).
 3. **Free text**: mentions of benign/malignant words, where a negation in front flips the
-   meaning ("not malignant", "non-malignant", "no signs of malignancy" -> benign). One side
-   named -> ``text``. Both named -> an explicit answer line ("Answer: malignant") or a
-   concluding phrase ("most likely benign", "consistent with malignancy") decides; otherwise
-   ``ambiguous`` (the study's "benign or malignant?" echo).
+   meaning ("not malignant", "non-malignant", "no signs of malignancy", "low risk of malignancy"
+   -> benign), and so does a bare no after it ("malignant: no", "Malignant? No."). A word in a
+   question ("Benign or malignant? Benign.") does not count when a word outside one does; an
+   answer that only asks -> ``ambiguous``. One side named -> ``text``. Both named -> an explicit
+   answer line ("Answer: malignant") or a concluding phrase ("most likely benign", "consistent
+   with malignancy") decides; otherwise ``ambiguous`` (the study's "benign or malignant?" echo).
 4. No label word: a refusal ("I cannot provide a diagnosis", "consult a dermatologist")
    -> ``refusal``, anything else -> ``no_label``.
 
@@ -45,18 +48,32 @@ _WORD_RE = re.compile(rf"\b(?P<word>{_BENIGN_WORDS}|{_MALIGNANT_WORDS})\b", re.I
 _NEGATION_RE = re.compile(
     r"(?:\bnot\b|\bnon-?\s*$|\bno\b|\bnor\b|\bisn'?t\b|\bwasn'?t\b|\bnever\b|\bwithout\b|\bunlikely\b|"
     r"\bdoes ?n[o']t\b|\bdo ?n[o']t\b|\black(?:s|ing)?\b|\bfree of\b|"
-    r"\bneither\b|\babsence of\b|\bnegative for\b|\bno evidence of\b|\bno signs? of\b)"
+    r"\bneither\b|\babsence of\b|\bnegative for\b|\bno evidence of\b|\bno signs? of\b|"
+    r"\blow (?:risk|suspicion|likelihood|probability|chance|concern)\b)"
     r"(?:\s+(?:\w+|,)){0,3}\s*$",
     re.IGNORECASE,
 )
 _NON_PREFIX_RE = re.compile(r"\bnon-?\s*$", re.IGNORECASE)
+# A yes/no right after a label word answers it: "malignant: no", "Malignant? No.", "Benign: yes",
+# "Risk of malignancy: low", "malignancy is ruled out". Only a bare answer ending the clause counts
+# ("Benign: no atypia" is not a "no" to benign).
+_POSTFIX_NO_RE = re.compile(
+    r"^[\"'`]?\s*(?:[:=?\-]\s*\**\s*(?:no|false|negative|unlikely|absent|low|none)\b\**(?=\s*(?:[.,;!)\n]|$))"
+    r"|\s+(?:is|was|has been|can be|been)\s+(?:ruled out|excluded)\b)",
+    re.IGNORECASE,
+)
+_POSTFIX_YES_RE = re.compile(
+    r"^[\"'`]?\s*[:=?\-]\s*\**\s*(?:yes|true|positive|likely|present|high)\b", re.IGNORECASE)
 _ANSWER_LINE_RE = re.compile(
     r"(?:final answer|answer|classification|diagnosis|prediction|label|verdict|conclusion|assessment|"
-    r"result|category)[\"'`]?\s*(?:is)?\s*[:=\-]\s*\**\s*[\"'`]?\s*(?P<word>benign|malignant)\b",
+    r"result|category)[\"'`]?\s*(?:is)?\s*[:=\-]\s*\**\s*[\"'`]?\s*(?P<word>benign|malignant)\b"
+    # not an echo of the requested form ('"label": "benign" or "malignant"', 'benign/malignant')
+    r"(?![\"'`]?\s*(?:or|\||/|vs\.?|versus)\s*[\"'`]?\s*(?:benign|malignant))",
     re.IGNORECASE,
 )
 _CONCLUSION_RE = re.compile(
-    r"(?:most likely|more likely|likely|probably|appears to be|appears|seems to be|is consistent with|"
+    r"(?:most likely|more likely|likely|probably|appears to be|appears|seems to be|looks? like|looks?|"
+    r"is consistent with|"
     r"consistent with|suggestive of|suggests?|suggesting|indicative of|indicates?|favou?rs?|"
     r"classify (?:it|this|the lesion) as|classified as|i would (?:say|classify)|i (?:think|believe)|"
     r"therefore|thus|overall|in conclusion|conclusion)"
@@ -73,6 +90,7 @@ _REFUSAL_RE = re.compile(
 )
 _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 _LABEL_KEYS = ("label", "answer", "classification", "diagnosis", "prediction", "class", "result")
+_BOOL_KEYS = ("malignant", "is_malignant", "benign", "is_benign")
 _CONFIDENCE_KEYS = ("confidence", "probability", "certainty", "score")
 _VERBAL_CONFIDENCE = {"very low": 0.55, "low": 0.6, "medium": 0.75, "moderate": 0.75,
                       "high": 0.9, "very high": 0.97}
@@ -137,11 +155,12 @@ def parse_confidence(value: Any) -> float | None:
     return None if math.isnan(number) else min(number, 1.0)
 
 
-def _json_candidates(text: str) -> Iterable[Any]:
-    """JSON values found in the text: fenced blocks first, then every balanced {...} object."""
-    for block in _FENCE_RE.findall(text):
+def _json_candidates(text: str) -> Iterable[tuple[Any, int]]:
+    """(JSON value, where it starts) found in the text: fenced blocks first, then every balanced
+    {...} object."""
+    for fence in _FENCE_RE.finditer(text):
         try:
-            yield json.loads(block.strip())
+            yield json.loads(fence.group(1).strip()), fence.start(1)
         except ValueError:
             pass
     depth, start = 0, None
@@ -165,14 +184,14 @@ def _json_candidates(text: str) -> Iterable[Any]:
             depth -= 1
             if depth == 0 and start is not None:
                 try:
-                    yield json.loads(text[start:i + 1])
+                    yield json.loads(text[start:i + 1]), start
                 except ValueError:
                     pass
                 start = None
 
 
 def _from_json(text: str) -> ParsedAnswer | None:
-    for obj in _json_candidates(text):
+    for obj, start in _json_candidates(text):
         if not isinstance(obj, dict):
             continue
         lowered = {str(k).strip().lower(): v for k, v in obj.items()}
@@ -190,23 +209,46 @@ def _from_json(text: str) -> ParsedAnswer | None:
                     p = parse_confidence(lowered["p_malignant"])
                     if p is not None:
                         confidence = p if label == 1 else 1.0 - p
-                where = re.search(rf'"{re.escape(key)}"\s*:\s*"?', text, re.IGNORECASE)
+                # the label value of *this* object (not an echo of the requested form before it)
+                where = re.compile(rf'"{re.escape(key)}"\s*:\s*"?', re.IGNORECASE).search(text, start)
                 return ParsedAnswer(label, "json", confidence, f"json field {key!r}",
                                     where.end() if where else None)
+        # {"malignant": true} / {"is_benign": false}: a yes/no field per label
+        flags = {1 - int(k.endswith("benign")) if v else int(k.endswith("benign"))
+                 for k, v in lowered.items() if k in _BOOL_KEYS and isinstance(v, bool)}
+        if len(flags) == 1:
+            return ParsedAnswer(flags.pop(), "json", None, "json yes/no field")
     return None
 
 
 def _votes(text: str) -> list[tuple[int, int]]:
     """(label, offset) votes of every benign/malignant word in ``text``, negations flipped."""
-    votes = []
+    votes, questions = _split_votes(text)
+    return votes or questions
+
+
+def _split_votes(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """Votes outside and inside questions. A word inside a question ("Benign or malignant?
+    Benign.") echoes the question rather than answering it. A bare yes/no right after the word
+    ("malignant: no", "Malignant? No.") answers it, so that word is not a question.
+    """
+    votes, questions = [], []
     for match in _WORD_RE.finditer(text):
         label = _word_label(match.group("word"))
         before = text[max(0, match.start() - 40):match.start()]
+        after = text[match.end():match.end() + 40]
         # "non-malignant" / "non malignant": the prefix belongs to the word.
         if _NON_PREFIX_RE.search(before) or _NEGATION_RE.search(_clause(before)):
             label = 1 - label
-        votes.append((label, match.start("word")))
-    return votes
+        answered = False
+        if _POSTFIX_NO_RE.search(after):
+            label, answered = 1 - label, True
+        elif _POSTFIX_YES_RE.search(after):
+            answered = True
+        end = re.search(r"[.!?\n]", text[match.end():])
+        in_question = not answered and end is not None and end.group(0) == "?"
+        (questions if in_question else votes).append((label, match.start("word")))
+    return votes, questions
 
 
 def _clause(before: str) -> str:
@@ -239,7 +281,9 @@ def parse_answer(text: str | None) -> ParsedAnswer:
     if answer_lines:
         label, offset = answer_lines[-1]
         return ParsedAnswer(label, "text", confidence, "answer line", offset)
-    votes = _votes(clean)
+    votes, questions = _split_votes(clean)
+    if questions and not votes:
+        return ParsedAnswer(None, "ambiguous", None, "only asks whether the lesion is benign or malignant")
     if votes and len(set(label for label, _ in votes)) == 1:
         return ParsedAnswer(votes[0][0], "text", confidence, "label words", votes[0][1])
     if votes:
@@ -385,6 +429,10 @@ def score_answer(text: str | None, true_label: int, *, tokens: Sequence[TokenLog
         if step is not None and step[1] == label:
             return ImageScore(float(step[0]), label, parsed.status, "logprobs")
     if parsed.confidence is not None:
-        c = min(max(parsed.confidence, 0.0), 1.0)
-        return ImageScore(c if label == 1 else 1.0 - c, label, parsed.status, "confidence")
+        # A stated confidence below 0.5 in a binary answer still names the label: the score stays on
+        # that label's side of 0.5 (pred = p >= 0.5), so the paper's operating point scores the answer
+        # the model gave, and a benign answer at 50% is not called malignant.
+        c = min(max(parsed.confidence, 0.5), 1.0)
+        p = c if label == 1 else min(1.0 - c, math.nextafter(0.5, 0.0))
+        return ImageScore(p, label, parsed.status, "confidence")
     return ImageScore(float(label), label, parsed.status, "label")

@@ -44,8 +44,9 @@ ANSWER_INSTRUCTIONS = {
     "word_reasoning": "End your answer with a final line of the form 'Answer: benign' or 'Answer: malignant'.",
 }
 
-_TRUE = {"true", "yes", "1", "y", "t"}
-_FALSE = {"false", "no", "0", "n", "f"}
+# Only words: a "1" is a Fitzpatrick type or a diameter as often as a flag, and "F" is a sex.
+_TRUE = {"true", "yes"}
+_FALSE = {"false", "no"}
 
 
 class PromptSetError(ValueError):
@@ -129,11 +130,21 @@ class PromptSet:
 
     def check_dataset_columns(self, columns: list[str], dataset_name: str,
                               fields: tuple[MetadataField, ...] | None = None) -> list[str]:
-        """The metadata columns this set will use on a dataset; a clear error when there are none."""
+        """The metadata columns this set will use on a dataset; a clear error when there are none.
+
+        The shipped mapping covers several datasets, so a dataset may have only some of its columns;
+        a mapping given for this dataset (``fields``, the ``metadata_columns`` setting) must match
+        every column, so a typo is an error instead of a field silently left out of every prompt."""
         if not self.uses_metadata:
             return []
+        explicit = fields is not None
         fields = fields or self.metadata_fields
         present = [f.column for f in fields if f.column in columns]
+        missing = [f.column for f in fields if f.column not in columns]
+        if explicit and present and missing:
+            raise PromptSetError(
+                f"metadata_columns names column(s) {', '.join(missing)} that dataset {dataset_name!r} does not "
+                f"have; its columns are {', '.join(columns)}")
         if not present:
             wanted = ", ".join(f.column for f in fields) or "(none configured)"
             raise PromptSetError(
@@ -165,8 +176,10 @@ def _format_value(value: Any) -> str | None:
         return None
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
+        if math.isnan(value) or math.isinf(value):
             return None
         return str(int(value)) if value.is_integer() else f"{value:g}"
     if hasattr(value, "item") and not isinstance(value, str):  # numpy scalar
@@ -183,7 +196,7 @@ def _format_value(value: Any) -> str | None:
         number = float(text)
     except ValueError:
         text = text.replace("_", " ")
-        return text.lower() if text.isupper() else text  # PAD-UFES-20 writes FEMALE, NECK
+        return text.lower() if text.isupper() and len(text) > 1 else text  # PAD-UFES-20 writes FEMALE, NECK
     return _format_value(number)
 
 
