@@ -109,6 +109,24 @@ def test_pauc_matches_flipped_curve_definition(case):
         _isic_pauc_kaggle_style(y, p, 0.6), abs=TOL)
 
 
+def _isic_2024_kaggle_score(y, p, min_tpr=0.8):
+    """The ISIC 2024 Kaggle metric as published (scikit-learn's McClish-standardised partial AUC
+    on the flipped problem, then un-standardised), copied formula for formula."""
+    v_gt = abs(np.asarray(y) - 1)
+    v_pred = 1.0 - np.asarray(p)
+    max_fpr = abs(1 - min_tpr)
+    partial_auc_scaled = skm.roc_auc_score(v_gt, v_pred, max_fpr=max_fpr)
+    return 0.5 * max_fpr**2 + (max_fpr - 0.5 * max_fpr**2) / (1.0 - 0.5) * (partial_auc_scaled - 0.5)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_pauc_equals_isic_2024_kaggle_metric(case):
+    y, p = CASES[case]
+    for floor in (0.8, 0.6, 0.9):
+        assert M.threshold_free(y, p, pauc_min_tpr=floor)["pauc"] == pytest.approx(
+            _isic_2024_kaggle_score(y, p, floor), abs=TOL)
+
+
 def test_pauc_bounds():
     y = np.array([0, 0, 0, 1, 1, 1])
     assert M.threshold_free(y, np.array([.1, .2, .3, .7, .8, .9]))["pauc"] == pytest.approx(0.2)

@@ -241,6 +241,18 @@ def test_paired_bootstrap_identical_and_different_models():
     assert M.paired_bootstrap(y, p, noise, n_boot=300, seed=0) == different
 
 
+def test_image_bootstrap_is_paired_across_models():
+    # Regression: the image-level resample was indexed by score rank, so two models with different
+    # score orders were resampled on different images. AUROC(y, 1 - p) == 1 - AUROC(y, p) holds on
+    # every resample only if both see the same images.
+    y, p = _scores(200, 21)
+    a = M.bootstrap_replicates(y, p, threshold=None, n_boot=50, seed=1)["auroc"]
+    b = M.bootstrap_replicates(y, 1.0 - p, threshold=None, n_boot=50, seed=1)["auroc"]
+    np.testing.assert_allclose(a, 1.0 - b, atol=1e-12)
+    flipped = M.paired_bootstrap(y, p, 1.0 - p, n_boot=50, seed=1)
+    np.testing.assert_allclose(flipped["ci_low"], 2 * np.quantile(a, 0.025) - 1, atol=1e-9)
+
+
 def test_paired_bootstrap_threshold_metric_and_groups():
     y, p = _scores(200, 14)
     result = M.paired_bootstrap(y, p, p, metric="sensitivity", threshold_a=0.3, threshold_b=0.6,

@@ -72,3 +72,15 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path: Path) -> None:
             raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def test_provenance_always_names_the_required_fields() -> None:
+    from dermbench.runs.provenance import NOT_RECORDED, REQUIRED_FIELDS, collect_provenance
+
+    full = collect_provenance(device="cpu", dtype="float32", batch_size=8, weights="random init",
+                              dataset_fingerprint="abc")
+    assert {k: full[k] for k in REQUIRED_FIELDS} == {"device": "cpu", "dtype": "float32", "batch_size": 8,
+                                                     "weights": "random init", "dataset_fingerprint": "abc"}
+    assert full["git_commit"] and "numpy" in full["packages"] and full["python"]
+    bare = collect_provenance(dataset_fingerprint="abc", weights=None)
+    assert all(bare[k] == NOT_RECORDED for k in ("device", "dtype", "batch_size", "weights"))

@@ -88,6 +88,13 @@ def test_summary_tables(report):
         pytest.approx(sub["value"].min())
     md = (report.out / "leaderboards" / "synth_a.md").read_text()
     assert "ties broken by the conservative CI bound" in md and "| 1 | fake/good |" in md
+    # multi-seed mean ± sd: the markdown leaderboard shows the sd over seeds (ddof=1)
+    results = pd.read_csv(report.out / "results.csv")
+    good = results[(results["entry"] == "fake/good") & (results["dataset"] == "synth_a")
+                   & (results["split"] == "test") & (results["metric"] == "auroc")]["value"]
+    assert len(good) == 2 and "sd over seeds" in md
+    row = next(line for line in md.splitlines() if line.startswith("| 1 | fake/good |"))
+    assert f"| {good.mean():.3f} [" in row and f"| {good.std(ddof=1):.3f} | 2 |" in row
 
 
 def test_ties_are_broken_by_ci_bound_then_name():
@@ -153,3 +160,15 @@ def test_index_renders_in_headless_chromium(report, tmp_path):
         assert im.size == (1400, 2000)
         colours = im.convert("RGB").resize((50, 50)).getcolors(5000)
     assert colours is not None and len(colours) > 20  # a rendered page, not a blank one
+
+
+def test_seed_summary_counts_only_seeds_where_the_metric_is_defined():
+    from dermbench.report.tables import seed_summary
+
+    # Regression: n_seeds counted every seed, although the mean skipped the undefined one.
+    results = pd.DataFrame({"paradigm": "p", "entry": "p/m", "dataset": "d", "split": "test", "metric": "auroc",
+                            "seed": [1, 2, 3], "value": [0.8, math.nan, 0.6], "ci_low": [0.7, math.nan, 0.5],
+                            "ci_high": [0.9, math.nan, 0.7], "n": 40})
+    row = seed_summary(results).iloc[0]
+    assert row["value"] == pytest.approx(0.7) and row["n_seeds"] == 2
+    assert row["sd"] == pytest.approx(pd.Series([0.8, 0.6]).std(ddof=1))

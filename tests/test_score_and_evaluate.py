@@ -69,6 +69,15 @@ def test_score_rejects_malformed_predictions(dataset_dir: Path, tmp_path: Path, 
     assert "Traceback" not in out.stderr
 
 
+def test_score_cli_rejects_negative_n_boot_without_traceback(dataset_dir: Path, tmp_path: Path) -> None:
+    ds = load_dataset(dataset_dir, quiet=True)
+    path = tmp_path / "pred.csv"
+    _scores(ds, "test").to_csv(path, index=False)
+    out = subprocess.run([sys.executable, "-m", "dermbench", "score", str(path), "--truth", str(dataset_dir),
+                          "--n-boot", "-5"], capture_output=True, text=True)
+    assert out.returncode == 2 and "--n-boot" in out.stderr and "Traceback" not in out.stderr
+
+
 def test_ids_without_extension_are_accepted(dataset_dir: Path) -> None:
     ds = load_dataset(dataset_dir, quiet=True)
     s = _scores(ds, "test")
@@ -105,3 +114,47 @@ def test_finalize_cell_refuses_missing_scores(dataset_dir: Path, tmp_path: Path)
     with pytest.raises(ValueError, match="have no score"):
         finalize_cell(rec, ds, {"test": _scores(ds, "test").iloc[1:]})
     assert not is_complete(rec.path)
+
+
+def test_ids_naming_one_image_twice_are_rejected(dataset_dir: Path) -> None:
+    # Regression: "x.jpg" and "x" both resolved to image x, which was then scored twice.
+    ds = load_dataset(dataset_dir, quiet=True)
+    s = _scores(ds, "test")
+    twin = s.iloc[:1].assign(img_id=s["img_id"].iloc[0].replace(".jpg", ""))
+    with pytest.raises(PredictionsError, match="more than once under different names"):
+        validate_against_truth(pd.concat([s, twin], ignore_index=True), ds.split("test"))
+
+
+def test_threshold_comes_from_validation_only(dataset_dir: Path, tmp_path: Path) -> None:
+    from dermbench.metrics import choose_threshold
+
+    ds = load_dataset(dataset_dir, quiet=True)
+    val = _scores(ds, "validation")
+    expected = choose_threshold("youden", ds.split("validation")["label"].to_numpy(),
+                                val.set_index("img_id").loc[ds.split("validation")["img_id"], "p_malignant"].to_numpy())
+    chosen = []
+    for test_seed in (1, 2):  # different test scores must not move the threshold
+        rec = RunRecorder(tmp_path / f"cell{test_seed}")
+        rec.begin({})
+        metrics = finalize_cell(rec, ds, {"validation": val, "test": _scores(ds, "test", test_seed)},
+                                threshold_policy="youden", n_boot=0)
+        chosen.append(metrics["threshold"]["value"])
+    assert chosen == [expected, expected]
+
+
+def test_malformed_policy_is_an_error_and_fallback_is_labelled(dataset_dir: Path, tmp_path: Path) -> None:
+    from dermbench.metrics import ThresholdPolicyError
+
+    ds = load_dataset(dataset_dir, quiet=True)
+    rec = RunRecorder(tmp_path / "cell")
+    rec.begin({})
+    scores = {"validation": _scores(ds, "validation"), "test": _scores(ds, "test")}
+    # Regression: a typo fell back silently to 0.5 and was recorded as "chosen on validation".
+    with pytest.raises(ThresholdPolicyError, match="unknown threshold policy"):
+        finalize_cell(rec, ds, scores, threshold_policy="youdn", n_boot=0)
+    assert not is_complete(rec.path)
+    metrics = finalize_cell(rec, ds, {"test": scores["test"]}, threshold_policy="sensitivity:0.9", n_boot=0)
+    assert metrics["threshold"]["value"] == 0.5
+    assert metrics["threshold"]["chosen_on"] == "fallback fixed:0.5" and metrics["threshold"]["note"]
+    fixed = finalize_cell(rec, ds, scores, threshold_policy="Fixed:0.3", n_boot=0)
+    assert fixed["threshold"] == {"policy": "fixed:0.3", "value": 0.3, "chosen_on": "fixed", "note": ""}

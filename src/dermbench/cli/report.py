@@ -28,6 +28,8 @@ def run(args: argparse.Namespace) -> int:
     from ..report import ReportOptions, build_report
     from . import CliError
 
+    if args.top_k < 1 or args.max_thumbs < 0:
+        raise CliError(f"--top-k must be 1 or more and --max-thumbs 0 or more (got {args.top_k}, {args.max_thumbs})")
     options = ReportOptions(metric=args.metric, split=args.split, top_k=args.top_k,
                             error_pages=not args.no_error_pages, max_thumbs=args.max_thumbs,
                             quiet=bool(os.environ.get("DERMBENCH_QUIET")))

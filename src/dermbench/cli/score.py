@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="validate and score a predictions CSV against a dataset split",
                        description="Validate a predictions file (columns img_id,p_malignant) as strictly as the "
                                    "ISIC challenge scorer — duplicate, missing or extra ids, NaN, values outside "
-                                   "[0, 1] — then print every metric with bootstrap 95%% CIs.")
+                                   "[0, 1] — then print every metric with bootstrap 95% CIs.")
     p.add_argument("predictions", help="CSV with img_id and p_malignant columns")
     p.add_argument("--truth", required=True, help="dataset folder (contract layout) holding the ground truth")
     p.add_argument("--split", default="test", help="split to score against (default: test)")
@@ -31,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.threshold <= 1.0:
         raise CliError(f"--threshold must lie in [0, 1], got {args.threshold}")
+    if args.n_boot < 0:
+        raise CliError(f"--n-boot must be 0 (no bootstrap) or more, got {args.n_boot}")
     ds = load_dataset(args.truth, splits=(args.split,), check_images=False, quiet=True)
     frame = validate_against_truth(read_predictions_csv(args.predictions), ds.split(args.split),
                                    where=str(args.predictions))

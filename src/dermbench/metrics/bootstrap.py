@@ -78,7 +78,9 @@ def replicate_weights(
 def iter_replicate_weights(table: _engine.ScoreTable, groups, n_boot: int, seed: int):
     """Yield batches of replicate weights in the table's (sorted) image order. Deterministic in seed."""
     if groups is None:
-        group_of_image = np.arange(table.n)
+        # Each image is its own unit, indexed by its position in the *input* order (not the
+        # score-sorted order), so the same seed draws the same images for any model: paired.
+        group_of_image = table.order
         n_groups = table.n
     else:
         index, n_groups = as_group_index(groups, table.n)

@@ -136,11 +136,14 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
     failures = _parse_failure_rows(index.cells)
     figures["parse_failures"] = plots.parse_failures(failures, plot_dir / "zeroshot_parse_failures.png")
     fraction_rows = _label_fraction_rows(index.cells, results, opts.metric, opts.split)
-    figures["label_fraction"] = {
+    curves = {
         ds: plots.label_fraction_curves(fraction_rows[fraction_rows["dataset"] == ds], opts.metric,
                                         f"{ds}: probe {opts.metric} vs. training labels",
                                         plot_dir / f"label_fraction__{safe_name(ds)}.png")
         for ds in sorted(fraction_rows["dataset"].unique())} if len(fraction_rows) else {}
+    # Every probe cell records its label fraction; a dataset with a single fraction draws no curve
+    # (None) and must not produce an empty "probe curves" section.
+    figures["label_fraction"] = {ds: fig for ds, fig in curves.items() if fig is not None}
 
     # error-analysis pages --------------------------------------------------------------------------
     error_links = []
@@ -177,7 +180,8 @@ def _label_fraction_rows(cells: list[CellRecord], results: pd.DataFrame, metric:
     backbone+head (the variant without its ``frac`` part)."""
     rows = []
     for c in cells:
-        fraction = c.extra.get("label_fraction", (c.metrics.get("cell") or {}).get("settings", {}).get("label_fraction"))
+        settings = (c.metrics.get("cell") or {}).get("settings") or {}
+        fraction = c.extra.get("label_fraction", settings.get("label_fraction"))
         if fraction is None:
             continue
         value = ((c.metrics.get("splits") or {}).get(split, {}).get("metrics", {}).get(metric, {}) or {}).get("value")

@@ -125,7 +125,7 @@ def error_page(cell, pred: pd.DataFrame, image_paths: dict[str, str] | None, thu
              f"<p class=note>Test split, operating threshold {e(fmt(threshold))} "
              f"(pred = malignant when p_malignant &ge; threshold). {int(counts['false_benign'])} false-benign "
              f"and {int(counts['false_malignant'])} false-malignant of {int(counts['n'])} test images; "
-             f"the {max_per_kind} most confident mistakes of each kind are shown. Run record: "
+             f"up to {max_per_kind} of each kind are shown, the most confident mistakes first. Run record: "
              f"<code>{e(str(cell.path))}</code></p>"]
     if image_paths is None:
         parts.append("<p class=warn>The dataset folder of this run is not available here, so no thumbnails; "

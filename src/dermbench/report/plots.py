@@ -136,10 +136,10 @@ def reliability(cells: list[CellRecord], title: str, path: Path, bins: int = 10)
         return None
     plt = _plt()
     fig, axes = plt.subplots(1, len(frames), figsize=(3.3 * len(frames) + 0.5, 3.6), squeeze=False)
-    edges = np.linspace(0, 1, bins + 1)
     for ax, (c, f) in zip(axes[0], frames):
         p, y = f["p_malignant"].to_numpy(float), f["label"].to_numpy(int)
-        idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+        # the same bins as the ECE in dermbench.metrics: [k/B, (k+1)/B), p = 1 in the last
+        idx = np.minimum(np.floor(p * bins).astype(int), bins - 1)
         centres, observed, counts = [], [], []
         for b in range(bins):
             mask = idx == b

@@ -68,7 +68,8 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
     """One row per entry × dataset × split × metric: mean and sd over seeds, mean CI bounds.
 
     With one seed the CI is that cell's bootstrap CI; with several, ``ci_low``/``ci_high`` are the
-    means of the per-seed bootstrap bounds and ``sd`` is the spread over seeds.
+    means of the per-seed bootstrap bounds and ``sd`` is the spread over seeds (ddof=1).
+    ``n_seeds`` counts the seeds where the metric is defined, i.e. the values the mean is over.
     """
     if results.empty:
         return pd.DataFrame(columns=["paradigm", "entry", "dataset", "split", "metric", "value", "sd", "ci_low",
@@ -76,7 +77,7 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
     keys = ["paradigm", "entry", "dataset", "split", "metric"]
     grouped = results.groupby(keys, sort=False, dropna=False)
     out = grouped.agg(value=("value", "mean"), sd=("value", "std"), ci_low=("ci_low", "mean"),
-                      ci_high=("ci_high", "mean"), n_seeds=("seed", "nunique"), n=("n", "max")).reset_index()
+                      ci_high=("ci_high", "mean"), n_seeds=("value", "count"), n=("n", "max")).reset_index()
     return out
 
 
@@ -115,12 +116,12 @@ def leaderboard_markdown(board: pd.DataFrame, dataset: str, metric: str, split: 
     lines = [f"## {dataset} — {metric} on {split}", "", f"_{TIE_RULE}._", ""]
     others = [c for c in board.columns if c not in ("rank", "paradigm", "entry", "value", "ci_low", "ci_high", "sd",
                                                      "n_seeds", "n", "tied")]
-    header = ["rank", "model", "paradigm", f"{metric} [95% CI]", "seeds"] + others
+    header = ["rank", "model", "paradigm", f"{metric} [95% CI]", "sd over seeds", "seeds"] + others
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     for _, r in board.iterrows():
         cells = [f"{r['rank']}{' (tie)' if r['tied'] else ''}", _md(r["entry"]), _md(r["paradigm"]),
-                 format_ci(r["value"], r["ci_low"], r["ci_high"]), str(int(r["n_seeds"]))]
+                 format_ci(r["value"], r["ci_low"], r["ci_high"]), fmt(r["sd"]), str(int(r["n_seeds"]))]
         cells += [fmt(r[o]) for o in others]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -148,7 +149,8 @@ def format_ci(value: Any, low: Any, high: Any, digits: int = 3) -> str:
 
 def metric_matrix(summary: pd.DataFrame, metric: str, split: str = "test") -> pd.DataFrame:
     """Datasets × entries of one metric (mean over seeds): ``metric_matrix__<metric>.csv``.
-    Columns are ordered by the entries' mean over datasets in the metric's better direction."""
+    Columns are ordered by the entries' mean over datasets in the metric's better direction; equal
+    means keep the name order of the pivot (an explicit, stable rule, not an accident)."""
     sub = summary[(summary["split"] == split) & (summary["metric"] == metric)]
     if sub.empty:
         return pd.DataFrame()

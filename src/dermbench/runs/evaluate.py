@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
 from ..data.contract import LesionDataset
@@ -88,6 +87,29 @@ def subgroup_tables(frame: pd.DataFrame, threshold: float, min_n: int = 30,
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def operating_threshold(threshold_policy: str, validation: pd.DataFrame | None) -> dict[str, Any]:
+    """The operating threshold of a cell: ``{"policy", "value", "chosen_on", "note"}``.
+
+    A data-driven policy is applied to the validation frame (``label``, ``p_malignant``) only; the
+    value is then used unchanged on test. A malformed policy raises (a configuration error, never a
+    reason to fall back). When the policy cannot be applied (no validation scores, or a validation
+    split without the class it needs) 0.5 is used and ``chosen_on``/``note`` say so.
+    """
+    from ..metrics import ThresholdPolicyError, choose_threshold, parse_threshold_policy
+
+    policy = parse_threshold_policy(threshold_policy)
+    record = {"policy": str(policy), "value": 0.5, "chosen_on": "fallback fixed:0.5", "note": ""}
+    if policy.kind == "fixed":
+        return {**record, "value": choose_threshold(policy), "chosen_on": "fixed"}
+    if validation is None:
+        return {**record, "note": f"no validation scores to apply {threshold_policy!r}; used 0.5"}
+    try:
+        value = float(choose_threshold(policy, validation["label"].to_numpy(), validation["p_malignant"].to_numpy()))
+    except ThresholdPolicyError as exc:
+        return {**record, "note": f"policy {threshold_policy!r} could not be applied on validation ({exc}); used 0.5"}
+    return {**record, "value": value, "chosen_on": "validation"}
+
+
 def finalize_cell(
     recorder: RunRecorder,
     dataset: LesionDataset,
@@ -109,24 +131,12 @@ def finalize_cell(
     hyperparameters of a head); ``excluded_images`` lists images the paradigm could not read
     (e.g. from the image cache) in addition to the dataset's own exclusions.
     """
-    from ..metrics import choose_threshold, evaluate
+    from ..metrics import evaluate
 
     t0 = time.perf_counter()
     frames = {split: attach_labels(dataset, split, df) for split, df in scores.items()}
-
-    threshold_note = ""
-    if "validation" in frames and not threshold_policy.startswith("fixed:"):
-        val = frames["validation"]
-        try:
-            threshold = float(choose_threshold(threshold_policy, val["label"].to_numpy(), val["p_malignant"].to_numpy()))
-        except ValueError as exc:
-            threshold = 0.5
-            threshold_note = f"policy {threshold_policy!r} could not be applied on validation ({exc}); used 0.5"
-    elif threshold_policy.startswith("fixed:"):
-        threshold = float(choose_threshold(threshold_policy, np.array([0, 1]), np.array([0.0, 1.0])))
-    else:
-        threshold = 0.5
-        threshold_note = f"no validation scores to apply {threshold_policy!r}; used 0.5"
+    threshold_record = operating_threshold(threshold_policy, frames.get("validation"))
+    threshold = threshold_record["value"]
 
     group_unit = "image"
     split_metrics: dict[str, Any] = {}
@@ -165,8 +175,7 @@ def finalize_cell(
         "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint,
                     "counts": dataset.counts(), "warnings": dataset.warnings,
                     "premalignant_policy": dataset.card.get("premalignant_policy")},
-        "threshold": {"policy": threshold_policy, "value": threshold, "chosen_on": "validation"
-                      if not threshold_policy.startswith("fixed:") else "fixed", "note": threshold_note},
+        "threshold": threshold_record,
         "splits": split_metrics,
         "subgroups": {"file": "subgroups.csv" if subgroup_parts else None, "min_n": subgroup_min_n,
                       "notes": sorted(set(subgroup_notes))},

@@ -41,9 +41,18 @@ def git_commit() -> str:
         return "unknown (not a git checkout)"
 
 
+#: Fields PRODUCT §7 requires in every record; a paradigm that does not pass one gets "not recorded"
+#: (visible in metrics.json) rather than a silently missing key.
+REQUIRED_FIELDS = ("device", "dtype", "batch_size", "weights", "dataset_fingerprint")
+NOT_RECORDED = "not recorded"
+
+
 def collect_provenance(**fields: Any) -> dict[str, Any]:
     """Provenance of a cell. ``fields`` adds what the paradigm knows: ``device``, ``dtype``,
     ``batch_size``, ``weights`` (identity string or "random init"), ``dataset_fingerprint``..."""
+    for name in REQUIRED_FIELDS:
+        if fields.get(name) is None:
+            fields[name] = NOT_RECORDED
     torch_info: dict[str, Any] = {}
     if "torch" in sys.modules:  # never import torch just to describe it
         torch = sys.modules["torch"]

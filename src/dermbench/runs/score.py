@@ -74,6 +74,12 @@ def validate_against_truth(pred: pd.DataFrame, truth: pd.DataFrame, *, where: st
     # Accept ids given with or without the file extension, as the ISIC scorer accepts image names.
     stems = {Path(i).stem: i for i in expected}
     resolved = ids.map(lambda i: i if i in expected else stems.get(i, stems.get(Path(i).stem, i)))
+    # Two rows that name the same image in different spellings ("a" and "a.jpg") are duplicates
+    # too: otherwise the image would be scored twice.
+    clashes = resolved[resolved.duplicated(keep=False) & ~ids.duplicated(keep=False) & (ids != "")]
+    if len(clashes):
+        problems.append(f"{clashes.nunique()} image(s) given more than once under different names, "
+                        f"e.g. {clashes.iloc[0]!r} as {sorted(ids[resolved == clashes.iloc[0]])}")
     missing = sorted(expected - set(resolved))
     extra = sorted(set(resolved) - expected - {""})
     if missing:
