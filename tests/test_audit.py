@@ -126,3 +126,18 @@ def test_numpy_phash_matches_imagehash(tmp_path):
     smooth_image(3).save(tmp_path / "x.png")
     h, reason, _ = image_phash(str(tmp_path / "x.png"))
     assert reason == "" and isinstance(h, int)
+
+
+def test_exact_duplicates_found_through_a_symlinked_dataset_path(tmp_path):
+    """A dataset reached through a symlinked folder (a datasets/ link, /tmp on macOS) must still
+    have its sha256 manifest matched; before the fix every hash came back empty and exact
+    duplicates across splits went unreported."""
+    rows, images = clean_rows(10)
+    rows.append({"img_id": "copy.jpg", "benign_malignant": "benign", "lesion_id": "L77", "patient_id": "P77",
+                 "split": "test"})
+    images["copy.jpg"] = images["img000.jpg"]  # img000 is in train
+    make_dataset(tmp_path / "real" / "d", rows, images)
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    report = audit_datasets([tmp_path / "link" / "d"], near_duplicates=False)
+    assert len(report.exact_duplicates) == 1 and report.exact_duplicates[0]["across_splits"]
+    assert report.leakage

@@ -217,3 +217,51 @@ def test_image_checks_are_memoised_but_changed_files_rechecked(tmp_path: Path, m
     ds = load_dataset(root, quiet=True)
     assert [Path(p).name for p in calls] == ["test_1.jpg"]
     assert [(e.img_id, e.reason) for e in ds.exclusions] == [("test_1.jpg", "truncated_image")]
+
+
+def test_fingerprint_does_not_depend_on_the_image_check(bad_dataset: Path) -> None:
+    """Runs load with the decode check, the card / merge / audit / ``dataset_fingerprint`` without;
+    with an unreadable image present the two fingerprints differed before the fix, so one dataset
+    had two identities (and two image-cache keys)."""
+    from dermbench.data.card import dataset_fingerprint
+
+    checked = load_dataset(bad_dataset, quiet=True)
+    assert any(e.reason == "truncated_image" for e in checked.exclusions)
+    unchecked = load_dataset(bad_dataset, quiet=True, check_images=False)
+    assert checked.fingerprint == unchecked.fingerprint == dataset_fingerprint(bad_dataset)
+    assert "truncated.jpg" in checked.manifest  # referenced by a CSV, hashed, though not usable
+
+
+def test_damaged_card_is_a_clear_error_and_write_card_repairs_it(tmp_path: Path, capsys) -> None:
+    """The error told users to run ``validate --write-card``, which then crashed on the same card
+    (and the CLI showed a traceback: the error was a bare ValueError)."""
+    from dermbench.cli.main import main
+
+    root = make_clean(tmp_path / "d")
+    (root / "dataset.json").write_text("{broken")
+    with pytest.raises(DatasetError, match="not valid JSON"):
+        load_dataset(root, quiet=True)
+    assert main(["validate", str(root)]) == 2
+    assert "--write-card" in capsys.readouterr().err
+    assert main(["validate", str(root), "--write-card"]) == 0
+    assert read_card(root)["fingerprint"] == load_dataset(root, quiet=True).fingerprint
+
+
+def test_fingerprint_sees_a_same_size_file_with_its_old_mtime(tmp_path: Path) -> None:
+    """``cp -p`` / ``rsync -a`` put a different file in place with the old size and mtime; the
+    sha256 memo keyed on (size, mtime) kept the old hash, so the fingerprint and every cache
+    keyed on it (image cache, embeddings) stayed stale."""
+    import os
+
+    root = make_clean(tmp_path / "d")
+    target = root / "images" / "train_0.jpg"
+    fp1 = load_dataset(root, quiet=True).fingerprint
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-3] ^= 0xFF  # same size, different pixels
+    replacement = tmp_path / "new.jpg"
+    replacement.write_bytes(bytes(data))
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(replacement, target)
+    assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+    assert load_dataset(root, quiet=True, check_images=False).fingerprint != fp1

@@ -79,6 +79,34 @@ def test_16bit_png_scaled_not_clipped(tmp_path):
     assert abs(int(out[0, 0, 0]) - 128) <= 1  # half of the 16-bit range -> mid grey, not white
 
 
+def _png16(path, arr: np.ndarray) -> None:
+    """Write a 16-bit-per-channel RGB (colour type 2) or RGBA (6) PNG by hand: Pillow cannot."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + arr[i].astype(">u2").tobytes() for i in range(h))
+    header = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_rgb_and_rgba_png(tmp_path, channels):
+    arr = np.zeros((5, 7, channels), np.uint16)
+    arr[..., 0], arr[..., 1], arr[..., 2] = 65535, 32768, 256
+    if channels == 4:
+        arr[..., 3] = 65535
+    p = tmp_path / "c16.png"
+    _png16(p, arr)
+    out = _check_rgb(open_rgb(p), (7, 5))
+    assert np.abs(out[0, 0].astype(int) - [255, 128, 1]).max() <= 1  # scaled by the 16-bit range
+
+
 def test_cmyk_jpeg(tmp_path):
     p = tmp_path / "c.jpg"
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(p, quality=95)  # pure red in CMYK

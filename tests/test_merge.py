@@ -120,3 +120,55 @@ def test_config_merge_with_skip_missing_and_cli(tmp_path, fixtures_raw):
     assert main(["merge", "both", "--from", str(root / "ddi"), str(root / "isic2024"),
                  "--out", str(tmp_path / "both")]) == 0
     assert (tmp_path / "both" / "dataset.json").exists()
+
+
+def test_merge_part_with_symlinked_images(tmp_path):
+    """A part prepared with ``--link symlink`` has images/ entries pointing outside images/;
+    merging it crashed with 'is not in the subpath' before the fix."""
+    a = make_part(tmp_path / "a", "a", 6, 0)
+    raw = make_part(tmp_path / "raw", "s", 6, 1)
+    s = tmp_path / "s"
+    (s / "images").mkdir(parents=True)
+    for f in sorted((raw / "images").iterdir()):
+        (s / "images" / f.name).symlink_to(f)
+    for split in ("train", "validation", "test"):
+        (s / f"{split}_metadata.csv").write_bytes((raw / f"{split}_metadata.csv").read_bytes())
+    write_card(s, source="test", premalignant_policy="paper", licence="CC0")
+    merge_datasets([a, s], tmp_path / "m", quiet=True)
+    rows = rows_of(tmp_path / "m")
+    assert len(rows) == 12 and set(rows[rows["source"] == "s"]["img_id"]) == {f"s{i:03d}.jpg" for i in range(6)}
+
+
+def test_merge_refuses_an_image_in_two_parts_under_different_splits(tmp_path, capsys):
+    """Partitions carry over, so a part that repeats another part's images under a different split
+    (HAM10000 + ISIC 2018, or one set prepared twice with different seeds) made a merged set whose
+    test split held training images, silently."""
+    from dermbench.cli.main import main
+
+    a = make_part(tmp_path / "a", "img", 6, 0)
+    b = tmp_path / "b"
+    (b / "images").mkdir(parents=True)
+    for f in (a / "images").iterdir():
+        (b / "images" / f.name).write_bytes(f.read_bytes())
+    rows = rows_of(a)
+    rows["split"] = rows["split"].map({"train": "test", "validation": "train", "test": "validation"})
+    for s in ("train", "validation", "test"):
+        rows[rows["split"] == s].drop(columns="split").to_csv(b / f"{s}_metadata.csv", index=False)
+    write_card(b, source="test", premalignant_policy="paper", licence="CC0")
+    with pytest.raises(MergeError, match="6 image\\(s\\) appear in two parts in different splits"):
+        merge_datasets([a, b], tmp_path / "m", quiet=True)
+    assert not (tmp_path / "m").exists()
+    assert main(["merge", "m", "--from", str(a), str(b), "--out", str(tmp_path / "m")]) == 1
+    assert "--allow-cross-split-duplicates" in capsys.readouterr().err
+    assert main(["merge", "m", "--from", str(a), str(b), "--out", str(tmp_path / "m"),
+                 "--allow-cross-split-duplicates"]) == 0
+    # the same images in the same splits of two parts are not leakage: merged (renamed) as before
+    merge_datasets([a, make_part(tmp_path / "c", "c", 3, 5)], tmp_path / "ok", quiet=True)
+
+
+def test_merge_refuses_to_write_over_a_part(tmp_path):
+    a = make_part(tmp_path / "a", "a", 3, 0)
+    b = make_part(tmp_path / "b", "b", 3, 1)
+    with pytest.raises(MergeError, match="would replace the part"):
+        merge_datasets([a, b], a, overwrite=True, quiet=True)
+    assert len(load_dataset(a, quiet=True).splits["train"]) == 1

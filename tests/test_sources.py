@@ -115,6 +115,17 @@ def test_refuses_to_overwrite(fixtures_raw, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp folders left
 
 
+def test_refuses_an_out_folder_that_would_replace_the_raw_files(tmp_path):
+    """``--out`` = ``--raw`` (or a parent of it) with ``--overwrite`` deleted the published files
+    once the new folder was renamed into place (and left symlinked datasets dangling)."""
+    raw = tmp_path / "sd"
+    make_sd198_folders(raw, per_class=2)
+    for out in (raw, tmp_path):
+        with pytest.raises(SourceFormatError, match="would replace the raw files"):
+            prepare("sd-198", raw, out, quiet=True, overwrite=True)
+    assert len(list(raw.rglob("*.jpg"))) == 10
+
+
 def test_hardlink_mode(tmp_path):
     make_sd198_folders(tmp_path / "sd", per_class=2)
     prepare("sd-198", tmp_path / "sd", tmp_path / "out", link="hardlink", quiet=True)
@@ -288,6 +299,25 @@ def test_sd198_class_folders_balanced(tmp_path):
     assert sum(sum(c.values()) for c in every["counts"].values()) == 60
 
 
+def test_sd198_release_class_names_follow_the_premalignant_policy(tmp_path):
+    """The release calls AK ``Actinic_solar_Damage(Actinic_Keratosis)``; before the fix only
+    ``Actinic_Keratosis`` was premalignant, so real SD-198 AK (and cutaneous horn) stayed benign
+    under --premalignant malignant/exclude."""
+    raw = tmp_path / "sd"
+    for k, c in enumerate(["Basal_Cell_Carcinoma", "Actinic_solar_Damage(Actinic_Keratosis)", "Cutaneous_Horn",
+                           "Actinic_solar_Damage(Solar_Elastosis)"]):
+        for i in range(3):
+            tiny_image(raw / c / f"{k}{i:05d}HB.jpg", seed=10 * k + i)
+    paper = prepare("sd-198", raw, tmp_path / "paper", quiet=True, options={"balance": "none"})
+    assert sum(c["malignant"] for c in paper["counts"].values()) == 3  # the study: AK benign
+    assert paper["label_mapping"]["actinic_solar_damage(actinic_keratosis)"] == "benign"
+    assert any("Malignant_Melanoma" in n for n in paper["notes"])  # absent malignant classes are named
+    excl = prepare("sd-198", raw, tmp_path / "excl", quiet=True, premalignant="exclude",
+                   options={"balance": "none"})
+    assert sum(sum(c.values()) for c in excl["counts"].values()) == 6
+    assert [e["count"] for e in excl["excluded"] if e["reason"] == "premalignant_excluded"] == [6]
+
+
 def test_sd198_release_text_files(tmp_path):
     raw = tmp_path / "sd"
     make_sd198_folders(raw / "images", per_class=4)
@@ -303,7 +333,7 @@ def test_sd198_release_text_files(tmp_path):
     (raw / "image_class_labels.txt").write_text("\n".join(labels) + "\n")
     card = prepare("sd-198", raw, tmp_path / "out", quiet=True, premalignant="malignant",
                    options={"balance": "none"})
-    assert card["notes"] == ["read the release text files"]
+    assert card["notes"][0] == "read the release text files"
     assert sum(c["malignant"] for c in card["counts"].values()) == 12  # BCC + MM + AK under 'malignant'
 
 
@@ -359,6 +389,43 @@ def test_csv_source_exact_mapping(tmp_path):
     assert group_overlap(rows, "patient_id") == {}
     assert card["licence"] == "private" and set(rows["modality"]) == {"clinical"}
     assert set(rows["age"]) == {"61"}
+
+
+def test_csv_source_semicolon_latin1_export(tmp_path):
+    """A spreadsheet export with ';' separators and latin-1 text (decimal-comma locales) was read
+    as one column and refused with a confusing 'mapping names columns the CSV lacks'."""
+    raw = tmp_path / "hc"
+    lines = ["arquivo;diagnostico;paciente;idade"]
+    for i, dx in enumerate(["melanoma", "nevo melanocítico", "melanose solar"] * 4):
+        tiny_image(raw / f"h{i}.jpg", seed=i)
+        lines.append(f"h{i}.jpg;{dx};P{i // 2};61,0")
+    (raw / "hc.csv").write_bytes("\r\n".join(lines).encode("latin-1"))
+    (tmp_path / "map.yaml").write_text(
+        "columns: {img_id: arquivo, diagnosis: diagnostico, patient_id: paciente}\n"
+        "labels: {melanoma: malignant, 'nevo melanocítico': benign, melanose solar: benign}\n", encoding="utf-8")
+    with pytest.warns(UserWarning, match="not UTF-8"):
+        card = prepare("csv", raw, tmp_path / "out", quiet=True, options={"mapping": str(tmp_path / "map.yaml")})
+    rows = all_rows(tmp_path / "out")
+    assert len(rows) == 12 and sum(c["malignant"] for c in card["counts"].values()) == 4
+    assert set(rows["diagnosis"]) == {"melanoma", "nevo melanocítico", "melanose solar"}
+    assert set(rows["idade"]) == {"61,0"}  # a decimal comma stays inside its column
+
+
+def test_csv_source_windows_1252_export(tmp_path):
+    """Excel on Windows writes cp1252: 'Bowen’s disease' has a curly apostrophe (byte 0x92), which
+    latin-1 decoded to a control character, so the exact mapping refused a correctly mapped value."""
+    raw = tmp_path / "hc"
+    lines = ["file,dx"]
+    for i, dx in enumerate(["Bowen\u2019s disease", "nevo melanocítico"] * 3):
+        tiny_image(raw / f"w{i}.jpg", seed=i)
+        lines.append(f"w{i}.jpg,{dx}")
+    (raw / "hc.csv").write_bytes("\r\n".join(lines).encode("cp1252"))
+    (tmp_path / "map.yaml").write_text("columns: {img_id: file, diagnosis: dx}\n"
+                                       "labels: {'Bowen\u2019s disease': malignant, 'nevo melanocítico': benign}\n",
+                                       encoding="utf-8")
+    with pytest.warns(UserWarning, match="read as cp1252"):
+        card = prepare("csv", raw, tmp_path / "out", quiet=True, options={"mapping": str(tmp_path / "map.yaml")})
+    assert sum(c["malignant"] for c in card["counts"].values()) == 3
 
 
 def test_csv_source_refuses_unmapped(tmp_path):

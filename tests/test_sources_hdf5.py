@@ -68,3 +68,27 @@ def test_cli_export_import(pad_dataset, tmp_path):
         assert "val" in f
     assert main(["import-hdf5", str(tmp_path / "p.h5"), "--out", str(tmp_path / "back")]) == 0
     assert load_dataset(tmp_path / "back", quiet=True).counts() == load_dataset(pad_dataset, quiet=True).counts()
+
+
+def test_import_refuses_img_id_that_escapes_images(tmp_path):
+    """An img_id like ``../../evil.png`` in a foreign HDF5 file was written outside the new
+    dataset folder before the fix."""
+    import io
+
+    from PIL import Image
+
+    from dermbench.data.sources.base import SourceFormatError
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")
+    h5 = tmp_path / "evil.h5"
+    with h5py.File(h5, "w") as f:
+        g = f.create_group("train")
+        g.create_dataset("img_id", data=np.asarray(["../../evil.png"], dtype=object), dtype=h5py.string_dtype())
+        g.create_dataset("benign_malignant", data=np.asarray(["benign"], dtype=object), dtype=h5py.string_dtype())
+        images = g.create_dataset("image", (1,), dtype=h5py.vlen_dtype(np.uint8))
+        images[0] = np.frombuffer(buf.getvalue(), dtype=np.uint8)
+    with pytest.raises(SourceFormatError, match="escape images/"):
+        import_hdf5(h5, tmp_path / "sub" / "out", quiet=True)
+    assert not (tmp_path / "evil.png").exists() and not (tmp_path / "sub" / "evil.png").exists()
+    assert not (tmp_path / "sub" / "out").exists()

@@ -81,3 +81,20 @@ def test_parse_ratios():
     assert parse_ratios("0.7,0.15,0.15") == pytest.approx((0.7, 0.15, 0.15))
     with pytest.raises(ValueError, match="three"):
         parse_ratios("80/20")
+
+
+def test_grouping_survives_missing_ids_and_joins_patient_and_lesion():
+    """A patient id missing on a few rows must not turn the whole split image-level (the old rule
+    took the first *complete* id column), and rows linked only through a lesion id stay together."""
+    rng = np.random.default_rng(1)
+    patients = np.repeat([f"P{i}" for i in range(150)], rng.integers(2, 6, size=150)).astype(object)
+    lesions = np.asarray([f"L{p}_{k % 2}" for k, p in enumerate(patients)], dtype=object)
+    patients[::17] = None  # these rows keep only their lesion id
+    frame = pd.DataFrame({"patient_id": patients, "lesion_id": lesions,
+                          "benign_malignant": rng.choice(["benign", "malignant"], size=len(patients))})
+    frame.loc[3, ["patient_id", "lesion_id"]] = None  # no id at all: its own group
+    names, policy = split_frame(frame, SplitSpec((0.7, 0.15, 0.15), group_by=("patient_id", "lesion_id")))
+    frame["split"] = names
+    assert group_overlap(frame, "patient_id") == {}
+    assert group_overlap(frame, "lesion_id") == {}
+    assert "patient_id + lesion_id" in policy and "1 row(s) without an id" in policy

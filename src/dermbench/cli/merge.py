@@ -30,6 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="how images get into the merged images/ (default copy)")
     parser.add_argument("--allow-mixed-premalignant", action="store_true",
                         help="merge parts prepared with different --premalignant policies")
+    parser.add_argument("--allow-cross-split-duplicates", action="store_true",
+                        help="merge even when one image is in two parts under different splits (leakage)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output folders")
     parser.set_defaults(func=run)
     return parser
@@ -51,13 +53,14 @@ def run(args: argparse.Namespace) -> int:
             run_merge_config(config, only=args.only, skip_missing=args.skip_missing,
                              datasets_root=args.datasets_root, out_root=args.out, overwrite=args.overwrite,
                              link=args.link, allow_mixed_premalignant=args.allow_mixed_premalignant or None,
-                             quiet=quiet)
+                             allow_cross_split_duplicates=args.allow_cross_split_duplicates, quiet=quiet)
         elif args.parts:
             if not args.name and not args.out:
                 raise MergeError("name the merged dataset: dermbench merge NAME --from A B ...")
             out = Path(args.out) if args.out else Path("datasets") / args.name
             merge_datasets(args.parts, out, link=args.link or "copy", overwrite=args.overwrite,
-                           allow_mixed_premalignant=args.allow_mixed_premalignant, quiet=quiet)
+                           allow_mixed_premalignant=args.allow_mixed_premalignant,
+                           allow_cross_split_duplicates=args.allow_cross_split_duplicates, quiet=quiet)
         else:
             raise MergeError("nothing to merge: give --config FILE, --paper, or NAME --from A B ...")
     except (MergeError, DatasetError, FileExistsError) as exc:

@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"{path} is neither a dataset folder nor a .yaml config")
         status = max(status, _validate_dataset(path, args, report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        from ..utils.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
     return status
 
 
@@ -46,7 +48,8 @@ def _validate_dataset(path: Path, args: argparse.Namespace, report: dict) -> int
     from ..data.card import write_card
     from ..data.contract import load_dataset
 
-    ds = load_dataset(path, check_images=not args.no_image_check, quiet=True)
+    # --write-card replaces the card, so a damaged one must not stop it from loading.
+    ds = load_dataset(path, check_images=not args.no_image_check, quiet=True, read_card=not args.write_card)
     print(ds.summary())
     for e in ds.exclusions:
         print(f"  excluded: {e}")

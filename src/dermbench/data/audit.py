@@ -201,7 +201,9 @@ def audit_datasets(roots: Sequence[str | Path], *, phash_threshold: int = DEFAUL
             name = f"{name}#{names_seen[name]}"
         else:
             names_seen[name] = 1
-        images_dir = (Path(root) / "images").resolve()
+        # ds paths are absolute but not symlink-resolved (as ds.root): compare like with like, or a
+        # root reached through a symlink would match no manifest entry and hide every duplicate.
+        images_dir = ds.root / "images"
         counts = ds.counts()
         report.datasets.append({
             "name": name, "root": str(Path(root)), "fingerprint": ds.fingerprint,

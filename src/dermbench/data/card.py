@@ -4,7 +4,7 @@ The fingerprint is what every cache (image cache, embedding cache, run records) 
 content based: the sha256 of the three split CSVs and of every image file, so copying a dataset
 to another machine keeps its fingerprint and changing one pixel changes it. Hashing 10,000
 images on every load would be slow, so per-file hashes are memoised in the user cache keyed by
-(absolute path, size, mtime_ns); an unchanged file is never re-read.
+(absolute path, size, mtime_ns, ctime_ns, inode); an unchanged file is never re-read.
 """
 
 from __future__ import annotations
@@ -52,11 +52,14 @@ class _HashMemo:
         st = file.stat()
         k = str(file)
         rec = self.data.get(k)
-        if rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns:
-            return rec[2]
+        # size + mtime alone miss a same-size file copied in with its old mtime (cp -p, rsync -a,
+        # untar); ctime and the inode change on every write or replacement and cannot be set back.
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        if rec and len(rec) == 5 and rec[:4] == stamp:
+            return rec[4]
         digest = sha256_file(file)
         with _HASH_LOCK:
-            self.data[k] = [st.st_size, st.st_mtime_ns, digest]
+            self.data[k] = stamp + [digest]
             self.dirty = True
         return digest
 
@@ -103,11 +106,13 @@ def read_card(root: str | Path) -> dict[str, Any] | None:
     path = Path(root) / CARD_NAME
     if not path.exists():
         return None
+    from .contract import DatasetError  # here: contract imports this module
+
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc}); re-create it with `dermbench validate "
-                         f"{root} --write-card`") from exc
+    except ValueError as exc:  # DatasetError: the CLI shows the message, not a traceback
+        raise DatasetError(f"{path} is not valid JSON ({exc}); re-create it with `dermbench validate "
+                           f"{root} --write-card`") from exc
 
 
 def write_card(root: str | Path, **info: Any) -> dict[str, Any]:
@@ -121,7 +126,10 @@ def write_card(root: str | Path, **info: Any) -> dict[str, Any]:
 
     root = Path(root)
     ds = load_dataset(root, check_images=True, quiet=True, read_card=False)
-    old = read_card(root) or {}
+    try:
+        old = read_card(root) or {}
+    except ValueError:  # a damaged card is what --write-card is for: start a fresh one
+        old = {}
     card: dict[str, Any] = {k: v for k, v in old.items() if k not in ("counts", "manifest", "fingerprint")}
     card.setdefault("name", root.name)
     card.update(info)

@@ -132,10 +132,16 @@ def _read_csv_text(path: Path, warnings: list[str]) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        # Spreadsheet exports are often cp1252 / latin-1. Decoding as latin-1 never fails and
-        # keeps ASCII ids intact; say so rather than guessing silently.
-        warnings.append(f"{path.name} is not UTF-8 (byte {exc.start}); read as latin-1")
-        return raw.decode("latin-1")
+        # Spreadsheet exports are often cp1252 (curly quotes, accents); latin-1 never fails and
+        # keeps ASCII ids intact. Say which was used rather than guessing silently.
+        for encoding in ("cp1252", "latin-1"):
+            try:
+                text = raw.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+        warnings.append(f"{path.name} is not UTF-8 (byte {exc.start}); read as {encoding}")
+        return text
 
 
 def read_metadata_csv(path: Path, warnings: list[str]) -> pd.DataFrame:
@@ -313,6 +319,11 @@ def load_dataset(
         out.attrs["csv_lines"] = [k + 2 for k in keep]
         frames[split] = out
 
+    # The manifest (and so the fingerprint) covers every image file the CSVs resolve to, taken
+    # before the decode check, so it is the same whether or not images are checked (the card,
+    # `dataset_fingerprint`, merge and audit load without checking; runs load with it).
+    resolved = [p for df in frames.values() for p in df["path"]]
+
     if check_images:
         _check_all_images(root, frames, exclusions, workers)
 
@@ -346,8 +357,7 @@ def load_dataset(
         more = f"\n  ... and {len(exclusions) - 50} more" if len(exclusions) > 50 else ""
         raise DatasetError(f"{root}: {len(exclusions)} row(s) cannot be used (strict mode):\n  {listing}{more}")
 
-    used = [p for df in frames.values() for p in df["path"]]
-    manifest = image_manifest(root, used)
+    manifest = image_manifest(root, resolved)
     card = (read_card_file(root) if read_card else None) or {}
     if card.get("manifest"):
         changed = [k for k, v in manifest.items() if k in card["manifest"] and card["manifest"][k] != v]
@@ -379,8 +389,8 @@ def read_card_file(root: Path) -> dict[str, Any] | None:
 
 
 class _CheckMemo:
-    """Decode-check results per image file, memoised in the user cache by (path, size, mtime_ns)
-    and the Pillow version, so re-loading a dataset for every cell of a grid does not decode
+    """Decode-check results per image file, memoised in the user cache by (path, size, mtime_ns,
+    ctime_ns, inode) and the Pillow version, so re-loading a dataset for every cell of a grid does not decode
     every image again. A changed file is checked again."""
 
     def __init__(self, root: Path):
@@ -406,16 +416,18 @@ class _CheckMemo:
         except OSError:
             st = None
         rec = self.data.get(path)
-        if st is not None and rec and rec[0] == st.st_size and rec[1] == st.st_mtime_ns:
-            return None if rec[2] is None else (rec[2], rec[3])
+        # ctime and inode as well as size + mtime: a file copied in with its old mtime (cp -p,
+        # rsync -a) must be checked again (the same stamp as the sha256 memo in card.py).
+        stamp = None if st is None else [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        if stamp is not None and rec and len(rec) == 6 and rec[:4] == stamp:
+            return None if rec[4] is None else (rec[4], rec[5])
         try:
             imgio.check_image(path)
             result = None
         except imgio.ImageReadError as err:
             result = (err.reason, err.detail)
-        if st is not None:
-            self.data[path] = [st.st_size, st.st_mtime_ns, None if result is None else result[0],
-                               "" if result is None else result[1]]
+        if stamp is not None:
+            self.data[path] = stamp + [None if result is None else result[0], "" if result is None else result[1]]
             self.dirty = True
         return result
 

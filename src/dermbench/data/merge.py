@@ -96,6 +96,20 @@ def _rename_collisions(names_by_part: dict[str, list[str]]) -> dict[tuple[str, s
     return renamed
 
 
+def _cross_split_duplicates(loaded: Sequence[Any]) -> list[list[tuple[str, str, str]]]:
+    """Byte-identical images (by manifest sha256) that different parts put in different splits."""
+    by_sha: dict[str, list[tuple[str, str, str]]] = {}
+    for ds in loaded:
+        images_dir = ds.root / "images"
+        for split, df in ds.splits.items():
+            for img_id, path in zip(df["img_id"], df["path"]):
+                sha = ds.manifest.get(Path(path).relative_to(images_dir).as_posix())
+                if sha:
+                    by_sha.setdefault(sha, []).append((ds.name, split, str(img_id)))
+    return [m for _, m in sorted(by_sha.items())
+            if len({n for n, _, _ in m}) > 1 and len({sp for _, sp, _ in m}) > 1]
+
+
 def merge_datasets(
     parts: Sequence[str | Path],
     out: str | Path,
@@ -103,10 +117,14 @@ def merge_datasets(
     link: str = "copy",
     overwrite: bool = False,
     allow_mixed_premalignant: bool = False,
+    allow_cross_split_duplicates: bool = False,
     quiet: bool = False,
     card_extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Merge dataset folders into ``out``; returns the written card."""
+    """Merge dataset folders into ``out``; returns the written card.
+
+    Partitions carry over, so one image in two parts under different splits would leak into the
+    merged test set: that is refused unless ``allow_cross_split_duplicates``."""
     from .contract import load_dataset
     from .sources.base import CONTRACT_ORDER, absolute, check_out_dir, counts_table, write_dataset
 
@@ -120,6 +138,9 @@ def merge_datasets(
             raise MergeError(f"merge part {p} does not exist; prepare it first (`dermbench prepare ...`)")
         ds = load_dataset(absolute(p), check_images=False, quiet=True)
         loaded.append(ds)
+    for ds in loaded:
+        if out.resolve() == ds.root.resolve() or out.resolve() in ds.root.resolve().parents:
+            raise MergeError(f"the output {out} would replace the part {ds.root}; merge into another folder")
     names = [ds.name for ds in loaded]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -135,10 +156,12 @@ def merge_datasets(
 
     frames: list[pd.DataFrame] = []
     for ds in loaded:
-        images_dir = (ds.root / "images").resolve()
+        # Not resolve(): a part prepared with --link symlink has images/ entries pointing outside
+        # images/, and ds.root and the paths are both absolute without symlinks resolved.
+        images_dir = ds.root / "images"
         for split in SPLITS:
             df = ds.splits[split].copy()
-            df["_rel"] = [Path(p).resolve().relative_to(images_dir).as_posix() for p in df["path"]]
+            df["_rel"] = [Path(p).relative_to(images_dir).as_posix() for p in df["path"]]
             df["_part"] = ds.name
             df["split"] = split
             if "source" not in df.columns:
@@ -146,6 +169,14 @@ def merge_datasets(
             else:
                 df["source"] = df["source"].fillna(ds.name)
             frames.append(df)
+    leaks = _cross_split_duplicates(loaded)
+    if leaks and not allow_cross_split_duplicates:
+        listing = "; ".join(" = ".join(f"{n}/{sp}/{i}" for n, sp, i in members) for members in leaks[:5])
+        raise MergeError(f"{len(leaks)} image(s) appear in two parts in different splits (same sha256), e.g. "
+                         f"{listing}. The merged set would test on training images (is one part a subset of "
+                         f"another, like ISIC 2018 training = HAM10000?). Drop a part, or pass "
+                         f"--allow-cross-split-duplicates and check `dermbench audit`")
+
     names_by_part: dict[str, list[str]] = {n: [] for n in names}
     for f in frames:
         if len(f):
@@ -197,7 +228,7 @@ def merge_datasets(
 def run_merge_config(config: MergeConfig, *, only: Sequence[str] = (), skip_missing: bool = False,
                      datasets_root: str | None = None, out_root: str | None = None, overwrite: bool = False,
                      link: str | None = None, allow_mixed_premalignant: bool | None = None,
-                     quiet: bool = False) -> list[dict[str, Any]]:
+                     allow_cross_split_duplicates: bool = False, quiet: bool = False) -> list[dict[str, Any]]:
     """Build every merge of a config (or those named in ``only``)."""
     root = Path(datasets_root or config.datasets_root).expanduser()
     out_base = Path(out_root or config.out_root or root).expanduser()
@@ -222,7 +253,8 @@ def run_merge_config(config: MergeConfig, *, only: Sequence[str] = (), skip_miss
         out = Path(spec.out) if spec.out else out_base / spec.name
         card = merge_datasets(present, out, link=link or config.link, overwrite=overwrite,
                               allow_mixed_premalignant=config.allow_mixed_premalignant
-                              if allow_mixed_premalignant is None else allow_mixed_premalignant, quiet=quiet,
+                              if allow_mixed_premalignant is None else allow_mixed_premalignant,
+                              allow_cross_split_duplicates=allow_cross_split_duplicates, quiet=quiet,
                               card_extra={"skipped_parts": missing} if missing else None)
         cards.append(card)
     return cards

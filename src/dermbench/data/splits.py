@@ -29,9 +29,10 @@ from .. import SPLITS
 class SplitSpec:
     """How a source is split when no official split exists.
 
-    ``ratios`` are (train, validation, test) fractions; ``group_by`` are the columns tried in
-    order for grouping (the first one present with no missing values wins; images are their own
-    group otherwise); ``stratify_by`` are extra columns crossed with the label for stratification.
+    ``ratios`` are (train, validation, test) fractions; ``group_by`` are the id columns that
+    group rows: rows sharing a value in *any* of them stay together (see :func:`group_keys`), and
+    a row with none of them is its own group; ``stratify_by`` are extra columns crossed with the
+    label for stratification.
     """
 
     ratios: tuple[float, float, float] = (0.70, 0.15, 0.15)
@@ -124,10 +125,64 @@ def pick_group_column(frame: pd.DataFrame, candidates: Sequence[str]) -> str | N
     return None
 
 
+def group_keys(frame: pd.DataFrame, candidates: Sequence[str]) -> tuple[np.ndarray | None, list[str], int]:
+    """One group key per row such that no patient and no lesion is split.
+
+    Rows that share a value in any of the ``candidates`` columns present (e.g. the same
+    ``patient_id``, or the same ``lesion_id``) are joined into one group (connected components),
+    so a group is never split even when some rows lack one of the ids; a row with no id at all is
+    its own group. Picking a single "complete" column instead would fall back to an image-level
+    split as soon as one row lacked the patient id, and put that patient's other images in two
+    splits. Returns (keys or None when no id column has a value, columns used, rows without id).
+    """
+    used = [c for c in candidates if c in frame.columns
+            and frame[c].map(lambda v: not _missing_id(v)).any()]
+    if not used:
+        return None, [], len(frame)
+    n = len(frame)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    has_id = np.zeros(n, dtype=bool)
+    for col in used:
+        first: dict[str, int] = {}
+        for i, v in enumerate(frame[col].tolist()):
+            if _missing_id(v):
+                continue
+            has_id[i] = True
+            j = first.setdefault(str(v).strip(), i)
+            if j != i:
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+    roots = [find(i) for i in range(n)]
+    # Name each group by its first id in the first column used (so a plain patient or lesion
+    # grouping keeps the published ids as keys, and the seeded split does not change with this
+    # generalisation); rows without that id get a key no id can collide with.
+    name: dict[int, str] = {}
+    for r, v in zip(roots, frame[used[0]].tolist()):
+        if not _missing_id(v):
+            name.setdefault(r, str(v).strip())
+    keys = np.asarray([name.get(r, f"\x00row{r}") for r in roots], dtype=object)
+    return keys, used, int((~has_id).sum())
+
+
+def _missing_id(value) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
+
+
 def split_frame(frame: pd.DataFrame, spec: SplitSpec, seed: int = 42,
                 label_col: str = "benign_malignant") -> tuple[pd.Series, str]:
     """Split a prepared frame per ``spec``; returns (split names aligned to frame, policy text)."""
-    group_col = pick_group_column(frame, spec.group_by)
+    groups, used, n_without = group_keys(frame, spec.group_by)
+    group_col = " + ".join(used) or None
+    if group_col and n_without:
+        group_col += f" ({n_without} row(s) without an id are their own group)"
     strata = None
     if spec.stratify_by:
         cols = [c for c in spec.stratify_by if c in frame.columns]
@@ -136,7 +191,7 @@ def split_frame(frame: pd.DataFrame, spec: SplitSpec, seed: int = 42,
                 .agg("|".join, axis=1).to_numpy()
     names = grouped_stratified_split(
         frame[label_col].to_numpy(),
-        None if group_col is None else frame[group_col].to_numpy(),
+        groups,
         spec.ratios,
         seed=seed,
         strata=strata,

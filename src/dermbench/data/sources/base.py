@@ -209,15 +209,23 @@ def find_file(raw: Path, names: Sequence[str], what: str, explicit: str | Path |
 
 
 def read_published_csv(path: Path, **kw: Any) -> pd.DataFrame:
-    """Read a published CSV as strings: UTF-8 (BOM tolerated) or latin-1, CRLF or LF, with or
-    without a final newline; empty cells are missing values."""
+    """Read a published CSV as strings: UTF-8 (BOM tolerated), else Windows-1252 (spreadsheet
+    exports: curly quotes, accents), else latin-1 — with a warning naming the encoding used; CRLF
+    or LF, with or without a final newline; empty cells are missing values."""
     import io
+    import warnings
 
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    except UnicodeDecodeError as exc:
+        for encoding in ("cp1252", "latin-1"):
+            try:
+                text = raw.decode(encoding)
+                break
+            except UnicodeDecodeError:
+                continue
+        warnings.warn(f"{path.name} is not UTF-8 (byte {exc.start}); read as {encoding}", stacklevel=2)
     try:
         df = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, **kw)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
@@ -391,8 +399,16 @@ def write_dataset(
 
     from ..card import write_card
 
+    from ..contract import _unsafe
+
     out = absolute(out)
     check_out_dir(out, overwrite)
+    # Names come from published metadata or an HDF5 file: one like "../x.jpg" would be written
+    # outside images/ (and the contract loader would then reject it). Refuse before writing.
+    unsafe = [f"{i!r} ({_unsafe(str(i)) or 'empty'})" for df in splits.values() for i in df["img_id"]
+              if not str(i).strip() or _unsafe(str(i))]
+    if unsafe:
+        raise SourceFormatError(f"{len(unsafe)} image name(s) would escape images/: {', '.join(unsafe[:5])}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -473,6 +489,9 @@ def prepare(
     if not raw.exists():
         raise SourceFormatError(f"--raw {raw} does not exist")
     out = absolute(out)
+    if out.resolve() == raw.resolve() or out.resolve() in raw.resolve().parents:
+        raise SourceFormatError(f"--out {out} would replace the raw files in --raw {raw}; write the dataset "
+                                f"to another folder")
     check_out_dir(out, overwrite)
     if link not in LINK_MODES:
         raise ValueError(f"--link {link!r}; choose one of {', '.join(LINK_MODES)}")

@@ -57,6 +57,16 @@ def load_mapping(path: Path) -> dict:
     return data
 
 
+def sniff_separator(path: Path) -> str:
+    """``,`` unless the header line has more ``;`` or tabs: spreadsheets in locales with a decimal
+    comma (the study's hospital set is Brazilian) export semicolon-separated "CSV"."""
+    with open(path, "rb") as fh:
+        header = fh.readline().decode("latin-1")
+    counts = {sep: header.count(sep) for sep in (",", ";", "\t")}
+    best = max(counts, key=lambda sep: counts[sep])
+    return best if counts[best] > counts[","] else ","
+
+
 class CSVSource(Source):
     name = "csv"
     title = "CSV + mapping table"
@@ -94,7 +104,7 @@ class CSVSource(Source):
                 raise SourceFormatError(f"csv source: found {len(csvs)} .csv files directly under {raw}; "
                                         f"name one with --metadata")
             path = csvs[0]
-        df = read_published_csv(path)
+        df = read_published_csv(path, sep=sniff_separator(path))
         renames = {str(v): str(k) for k, v in (self.mapping.get("columns") or {}).items()}
         bad = [k for k in renames.values() if k not in CONTRACT_NAMES]
         if bad:

@@ -21,7 +21,10 @@ from .base import IMAGE_EXTENSIONS, Excluded, Source, SourceFormatError, SourceR
 
 MALIGNANT_CLASSES = ("Basal_Cell_Carcinoma", "Bowen's_Disease", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma",
                      "Cutaneous_T-Cell_Lymphoma", "Metastatic_Carcinoma")
-PREMALIGNANT_CLASSES = ("Actinic_Keratosis",)
+#: The release names its actinic keratosis class ``Actinic_solar_Damage(Actinic_Keratosis)`` (one of
+#: seven ``Actinic_solar_Damage(...)`` classes); ``Actinic_Keratosis`` is kept for re-packaged copies.
+#: Cutaneous horn is premalignant too (PRODUCT §4). All follow ``--premalignant``; ``paper`` = benign.
+PREMALIGNANT_CLASSES = ("Actinic_Keratosis", "Actinic_solar_Damage(Actinic_Keratosis)", "Cutaneous_Horn")
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str]]:
@@ -74,6 +77,9 @@ class SD198(Source):
             frame, image_root = self._read_folders(base), base
             notes = ["read class folders"]
         self._classes = sorted(frame["diagnosis"].unique())
+        absent = [c for c in MALIGNANT_CLASSES if c not in self._classes]
+        if absent:  # a renamed folder would otherwise be labelled benign without a word
+            notes.append(f"malignant class(es) not found (check the folder names): {', '.join(absent)}")
         src = frame["relpath"].map(lambda r: image_root / r)
         exists = src.map(lambda p: p.is_file())
         frame["src"] = src.where(exists, None).map(lambda p: None if p is None else str(p))
