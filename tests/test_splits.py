@@ -98,3 +98,22 @@ def test_grouping_survives_missing_ids_and_joins_patient_and_lesion():
     assert group_overlap(frame, "patient_id") == {}
     assert group_overlap(frame, "lesion_id") == {}
     assert "patient_id + lesion_id" in policy and "1 row(s) without an id" in policy
+
+
+def test_bootstrap_groups_namespace_by_source_and_keep_rows_without_ids():
+    import pandas as pd
+
+    from dermbench.data.splits import bootstrap_groups
+
+    frame = pd.DataFrame({"patient_id": ["17", "17", None, "17", None],
+                          "lesion_id": ["a", "b", "b", None, None],
+                          "source": ["ham", "ham", "ham", "pad", "pad"]})
+    keys, unit = bootstrap_groups(frame)
+    # rows 0-2 are one unit (patient 17 of ham; row 2 shares lesion b), pad's patient 17 is another,
+    # the last row has no id and is resampled alone
+    assert keys[0] == keys[1] == keys[2]
+    assert len({keys[0], keys[3], keys[4]}) == 3
+    assert unit == "group"
+    assert bootstrap_groups(pd.DataFrame({"img_id": ["x"]})) == (None, "image")
+    keys, unit = bootstrap_groups(pd.DataFrame({"patient_id": ["p1", "p1", "p2"]}))
+    assert unit == "patient" and keys[0] == keys[1] != keys[2]

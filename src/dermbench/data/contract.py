@@ -104,12 +104,13 @@ class LesionDataset:
                             columns=["split", "row", "img_id", "reason", "detail"])
 
     def group_ids(self, split: str) -> pd.Series | None:
-        """Ids to resample in a bootstrap: patient, else lesion, else None (images)."""
+        """Units a bootstrap over ``split`` resamples (see :func:`dermbench.data.splits.bootstrap_groups`):
+        patients and lesions kept together, None when the dataset has no ids (images)."""
+        from .splits import bootstrap_groups
+
         df = self.split(split)
-        for col in ("patient_id", "lesion_id"):
-            if col in df.columns and df[col].notna().all():
-                return df[col].astype(str)
-        return None
+        keys, _unit = bootstrap_groups(df)
+        return None if keys is None else pd.Series(keys, index=df.index, name="bootstrap_group")
 
     def summary(self) -> str:
         lines = [f"dataset {self.name} ({self.root})  fingerprint {self.fingerprint[:12]}"]

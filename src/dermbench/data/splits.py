@@ -172,6 +172,31 @@ def group_keys(frame: pd.DataFrame, candidates: Sequence[str]) -> tuple[np.ndarr
     return keys, used, int((~has_id).sum())
 
 
+def bootstrap_groups(frame: pd.DataFrame) -> tuple[np.ndarray | None, str]:
+    """The resampling units of a bootstrap over ``frame``'s rows, and their name.
+
+    The same connected grouping as the splits (rows sharing a patient *or* a lesion id stay
+    together; a row without any id is its own unit), with ids namespaced by ``source`` when the
+    frame has one, so patient "17" of two merged datasets are two patients. The unit is
+    ``"patient"`` or ``"lesion"`` when every row has that id and only that one, ``"group"`` for
+    the mixed case, and ``(None, "image")`` when there are no ids at all.
+    """
+    id_cols = [c for c in ("patient_id", "lesion_id") if c in frame.columns]
+    if not id_cols:
+        return None, "image"
+    ids = frame[id_cols].copy()
+    if "source" in frame.columns:
+        source = frame["source"].astype(str)
+        for col in id_cols:
+            ids[col] = [None if _missing_id(v) else f"{s}\x1f{v}" for s, v in zip(source, frame[col])]
+    keys, used, n_without = group_keys(ids, id_cols)
+    if keys is None:
+        return None, "image"
+    if n_without:
+        return keys, "group"  # patients/lesions, and images without an id on their own
+    return keys, {("patient_id",): "patient", ("lesion_id",): "lesion"}.get(tuple(used), "group")
+
+
 def _missing_id(value) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == ""
 

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from ..data.contract import LesionDataset
+from ..data.splits import bootstrap_groups
 from .provenance import collect_provenance
 from .record import RunRecorder
 
@@ -45,6 +46,7 @@ def attach_labels(dataset: LesionDataset, split: str, scores: pd.DataFrame) -> p
         extra = sorted(got - expected)
         raise ValueError(f"{len(extra)} scored id(s) are not in {split} (e.g. {extra[0]!r})")
     keep = ["img_id", "label"] + [c for c in ("patient_id", "lesion_id", *SUBGROUP_COLUMNS) if c in truth.columns]
+    # SUBGROUP_COLUMNS includes "source", which also namespaces ids in the bootstrap
     extra_cols = [c for c in scores.columns if c not in ("label", "pred") and c not in keep]
     merged = truth[keep].merge(scores[["img_id"] + [c for c in extra_cols if c != "img_id"]], on="img_id", how="left")
     p = pd.to_numeric(merged["p_malignant"], errors="coerce")
@@ -138,20 +140,15 @@ def finalize_cell(
     threshold_record = operating_threshold(threshold_policy, frames.get("validation"))
     threshold = threshold_record["value"]
 
-    group_unit = "image"
     split_metrics: dict[str, Any] = {}
     subgroup_parts = []
     subgroup_notes: list[str] = []
     for split, frame in frames.items():
         frame["pred"] = (frame["p_malignant"] >= threshold).astype(int)
-        groups = None
-        for col, unit in (("patient_id", "patient"), ("lesion_id", "lesion")):
-            if col in frame.columns and frame[col].notna().all():
-                groups, group_unit = frame[col].astype(str).to_numpy(), unit
-                break
+        groups, group_unit = bootstrap_groups(frame)
         split_metrics[split] = evaluate(frame["label"].to_numpy(), frame["p_malignant"].to_numpy(),
                                         threshold=threshold, groups=groups, n_boot=n_boot, seed=seed,
-                                        group_unit=group_unit if groups is not None else "image")
+                                        group_unit=group_unit)
         sub = subgroup_tables(frame, threshold, subgroup_min_n, notes=subgroup_notes)
         if len(sub):
             sub.insert(0, "split", split)

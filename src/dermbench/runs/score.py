@@ -89,7 +89,7 @@ def validate_against_truth(pred: pd.DataFrame, truth: pd.DataFrame, *, where: st
     if problems:
         raise PredictionsError(f"{where} cannot be scored:\n  - " + "\n  - ".join(problems))
     aligned = pd.DataFrame({"img_id": resolved, "p_malignant": values.astype(float)})
-    merged = truth[["img_id", "label"] + [c for c in ("patient_id", "lesion_id") if c in truth.columns]].merge(
+    merged = truth[["img_id", "label"] + [c for c in ("patient_id", "lesion_id", "source") if c in truth.columns]].merge(
         aligned, on="img_id", how="left")
     return merged
 
@@ -97,10 +97,8 @@ def validate_against_truth(pred: pd.DataFrame, truth: pd.DataFrame, *, where: st
 def score_frame(frame: pd.DataFrame, *, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     from ..metrics import evaluate
 
-    groups, unit = None, "image"
-    for col, u in (("patient_id", "patient"), ("lesion_id", "lesion")):
-        if col in frame.columns and frame[col].notna().all():
-            groups, unit = frame[col].astype(str).to_numpy(), u
-            break
+    from ..data.splits import bootstrap_groups
+
+    groups, unit = bootstrap_groups(frame)
     return evaluate(frame["label"].to_numpy(), frame["p_malignant"].to_numpy(), threshold=threshold,
                     groups=groups, n_boot=n_boot, seed=seed, group_unit=unit)
