@@ -137,6 +137,7 @@ def ham_splits(fixtures: Path, n_splits: int, batch_size: int) -> int:
 
     import numpy as np
     import pandas as pd
+    import torch
     from sklearn.metrics import roc_auc_score
 
     from dermbench.data.contract import load_dataset
@@ -169,6 +170,7 @@ def ham_splits(fixtures: Path, n_splits: int, batch_size: int) -> int:
         for label, name, weights in (("lite0_imagenet", "efficientnet_lite0_imagenet", None),
                                      ("handcrafted", "handcrafted", None),
                                      ("lite0_random", "efficientnet_lite0_imagenet", "random")):
+            torch.manual_seed(0)  # the random-init Lite0 is the same network on every invocation
             emb = build_backbone(name, weights=weights)
             by_id = {}
             for split in dataset.splits:

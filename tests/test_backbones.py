@@ -77,6 +77,9 @@ def test_timm_tiny_random_backbones_embed_fixture_images(fixture_images):
     cnn = build_backbone("timm:resnet10t", weights="random", image_size=64)
     check_vectors(embed_files(cnn, fixture_images), cnn, 4)
     assert cnn.weights_identity == "random init" and cnn.identity["dynamic_img_size"] is False
+    # extra timm options change the vectors, so they are part of the identity (the cache key)
+    maxpool = build_backbone("timm:resnet10t", weights="random", image_size=64, global_pool="max")
+    assert maxpool.identity["timm_kwargs"] == {"global_pool": "max"} and "timm_kwargs" not in cnn.identity
     vit = build_backbone("timm:test_vit", weights="random", image_size=48)  # not the native 160: dynamic size
     assert vit.identity["dynamic_img_size"] is True
     check_vectors(embed_files(vit, fixture_images), vit, 4)
@@ -279,6 +282,10 @@ def test_derm_foundation_embeds_batches_in_one_call(tmp_path, monkeypatch, fixtu
     assert emb.weights_identity.startswith(f"folder:{tmp_path.resolve()}")
     vectors = embed_files(emb, fixture_images)
     assert calls == [4] and vectors.shape == (4, EMBED_DIM)
+    # the weights live in variables/: other variables are another identity (another cache key)
+    (tmp_path / "variables").mkdir()
+    (tmp_path / "variables" / "variables.data-00000-of-00001").write_bytes(b"weights v2")
+    assert build_backbone("derm_foundation", weights=str(tmp_path), image_size=64).weights_identity != emb.weights_identity
 
 
 def test_hf_clip_image_features_pooling_for_monet(fixture_images):

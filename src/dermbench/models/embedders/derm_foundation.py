@@ -105,9 +105,11 @@ def build(*, weights: str | None = None, image_size: int = IMAGE_SIZE, resize_mo
         out = infer(inputs=tf.constant(examples))
         return np.asarray(out["embedding"].numpy(), dtype=np.float32).reshape(len(examples), -1)
 
-    from ..weights import sha256_file
+    from ..weights import folder_identity
 
-    identity = f"folder:{folder.resolve()} saved_model.pb sha256:{sha256_file(folder / 'saved_model.pb')[:16]}"
+    # the graph and its variables (the weights live in variables/, not in saved_model.pb)
+    variables = sorted(p for p in (folder / "variables").glob("*") if p.is_file())
+    identity = folder_identity(folder, [folder / "saved_model.pb", *variables])
     return Embedder(name="derm_foundation", weights_identity=identity, embed_dim=EMBED_DIM, image_size=int(image_size),
                     resize_mode=resize_mode, input_kind="uint8", forward=forward,
                     details={"library": "tensorflow", "input": "tf.train.Example image/encoded PNG",

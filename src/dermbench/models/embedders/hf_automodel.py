@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..weights import WeightsNotFoundError, file_identity, hf_cached_file, require_hub
+from ..weights import WeightsNotFoundError, file_identity, folder_identity, hf_cached_file, require_hub
 from .base import Embedder
 
 POOLINGS = ("pooler", "cls", "mean", "image_features")
@@ -74,7 +74,7 @@ def _load_model(model_id: str | None, weights: str | None, config: Any) -> tuple
                                        f"--local-dir {folder}`")
         model = AutoModel.from_pretrained(str(folder), local_files_only=True)
         shards = sorted(list(folder.glob("*.safetensors")) + list(folder.glob("*.bin")))
-        identity = file_identity(shards[0]) if len(shards) == 1 else f"folder:{folder.resolve()}"
+        identity = file_identity(shards[0]) if len(shards) == 1 else folder_identity(folder, shards)
         return model, identity, str(folder), True
     if not model_id:
         raise ValueError("an HF backbone needs a model id (hf:<org/model>)")

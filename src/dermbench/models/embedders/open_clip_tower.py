@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..weights import WeightsNotFoundError, file_identity, hf_cached_file, require_hub
+from ..weights import WeightsNotFoundError, file_identity, folder_identity, hf_cached_file, require_hub
 from .base import Embedder, torch_forward
 
 _CKPT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -60,7 +60,8 @@ def create_open_clip(model_name: str, weights: str | None, model_cfg: dict[str, 
                                            f"model's hub page (config + checkpoint) or a checkpoint file with an "
                                            f"open_clip:<arch> backbone name")
             ckpts = [path / n for n in _CKPT_NAMES if (path / n).is_file()]
-            identity = file_identity(ckpts[0]) if ckpts else f"folder:{path.resolve()}"
+            # the checkpoint open_clip loads (the first of _CKPT_NAMES) and the config that shapes it
+            identity = folder_identity(path, [path / "open_clip_config.json", *ckpts[:1]])
             return open_clip.create_model(f"local-dir:{path}"), identity
         if path.suffix:  # a checkpoint file
             if not path.is_file():

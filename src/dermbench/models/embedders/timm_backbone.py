@@ -49,7 +49,9 @@ def build(model_name: str, *, weights: str | None = None, image_size: int | None
         module=model,
         details={"library": "timm", "model_name": model_name, "pooling": f"timm global_pool {_pool_name(model)}",
                  "dynamic_img_size": dynamic, "interpolation": config["interpolation"],
-                 "weights_crop_pct": config["crop_pct"]},
+                 "weights_crop_pct": config["crop_pct"],
+                 # extra timm.create_model options (global_pool, img_size ...) shape the vectors: part of the cache key
+                 **({"timm_kwargs": {k: timm_kwargs[k] for k in sorted(timm_kwargs)}} if timm_kwargs else {})},
     )
 
 

@@ -31,14 +31,23 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_embedder(backbone: str, settings: ProbeSettings, device: str) -> Any:
+def build_embedder(backbone: str, settings: ProbeSettings, device: str, seed: int = 42) -> Any:
+    """The backbone of a probe run. A random-init backbone is drawn from torch seeded with ``seed``
+    and the seed becomes part of its identity (so of the embedding cache key): each seed has its
+    own random network, and a run never reuses vectors of another seed's network."""
+    import torch
+
     from ...models.backbones import build_backbone
 
     options = dict(settings.backbone_options)
     if settings.image_size is not None:
         options["image_size"] = settings.image_size
     options.setdefault("resize_mode", settings.resize_mode)
-    return build_backbone(backbone, weights=settings.weights, **options).to(device)
+    torch.manual_seed(seed)
+    embedder = build_backbone(backbone, weights=settings.weights, **options)
+    if embedder.weights_identity == "random init":
+        embedder.details["random_init_seed"] = int(seed)
+    return embedder.to(device)
 
 
 def embed_dataset(embedder: Any, dataset: Any, settings: ProbeSettings, *, train_views: int = 0,
@@ -77,12 +86,9 @@ def run_cell(spec: Any, recorder: RunRecorder) -> dict[str, Any]:
                              f"validation (head selection, threshold) and test")
     timing["load_dataset_s"] = round(time.perf_counter() - t0, 3)
 
-    import torch
-
-    torch.manual_seed(spec.seed)
     device = resolve_device(spec.device)
     t0 = time.perf_counter()
-    embedder = build_embedder(spec.model, settings, device)
+    embedder = build_embedder(spec.model, settings, device, seed=spec.seed)
     timing["build_backbone_s"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()

@@ -18,8 +18,8 @@ size; ``meta.json`` is written last and marks the entry complete.
 
 **Augmented views.** View 0 is the plain evaluation preprocessing. Views 1..k apply the study's
 augmentation preset (``paper``: random resized crop 0.8–1.0, flips, rotation 15°, colour jitter)
-to the cached pixels before normalisation, seeded by (view, shard) so a view is reproducible and
-shared by every run that asks for it.
+to the cached pixels before normalisation, seeded by (view, image) so a view is reproducible —
+whatever the batch size, shard size or DataLoader workers — and shared by every run that asks for it.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def embedding_key(embedder: Any, dataset: Any, split: str, view: int = 0, augmen
         "split": split,
         "view": int(view),
         "augmentation": augmentation if view > 0 else None,
+        # augmented views draw from torch's RNG seeded per (view, image): the same vectors whatever
+        # the batch size, shard size or number of DataLoader workers
+        "view_seeding": "per-image" if view > 0 else None,
         # the pixels themselves: resize filter, draft decoding, Pillow version (via the image cache key)
         "pixels": pixel_cache_key(dataset, embedder.policy, tuple(dataset.splits)).rsplit("-", 1)[-1],
         "pixel_format": PIXEL_FORMAT,
@@ -120,6 +123,29 @@ def augmentation_transform(preset: str, base: Any) -> Any:
 
 def _seed_for(view: int, shard: int) -> int:
     return int(hashlib.sha256(f"view{view}-shard{shard}".encode()).hexdigest()[:8], 16)
+
+
+def _seed_for_image(view: int, position: int) -> int:
+    return int(hashlib.sha256(f"view{view}-image{position}".encode()).hexdigest()[:8], 16)
+
+
+class _SeededView:
+    """Map-style dataset: seeds torch's global RNG per (view, image position) before the item's
+    random transform runs, in whichever process reads it. torchvision's random transforms draw
+    from that RNG, so an augmented view does not depend on how images are batched, sharded or
+    spread over DataLoader workers (each worker has its own RNG stream otherwise)."""
+
+    def __init__(self, images: Any, view: int):
+        self.images, self.view = images, int(view)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Any:
+        import torch
+
+        torch.manual_seed(_seed_for_image(self.view, int(i)))
+        return self.images[i]
 
 
 def embed_split(embedder: Any, dataset: Any, split: str, *, view: int = 0, augmentation: str = "paper",
@@ -206,15 +232,15 @@ def _extract(embedder: Any, dataset: Any, split: str, key: str, folder: Path, *,
         kwargs: dict[str, Any] = {}
         if workers > 0:
             kwargs.update(num_workers=workers, persistent_workers=False, prefetch_factor=4)
-        shard_loader = DataLoader(Subset(images, range(start, stop)), batch_size=batch_size, shuffle=False,
+        source = images if view == 0 else _SeededView(images, view)
+        shard_loader = DataLoader(Subset(source, range(start, stop)), batch_size=batch_size, shuffle=False,
                                   generator=generator, pin_memory=str(embedder.device).startswith("cuda"), **kwargs)
         parts = []
         ids_seen: list[str] = []
         t_shard = time.perf_counter()
-        # torchvision's random transforms draw from torch's global RNG: seed it per (view, shard)
-        # for reproducible augmented views, inside fork_rng so the caller's RNG state is untouched.
+        # Augmented views seed torch's global RNG per image (_SeededView); fork_rng keeps the
+        # caller's RNG state untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed_for(view, shard))
             for batch in shard_loader:
                 parts.append(embedder(batch["image"]))
                 ids_seen += list(batch["img_id"])
