@@ -38,3 +38,19 @@ def test_quiet_before_or_after_the_command(tmp_path) -> None:
     for argv in (["-q", "ls", "heads"], ["ls", "heads", "--quiet"]):
         out = dermbench(*argv)
         assert out.returncode == 0 and "logreg" in out.stdout
+
+
+def test_output_piped_into_a_closed_reader_is_not_a_traceback() -> None:
+    # `dermbench ls | head -1`: the reader closes the pipe early
+    proc = subprocess.Popen([sys.executable, "-m", "dermbench", "ls"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=30)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_workers_must_be_positive() -> None:
+    out = dermbench("run", "demo", "--workers", "0", "--dry-run")
+    assert out.returncode == 2 and "--workers: must be >= 1" in out.stderr and "Traceback" not in out.stderr

@@ -97,7 +97,10 @@ def test_duplicates_and_dangling_names(registries):
 
 def test_threshold_policy_checked(registries):
     msg = error_of({**base(), "threshold_policy": "best-guess"})
-    assert "threshold_policy" in msg
+    assert "  threshold_policy: unknown threshold policy 'best-guess'" in msg and "youden" in msg
+    # a block's own policy: the error names that block's key, not "(top level)"
+    msg = error_of(base(threshold_policy="sensitivity:1.5"))
+    assert "  grid[0].threshold_policy: " in msg and "'sensitivity:1.5'" in msg and "(top level)" not in msg
 
 
 def test_load_config_yaml_errors(tmp_path, registries):

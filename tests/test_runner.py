@@ -223,3 +223,60 @@ def test_ray_chains_probe_cells_that_share_embeddings():
     other = CellSpec("e", "probe", "dinov2_giant", "/d/y", variant="rf", settings={"head": "rf"})
     assert _cache_group(head_a) == _cache_group(head_b) != _cache_group(other)
     assert _cache_group(CellSpec("e", "finetune", "resnet18", "/d/x")) is None
+
+
+def test_complete_cell_with_changed_settings_is_redone_not_skipped(synth_root, tmp_path, capsys):
+    """A cell's folder is named by model, variant, dataset and seed only; a complete cell recorded
+    with other settings / threshold policy / n_boot holds results of another config and is redone."""
+    from dermbench.cli.main import main
+
+    runs = tmp_path / "runs"
+    raw = fake_config(synth_root, runs, variants=[""])
+    raw["datasets"], raw["seeds"] = ["synth_a"], [1]
+    cells = expand_grid(parse_config(raw))  # good, weak
+    assert run_cells(cells, runs).count("done") == 2
+    weak = cells[1].spec.path(runs)
+    before = json.loads((weak / "metrics.json").read_text())
+
+    raw["grid"][0]["model_settings"]["weak"] = {"skill": 1.5}
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(cfg), "--dry-run"]) == 0
+    assert "changed 1" in capsys.readouterr().out
+    summary = run_cells(expand_grid(parse_config(raw)), runs)
+    assert [r.status for r in summary.results] == ["skipped", "done"]
+    after = json.loads((weak / "metrics.json").read_text())
+    assert after["splits"] != before["splits"]
+    assert yaml.safe_load((weak / "config.yaml").read_text())["settings"] == {"skill": 1.5}
+
+    raw["n_boot"] = 30  # a top-level change reaches every cell
+    assert run_cells(expand_grid(parse_config(raw)), runs).count("done") == 2
+    assert run_cells(expand_grid(parse_config(raw)), runs).count("skipped") == 2
+
+
+@pytest.mark.slow
+def test_sigkilled_driver_takes_its_worker_processes_with_it(synth_root, tmp_path):
+    """`dermbench run --workers 2` killed with SIGKILL: its workers must not go on running queued
+    cells (they would race the re-run, which redoes the same cells in the same folders)."""
+    raw = fake_config(synth_root, tmp_path / "runs")
+    raw["grid"][0]["settings"] = {"sleep": 1.0}
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    n_cells = len(expand_grid(parse_config(raw)))
+
+    proc = _cli(["run", str(cfg), "--workers", "2"])
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((tmp_path / "runs").rglob("COMPLETE"))) < 2:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(0.5)  # a cell finishing right at the kill may still write its marker
+    after_kill = len(list((tmp_path / "runs").rglob("COMPLETE")))
+    time.sleep(3.0)  # orphaned workers would complete 2 more cells per 1 s sleep
+    assert len(list((tmp_path / "runs").rglob("COMPLETE"))) == after_kill < n_cells
+
+    rerun = _cli(["run", str(cfg), "--workers", "2"])
+    out, _ = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, out
+    assert f"{n_cells - after_kill} done, 0 failed, {after_kill} skipped" in out

@@ -10,6 +10,17 @@ from typing import Any, Callable
 from . import CliError
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (e.g. ``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def add_cell_arguments(p: argparse.ArgumentParser, *, experiment: str, force_help: str = "redo complete cells") -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one cell per seed (default 42)")
     p.add_argument("--threshold-policy", default="fixed:0.5",

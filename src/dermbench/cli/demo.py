@@ -13,18 +13,21 @@ import shutil
 import time
 from pathlib import Path
 
+from .cells import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo", help="synthetic dataset -> all three paradigms with small models -> report (offline)",
         description="The embedded default: draw a seeded synthetic lesion dataset, run configs/demo.yaml "
                     "(finetune EfficientNet-Lite0, probe EfficientNet-Lite0 + handcrafted features with a few "
-                    "heads, zeroshot where weights are available offline) and build the report. About ten "
-                    "minutes on a 2-core CPU; re-running skips what is complete.")
+                    "heads, zeroshot where weights are available offline) and build the report. A few "
+                    "minutes on a 2-core CPU (about 3), with progress per cell; re-running skips what is "
+                    "complete.")
     p.add_argument("--out", default="dermbench-demo", help="folder for datasets/, runs/ and report/ "
                                                             "(default ./dermbench-demo)")
     p.add_argument("--config", default="demo", help="run config to use (default: the packaged demo.yaml)")
-    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1)")
     p.add_argument("--force", action="store_true", help="redo every cell")
     p.set_defaults(func=run)
     return p
@@ -32,6 +35,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _is_missing_weights(error: str) -> bool:
     return "WeightsNotFoundError" in error
+
+
+def _missing_weights(error: str) -> str:
+    """What is missing, from ``WeightsNotFoundError: the Hugging Face model 'org/name': not in ...``."""
+    return error.split(":", 1)[-1].split(":", 1)[0].strip() or "see the console"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +64,10 @@ def run(args: argparse.Namespace) -> int:
     paths = config.dataset_paths()
     prepare_datasets(config, paths, needed=set(paths), quiet=quiet)
 
-    cells = expand_grid(config, quiet=quiet)
+    try:
+        cells = expand_grid(config, quiet=quiet)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     print(f"[2/3] {len(cells)} cell(s) of experiment {config.experiment!r} -> {runs_root}", flush=True)
     counter = [0]
 
@@ -79,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(r.path, ignore_errors=True)
 
     print(f"[3/3] report -> {report_dir}", flush=True)
-    notes = [f"Skipped {r.spec.paradigm}/{r.spec.model_label}: its weights are not on this machine and there is no "
-             f"network. Download them once (see the message `dermbench demo` printed) and re-run the demo."
-             for r in skipped]
+    notes = [f"Skipped {r.spec.paradigm}/{r.spec.model_label}: its weights ({_missing_weights(r.error)}) are not on "
+             f"this machine and there is no network. Download them once (see the message `dermbench demo` "
+             f"printed) and re-run the demo." for r in skipped]
     report = build_report(runs_root, report_dir, ReportOptions(quiet=quiet, notes=notes))
 
     print("")

@@ -8,20 +8,24 @@ import os
 import sys
 from pathlib import Path
 
+from .cells import positive_int
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a grid of cells (datasets x models x seeds) from a YAML config",
         description="Expand a YAML run config into cells (paradigm x model x variant x dataset x seed) and "
                     "run each one that is not complete yet. Complete cells are skipped, failed or partial "
-                    "ones are redone; a failing cell is recorded (error.txt) and the grid goes on. "
+                    "ones are redone (so are complete ones recorded with other settings, threshold policy or "
+                    "n_boot); a failing cell is recorded (error.txt), the grid goes on, and the exit status "
+                    "is 1. "
                     "Packaged configs: demo, paper (e.g. `dermbench run configs/paper.yaml --dry-run`).")
     p.add_argument("config", help="run config YAML (or the name of a packaged config: demo, paper)")
     p.add_argument("--runs", help="runs folder (default: the config's runs_root)")
     p.add_argument("--data-root", help="folder that relative dataset paths are taken from "
                                        "(default: the config's data_root, else the working directory)")
     p.add_argument("--executor", choices=("local", "ray"), help="where cells run (default: the config's)")
-    p.add_argument("--workers", type=int, help="local worker processes (1 = in this process)")
+    p.add_argument("--workers", type=positive_int, help="local worker processes (1 = in this process)")
     p.add_argument("--address", help="Ray address: auto, ray://HOST:10001, or local (start one here)")
     p.add_argument("--force", action="store_true", help="redo complete cells too")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")

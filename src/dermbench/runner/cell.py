@@ -73,7 +73,11 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) 
 
     path = spec.path(runs_root)
     if is_complete(path) and not force:
-        return CellResult(spec, path, "skipped")
+        changed = changed_fields(spec, path)
+        if not changed:
+            return CellResult(spec, path, "skipped")
+        if not spec.quiet:
+            print(f"{path}: complete, but recorded with other {', '.join(changed)}; redoing it", flush=True)
     recorder = RunRecorder(path)
     recorder.begin(spec.to_dict(), keep_work=not force)
     t0 = time.perf_counter()
@@ -89,6 +93,40 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) 
         recorder.fail(exc)
         return CellResult(spec, path, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
     return CellResult(spec, path, "done", time.perf_counter() - t0)
+
+
+#: Fields of a cell's config that change its results. A cell's folder is named by paradigm, model,
+#: variant, dataset and seed only, so a complete cell recorded with other values of these holds the
+#: results of another config: it is redone, not skipped.
+RESULT_FIELDS = ("settings", "threshold_policy", "n_boot", "strict")
+
+
+def changed_fields(spec: CellSpec, path: str | Path) -> list[str]:
+    """The :data:`RESULT_FIELDS` whose value in the cell's recorded ``config.yaml`` differs from
+    ``spec`` (``settings.<key>`` per setting). Settings keys only one side has are not compared, so
+    a setting added to a paradigm later does not invalidate older records; an unreadable record
+    compares equal (its marker is what says it is complete)."""
+    import yaml
+
+    from ..runs.record import _plain
+
+    try:
+        recorded = yaml.safe_load((Path(path) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(recorded, dict):
+        return []
+    current = yaml.safe_load(yaml.safe_dump(_plain(spec.to_dict())))  # the same round trip as the record
+    changed = []
+    for key in RESULT_FIELDS:
+        if key not in recorded:
+            continue
+        old, new = recorded[key], current.get(key)
+        if key == "settings" and isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"settings.{k}" for k in new if k in old and old[k] != new[k]]
+        elif old != new:
+            changed.append(key)
+    return changed
 
 
 @contextlib.contextmanager

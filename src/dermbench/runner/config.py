@@ -153,6 +153,11 @@ class _Block(_Strict):
     resources: Resources | None = None
     threshold_policy: str | None = None
 
+    @field_validator("threshold_policy")
+    @classmethod
+    def _policy_known(cls, v: str | None) -> str | None:
+        return v if v is None else check_threshold_policy(v)
+
     @property
     def paradigm_name(self) -> str:
         return self.paradigm  # type: ignore[attr-defined]
@@ -379,15 +384,13 @@ class RunConfig(_Strict):
         names = [d.name for d in self.datasets]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"dataset folder name(s) {dup} appear twice; a cell is identified by the "
+            raise ValueError(f"datasets: folder name(s) {dup} appear twice; a cell is identified by the "
                              f"dataset's folder name, so give each dataset its own folder name")
         for i, block in enumerate(self.grid):
             for name in block.datasets or []:
                 if name not in names:
                     raise ValueError(f"grid[{i}].datasets names {name!r}, which is not in datasets "
                                      f"({', '.join(names)})")
-            if block.threshold_policy:
-                check_threshold_policy(block.threshold_policy)
             for model in block.model_names():
                 try:  # validated here so a bad setting fails before the grid runs
                     block.cell_variants(model)
@@ -475,7 +478,8 @@ def check_threshold_policy(policy: str) -> str:
     try:
         parse_threshold_policy(policy)
     except (ValueError, KeyError) as exc:
-        raise ValueError(f"threshold_policy {policy!r}: {exc}") from None
+        # the message names the policy; the error's location names the key
+        raise ValueError(exc.args[0] if exc.args else str(exc)) from None
     return policy
 
 
@@ -519,7 +523,10 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
                 msg = msg[len("Value error, "):]
             if err.get("type") == "missing":
                 msg = "required key is missing"
-            lines.append(f"  {loc or '(top level)'}: {msg}")
+            if not loc and msg.startswith(("grid[", "datasets:")):
+                lines.append(f"  {msg}")  # a whole-config check: its message starts with the key
+            else:
+                lines.append(f"  {loc or '(top level)'}: {msg}")
         raise ConfigError(f"{source} is not a valid run config:\n" + "\n".join(lines)) from None
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..runs.record import is_complete
-from .cell import CellResult, CellSpec, execute_cell
+from .cell import CellResult, CellSpec, changed_fields, execute_cell
 from .grid import PlannedCell
 
 OnResult = Callable[[CellResult], None]
@@ -96,8 +96,30 @@ def run_in_process(cells: list[PlannedCell], runs_root: Path, *, force: bool = F
     return results
 
 
-def _worker_init(imports: list[str], threads: int) -> None:
-    """Runs once in each spawned worker: size the math libraries' thread pools, load plugins."""
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive the ``dermbench run`` that started it: a driver killed with SIGKILL
+    (or by the out-of-memory killer) would otherwise leave its workers running queued cells, racing
+    the re-run that redoes those same cells in the same folders. Linux: ask the kernel to kill this
+    process when its parent dies (PR_SET_PDEATHSIG); other systems keep the default behaviour."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _worker_init(imports: list[str], threads: int, parent_pid: int | None = None) -> None:
+    """Runs once in each spawned worker: tie it to its parent, size the math libraries' thread
+    pools, load plugins."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
     from .config import import_plugins
@@ -165,7 +187,7 @@ def _pool_round(cells: list[PlannedCell], runs_root: Path, workers: int, force: 
     round_start = time.time()
     broken: list[PlannedCell] = []
     with ProcessPoolExecutor(max_workers=min(workers, len(cells)), mp_context=ctx,
-                             initializer=_worker_init, initargs=(imports, threads)) as pool:
+                             initializer=_worker_init, initargs=(imports, threads, os.getpid())) as pool:
         futures = {pool.submit(_run_one, c.spec.to_dict(), str(runs_root), force, imports): c for c in cells}
         pending = set(futures)
         while pending:
@@ -266,7 +288,7 @@ def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, a
     todo = []
     for cell in cells:
         path = cell.spec.path(runs_root)
-        if not force and is_complete(path):
+        if not force and is_complete(path) and not changed_fields(cell.spec, path):
             result = CellResult(cell.spec, path, "skipped")
             results.append(result)
             if on_result:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..runs.record import is_complete
-from .cell import CellSpec
+from .cell import CellSpec, changed_fields
 from .config import Resources, RunConfig
 
 
@@ -66,10 +66,11 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
 
 
 def cell_state(cell: PlannedCell, runs_root: str | Path) -> str:
-    """``complete``, ``failed`` (error.txt, no marker), ``partial`` (started, no marker) or ``todo``."""
+    """``complete``, ``changed`` (complete, but recorded with other settings: redone on run),
+    ``failed`` (error.txt, no marker), ``partial`` (started, no marker) or ``todo``."""
     path = cell.spec.path(runs_root)
     if is_complete(path):
-        return "complete"
+        return "changed" if changed_fields(cell.spec, path) else "complete"
     if (path / "error.txt").is_file():
         return "failed"
     if path.is_dir():
