@@ -375,3 +375,18 @@ def test_head_registry_metadata_matches_the_declared_grids():
         assert declared.startswith(f"{param} in"), (entry.name, declared)
         listed = sorted(float(v) for v in declared.split(" in ", 1)[1].split(","))
         assert listed == sorted(float(v) for v in values), (entry.name, declared, values)
+
+
+def test_random_forest_predictions_are_bit_identical_across_runs():
+    import numpy as np
+
+    from dermbench.paradigms.probe.head_models import _rf
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(300, 16)), rng.integers(0, 2, 300)
+    X_test = rng.normal(size=(500, 16))
+    runs = []
+    for _ in range(3):
+        head = _rf({"min_samples_leaf": 1}, class_weight="balanced", seed=1, y_train=y, options={"n_jobs": 2})
+        runs.append(head.fit(X, y).predict_proba(X_test))
+    assert all(np.array_equal(runs[0], r) for r in runs[1:])

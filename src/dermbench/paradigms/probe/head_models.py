@@ -73,6 +73,12 @@ class SklearnHead:
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        final = self.model.steps[-1][1] if hasattr(self.model, "steps") else self.model
+        if hasattr(final, "estimators_") and getattr(final, "n_jobs", None) not in (None, 1):
+            # A forest predicting on several threads sums its trees' votes in the order the
+            # threads finish: the last digits then differ between identical runs. Fit in
+            # parallel, predict on one thread.
+            final.set_params(n_jobs=1)
         proba = self.model.predict_proba(X)
         classes = list(self.model.classes_)
         return proba[:, classes.index(1)] if 1 in classes else np.zeros(len(X))
