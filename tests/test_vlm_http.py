@@ -135,15 +135,35 @@ def test_unparseable_content_is_an_answer_scored_wrong(kind, server, images):
         assert s.parse_status == status and s.p_malignant == 0.0 and s.score_source == "scored_wrong"
 
 
-def test_connection_refused_is_retried_and_fails(images):
+def test_connection_refused_stops_the_run_at_once_with_a_clear_error(images):
     import socket
+    import time
+
+    from dermbench.models.vlm.http import ServerUnreachable
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there now
     backend = OllamaBackend("m", url=f"http://127.0.0.1:{port}", timeout_s=0.3, max_retries=2, backoff_s=0.01)
-    a = _ask(backend, images, names=("red",))["red"]
+    t0 = time.perf_counter()
+    with pytest.raises(ServerUnreachable, match=f"cannot connect to the ollama server at http://127.0.0.1:{port}"):
+        _ask(backend, images, names=("red", "blue"))
+    assert time.perf_counter() - t0 < 5
+
+
+def test_a_connection_error_during_the_run_is_retried_then_a_failed_request(images):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    backend = OllamaBackend("m", url=f"http://127.0.0.1:{port}", timeout_s=0.3, max_retries=2, backoff_s=0.01)
+    import httpx
+
+    with httpx.Client(timeout=0.3) as client:
+        a = backend.answer_one(client, VLMRequest("red", images["red"], "Benign or malignant?", "", None))
     assert a.failed and "connection error" in a.error and a.attempts == 3
 
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 #: traceback. Matched by class name so this module imports none of the (heavy) modules.
 USER_ERRORS = {"CliError", "DatasetError", "UnknownNameError", "WeightsNotFoundError", "PredictionsError",
                "ConfigError", "SynthError", "SourceFormatError", "MergeError", "HDF5LayoutError",
-               "ExecutorError", "PromptSetError", "ThresholdPolicyError", "ImageReadError"}
+               "ExecutorError", "PromptSetError", "ThresholdPolicyError", "ImageReadError", "ServerUnreachable"}
 
 
 def _is_user_error(exc: BaseException) -> bool:

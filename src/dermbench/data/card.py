@@ -41,7 +41,8 @@ class _HashMemo:
 
     def __init__(self, root: Path):
         key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-        self.path = cache_dir("hashes") / f"{key}.json"
+        # The folder carries the entry format: another dermbench version never misreads these entries.
+        self.path = cache_dir("hashes-v2") / f"{key}.json"
         try:
             self.data: dict[str, list] = json.loads(self.path.read_text())
         except (OSError, ValueError):

@@ -402,7 +402,7 @@ class _CheckMemo:
 
         self._json = json
         key = hashlib.sha256(str(root).encode()).hexdigest()[:16]
-        self.path = cache_dir("image-checks") / f"{key}.json"
+        self.path = cache_dir("image-checks-v2") / f"{key}.json"  # folder = entry format version
         self.pillow = PIL.__version__
         try:
             stored = json.loads(self.path.read_text())

@@ -40,6 +40,10 @@ class RequestFailed(Exception):
         self.attempts = attempts
 
 
+class ServerUnreachable(ConnectionError):
+    """Nothing answers at the server URL: the run stops at once instead of failing every image."""
+
+
 def _httpx():
     try:
         import httpx
@@ -173,6 +177,28 @@ class HttpVLMBackend(ABC):
             return VLMAnswer(request.img_id, error=f"{type(exc).__name__}: {exc}", attempts=0,
                              seconds=time.perf_counter() - t0)
 
+    def check_reachable(self, client: Any, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Fail fast when nothing listens at the URL (connection refused, unknown host).
+
+        Without this, every image would be retried with backoff and scored as a failed request,
+        which takes minutes to say "the server is not running". Any HTTP answer, even 404, means
+        a server is there; timeouts are left to the per-request handling."""
+        httpx = _httpx()
+        for attempt in range(self.max_retries + 1):
+            try:
+                client.get(self.url + "/", timeout=min(self.timeout_s, 10.0))
+                return
+            except httpx.ConnectError as exc:
+                problem = exc
+            except (httpx.TimeoutException, httpx.HTTPError):
+                return
+            if attempt < self.max_retries:
+                sleep(min(self.backoff_s * (2 ** attempt), MAX_BACKOFF_S))
+        raise ServerUnreachable(
+            f"cannot connect to the {self.backend} server at {self.url} ({type(problem).__name__}: {problem}); "
+            f"start it (e.g. `ollama serve`, `vllm serve MODEL`) or pass its address with --url "
+            f"(or ${self.url_env})")
+
     def answer_all(self, requests: Iterable[VLMRequest], on_answer: Callable[[VLMAnswer], None]) -> None:
         """Answer every request with at most ``concurrency`` in flight; ``on_answer`` is serialised.
 
@@ -180,6 +206,7 @@ class HttpVLMBackend(ABC):
         being sent first; answers already received have been handed to ``on_answer`` (and cached)."""
         lock = threading.Lock()
         with self.make_client() as client:
+            self.check_reachable(client)
             pool = ThreadPoolExecutor(max_workers=self.concurrency)
 
             def work(request: VLMRequest) -> None:
