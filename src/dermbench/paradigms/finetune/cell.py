@@ -23,22 +23,11 @@ from typing import Any
 import pandas as pd
 
 from ...runner.cell import CellSpec
+from ...runs.evaluate import operating_threshold
 from ...runs.record import RunRecorder
 from .settings import FinetuneSettings
 
 ERROR_FILES = {"false_benign": "false_benign.csv", "false_malignant": "false_malignant.csv"}
-
-
-def operating_threshold(policy: str, validation: pd.DataFrame) -> float:
-    """The threshold :func:`finalize_cell` will choose (same function, same fallback to 0.5)."""
-    from ...metrics import choose_threshold
-
-    if policy.startswith("fixed:"):
-        return float(choose_threshold(policy))
-    try:
-        return float(choose_threshold(policy, validation["label"].to_numpy(), validation["p_malignant"].to_numpy()))
-    except ValueError:
-        return 0.5
 
 
 def misclassified(frame: pd.DataFrame, threshold: float, paths: pd.Series | None = None) -> dict[str, pd.DataFrame]:
@@ -127,7 +116,8 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         scores[split] = frame
     predict_s = time.perf_counter() - t_pred
 
-    threshold = operating_threshold(spec.threshold_policy, scores["validation"])
+    # the same choice finalize_cell records, so the error-analysis lists match the record
+    threshold = float(operating_threshold(spec.threshold_policy, scores["validation"])["value"])
     test_paths = dataset.split("test").set_index("img_id")["path"]
     errors = misclassified(scores["test"], threshold, test_paths)
     for kind, frame in errors.items():
