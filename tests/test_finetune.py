@@ -266,7 +266,7 @@ def test_vit_is_built_for_the_working_resolution():
 
 
 def test_images_the_cache_could_not_decode_become_reported_exclusions(synth_small):
-    from dermbench.paradigms.finetune.cell import _without_unreadable
+    from dermbench.runs.evaluate import without_unreadable as _without_unreadable
 
     victim = synth_small.split("test")["img_id"].iloc[0]
     kept, excluded = _without_unreadable(synth_small, [("test", victim, "truncated_image", "cut at byte 100")])

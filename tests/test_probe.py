@@ -390,3 +390,30 @@ def test_random_forest_predictions_are_bit_identical_across_runs():
         head = _rf({"min_samples_leaf": 1}, class_weight="balanced", seed=1, y_train=y, options={"n_jobs": 2})
         runs.append(head.fit(X, y).predict_proba(X_test))
     assert all(np.array_equal(runs[0], r) for r in runs[1:])
+
+
+def test_image_unreadable_at_embedding_time_is_excluded_and_reported(tmp_path, monkeypatch):
+    """An image that breaks after the dataset's decode check (the check is bypassed here) is
+    excluded from the cell and listed in exclusions.csv, as in finetune — never scored."""
+    import shutil
+
+    import pandas as pd
+
+    from dermbench.data import contract
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.record import read_metrics, read_predictions
+    from dermbench.data.synth import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "synth", n=60, size=48, seed=3, progress=False)
+    victim = pd.read_csv(root / "test_metadata.csv")["img_id"].iloc[0]
+    path = root / "images" / victim
+    path.write_bytes(path.read_bytes()[:150])  # truncated
+    monkeypatch.setattr(contract._CheckMemo, "check", lambda self, p: None)
+    spec = _spec(root, "handcrafted", {"head": "logreg", "image_size": 48})
+    result = execute_cell(spec, tmp_path / "runs")
+    assert result.status == "done", (result.path / "error.txt").read_text() if result.status == "failed" else ""
+    assert victim not in set(read_predictions(result.path, "test")["img_id"])
+    exclusions = pd.read_csv(result.path / "exclusions.csv")
+    assert list(exclusions["img_id"]) == [victim] and exclusions["reason"].iloc[0] == "truncated_image"
+    assert read_metrics(result.path)["exclusions"]["count"] == 1
+    shutil.rmtree(root)

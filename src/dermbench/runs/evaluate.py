@@ -57,6 +57,32 @@ def attach_labels(dataset: LesionDataset, split: str, scores: pd.DataFrame) -> p
     return merged
 
 
+def without_unreadable(dataset: LesionDataset, errors: list[tuple[str, str, str, str]]
+                       ) -> tuple[LesionDataset, list[dict[str, Any]]]:
+    """The dataset minus images a paradigm could not decode (``(split, img_id, reason, detail)``
+    from the image cache), and those images as exclusion rows for ``finalize_cell``.
+
+    The loader decode-checks every image first, so this is rare (a file changed or broke after
+    loading); such an image is excluded and reported like any other unreadable image, the same
+    way in every paradigm."""
+    import dataclasses
+
+    if not errors:
+        return dataset, []
+    failed: dict[str, set[str]] = {}
+    for split, img_id, _reason, _detail in errors:
+        failed.setdefault(split, set()).add(img_id)
+    splits = {s: df[~df["img_id"].isin(failed.get(s, set()))].reset_index(drop=True)
+              for s, df in dataset.splits.items()}
+    seen: set[tuple[str, str]] = set()
+    excluded = []
+    for s, i, r, d in errors:
+        if (s, i) not in seen:
+            seen.add((s, i))
+            excluded.append({"split": s, "row": None, "img_id": i, "reason": r, "detail": f"image cache: {d}"})
+    return dataclasses.replace(dataset, splits=splits), excluded
+
+
 def subgroup_tables(frame: pd.DataFrame, threshold: float, min_n: int = 30,
                     columns: Iterable[str] = SUBGROUP_COLUMNS,
                     notes: list[str] | None = None) -> pd.DataFrame:

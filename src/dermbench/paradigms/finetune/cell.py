@@ -15,7 +15,6 @@ learning rate, time), ``training_curves.png``, ``false_benign.csv`` and ``false_
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from ...runner.cell import CellSpec
-from ...runs.evaluate import operating_threshold
+from ...runs.evaluate import operating_threshold, without_unreadable
 from ...runs.record import RunRecorder
 from .settings import FinetuneSettings
 
@@ -44,19 +43,6 @@ def misclassified(frame: pd.DataFrame, threshold: float, paths: pd.Series | None
         part["threshold"] = threshold
         out[kind] = part.sort_values("p_malignant", ascending=ascending, kind="mergesort").reset_index(drop=True)
     return out
-
-
-def _without_unreadable(dataset: Any, errors: list[tuple[str, str, str, str]]) -> tuple[Any, list[dict[str, Any]]]:
-    """The dataset minus images the image cache could not decode, and those images as exclusions."""
-    if not errors:
-        return dataset, []
-    failed: dict[str, set[str]] = {}
-    for split, img_id, _reason, _detail in errors:
-        failed.setdefault(split, set()).add(img_id)
-    splits = {s: df[~df["img_id"].isin(failed.get(s, set()))].reset_index(drop=True) for s, df in dataset.splits.items()}
-    excluded = [{"split": s, "row": None, "img_id": i, "reason": r, "detail": f"image cache: {d}"}
-                for s, i, r, d in errors]
-    return dataclasses.replace(dataset, splits=splits), excluded
 
 
 def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
@@ -90,7 +76,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     t_cache = time.perf_counter()
     cache = build_image_cache(dataset, policy, progress=not quiet)
     cache_s = time.perf_counter() - t_cache
-    dataset, excluded = _without_unreadable(dataset, cache.errors)
+    dataset, excluded = without_unreadable(dataset, cache.errors)
     if excluded:
         log(f"{len(excluded)} image(s) could not be decoded and are excluded (see exclusions.csv)")
 

@@ -72,7 +72,7 @@ def _labels_for(dataset: Any, split: str, img_ids: list[str]) -> np.ndarray:
 def run_cell(spec: Any, recorder: RunRecorder) -> dict[str, Any]:
     from ...data.contract import load_dataset
     from ...models.embedders.base import compute_precision
-    from ...runs.evaluate import finalize_cell
+    from ...runs.evaluate import finalize_cell, without_unreadable
     from .head_models import get_head, select_head
 
     settings = ProbeSettings(**spec.settings)
@@ -123,23 +123,13 @@ def run_cell(spec: Any, recorder: RunRecorder) -> dict[str, Any]:
     timing["head_fit_s"] = round(time.perf_counter() - t0, 3)
 
     scores: dict[str, pd.DataFrame] = {}
-    unreadable: list[dict[str, Any]] = []
-    excluded: list[dict[str, Any]] = []
     for split in ("validation", "test"):
         emb = sets[split][0]
-        frame = pd.DataFrame({"img_id": emb.img_ids, "p_malignant": selection.model.predict_proba(features(emb.vectors))})
-        # An image that could not be read still counts: it is scored as wrong (never dropped).
-        failed = list(emb.errors)
-        if failed:
-            truth = dataset.split(split).set_index("img_id")["label"]
-            wrong = pd.DataFrame({"img_id": [e[1] for e in failed],
-                                  "p_malignant": [1.0 - float(truth[e[1]]) for e in failed]})
-            frame = pd.concat([frame, wrong], ignore_index=True)
-            unreadable += [{"split": e[0], "img_id": e[1], "reason": e[2], "detail": e[3],
-                            "scored_as": "wrong"} for e in failed]
-        scores[split] = frame
-    for e in train_views[0].errors:
-        excluded.append({"split": e[0], "row": None, "img_id": e[1], "reason": e[2], "detail": e[3]})
+        scores[split] = pd.DataFrame({"img_id": emb.img_ids,
+                                      "p_malignant": selection.model.predict_proba(features(emb.vectors))})
+    # Images the image cache could not decode are excluded and reported, as in every paradigm.
+    errors = [e for views in (train_views, sets["validation"], sets["test"]) for v in views for e in v.errors]
+    dataset, excluded = without_unreadable(dataset, errors)
 
     extra = {
         "head": selection.record(),
@@ -150,7 +140,6 @@ def run_cell(spec: Any, recorder: RunRecorder) -> dict[str, Any]:
         "backbone": {**embedder.identity, "licence": embedder.details.get("licence"),
                      "source": embedder.details.get("source")},
         "embeddings": embedding_record,
-        "unreadable_scored_wrong": unreadable,
     }
     provenance = {"weights": embedder.weights_identity, "device": device,
                   "dtype": (compute_precision(device) if embedder.module is not None
