@@ -158,7 +158,7 @@ def test_merge_refuses_an_image_in_two_parts_under_different_splits(tmp_path, ca
     with pytest.raises(MergeError, match="6 image\\(s\\) appear in two parts in different splits"):
         merge_datasets([a, b], tmp_path / "m", quiet=True)
     assert not (tmp_path / "m").exists()
-    assert main(["merge", "m", "--from", str(a), str(b), "--out", str(tmp_path / "m")]) == 1
+    assert main(["merge", "m", "--from", str(a), str(b), "--out", str(tmp_path / "m")]) == 2
     assert "--allow-cross-split-duplicates" in capsys.readouterr().err
     assert main(["merge", "m", "--from", str(a), str(b), "--out", str(tmp_path / "m"),
                  "--allow-cross-split-duplicates"]) == 0

@@ -446,7 +446,7 @@ def test_cli_prepare(fixtures_raw, tmp_path, capsys):
     assert rc == 0
     card = json.loads((out / "dataset.json").read_text())
     assert card["premalignant_policy"] == "benign" and card["seed"] == 7
-    assert main(["prepare", "pad-ufes-20", "--raw", str(fixtures_raw / "pad_ufes_20"), "--out", str(out)]) == 1
+    assert main(["prepare", "pad-ufes-20", "--raw", str(fixtures_raw / "pad_ufes_20"), "--out", str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["prepare", "ham1000", "--raw", "x", "--out", "y"]) == 2
     assert "ham10000" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def run_export(args: argparse.Namespace) -> int:
                           group_names=[g.strip() for g in args.group_names.split(",")])
     except (DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(f"wrote {out}")
     return 0
 
@@ -51,7 +51,7 @@ def run_import(args: argparse.Namespace) -> int:
         import_hdf5(args.file, args.out, images=args.images, overwrite=args.overwrite)
     except (DatasetError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 

@@ -65,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
             raise MergeError("nothing to merge: give --config FILE, --paper, or NAME --from A B ...")
     except (MergeError, DatasetError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0

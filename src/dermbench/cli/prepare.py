@@ -92,5 +92,5 @@ def run(args: argparse.Namespace) -> int:
                 options=options, quiet=opts.quiet or bool(os.environ.get("DERMBENCH_QUIET")))
     except (SourceFormatError, FileExistsError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     return 0
