@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.quiet:
         os.environ["DERMBENCH_QUIET"] = "1"
+    if not sys.stderr.isatty():
+        # progress bars written to a log file: one update every 30 s rather than many per second
+        os.environ.setdefault("TQDM_MININTERVAL", "30")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
