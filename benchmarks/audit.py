@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"leakage={report.leakage} groups={s['groups_in_two_splits']} "
                   f"near_pairs_across_splits={s['near_duplicate_pairs_across_splits']}")
         print(format_report(report, max_list=5).splitlines()[-1])
+        found = any("near_copy.jpg" in (d["a"]["img_id"], d["b"]["img_id"]) for d in report.near_duplicates)
+        print(f"planted re-encoded copy found as a near duplicate: {found}")
+        if not found:
+            return 1
     return 0
 
 

@@ -141,3 +141,27 @@ def test_exact_duplicates_found_through_a_symlinked_dataset_path(tmp_path):
     report = audit_datasets([tmp_path / "link" / "d"], near_duplicates=False)
     assert len(report.exact_duplicates) == 1 and report.exact_duplicates[0]["across_splits"]
     assert report.leakage
+
+
+def test_colour_layout_separates_distinct_small_lesions_but_not_a_copy(tmp_path):
+    """pHash of a small lesion on plain skin sees mostly the skin: two different lesions can sit
+    within the Hamming threshold. The colour-layout confirmation keeps them apart, while a
+    re-lit, resized and re-encoded copy still matches."""
+    import io
+
+    from PIL import Image, ImageDraw, ImageEnhance
+
+    from dermbench.data.audit import colour_layout
+
+    def lesion(skin, blob, box):
+        img = Image.new("RGB", (96, 96), skin)
+        ImageDraw.Draw(img).ellipse(box, fill=blob)
+        return img
+
+    a = lesion((200, 150, 130), (90, 60, 40), (38, 40, 60, 58))
+    b = lesion((150, 100, 80), (60, 40, 30), (30, 34, 52, 50))
+    buf = io.BytesIO()
+    ImageEnhance.Brightness(a).enhance(1.1).resize((80, 80)).save(buf, "JPEG", quality=70)
+    copy = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    diff = lambda x, y: float(np.abs(colour_layout(x) - colour_layout(y)).mean())  # noqa: E731
+    assert diff(a, copy) < 3.0 < diff(a, b)

@@ -23,6 +23,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--phash-threshold", type=int, default=6,
                         help="Hamming distance (of 64 pHash bits) at or below which two images are near "
                              "duplicates (default 6)")
+    parser.add_argument("--colour-threshold", type=float, default=3.0,
+                        help="a pHash match must also have a mean colour-layout difference at or below this "
+                             "(0-255 scale, default 3); 255 turns the confirmation off")
     parser.add_argument("--no-near-duplicates", action="store_true",
                         help="skip perceptual hashing (exact duplicates and group overlap only)")
     parser.add_argument("--workers", type=int, default=None, help="threads for image hashing")
@@ -37,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.atomic import atomic_write_text
 
     try:
-        report = audit_datasets(args.datasets, phash_threshold=args.phash_threshold, workers=args.workers,
+        report = audit_datasets(args.datasets, phash_threshold=args.phash_threshold,
+                                colour_threshold=args.colour_threshold, workers=args.workers,
                                 near_duplicates=not args.no_near_duplicates)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
