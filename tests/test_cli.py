@@ -54,3 +54,12 @@ def test_output_piped_into_a_closed_reader_is_not_a_traceback() -> None:
 def test_workers_must_be_positive() -> None:
     out = dermbench("run", "demo", "--workers", "0", "--dry-run")
     assert out.returncode == 2 and "--workers: must be >= 1" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cells_with_other_weights_get_their_own_folder() -> None:
+    from dermbench.cli.cells import weights_tag
+
+    assert weights_tag(None) == "" and weights_tag("default") == ""
+    assert weights_tag("random") == "+random"
+    assert weights_tag("/models/derm/resnet18 best.pth") == "+w-resnet18_best"
+    assert weights_tag("pypi:efficientnet-lite0") == "+pypi"

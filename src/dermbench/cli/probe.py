@@ -6,7 +6,8 @@ import argparse
 import json
 
 from . import CliError
-from .cells import add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error
+from .cells import (add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error,
+                    weights_tag)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -88,7 +89,7 @@ def build_specs(args: argparse.Namespace) -> list:
     specs = []
     for subset in subsets:
         settings = build_settings(args, **subset)
-        variant = settings.variant() + ("+random" if settings.weights == "random" else "")
+        variant = settings.variant() + weights_tag(settings.weights)
         specs += [cell_spec(args, "probe", args.backbone, variant, settings, seed) for seed in args.seeds]
     return specs
 
