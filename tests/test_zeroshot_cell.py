@@ -243,3 +243,29 @@ def test_metadata_rendering_without_nans():
     frame = pd.DataFrame({"img_id": ["a"], "diagnosis": ["nev"]})
     with pytest.raises(ValueError, match="has none of its columns"):
         ps.check_dataset_columns(list(frame.columns), "mini")
+
+
+def test_an_edited_prompt_set_makes_its_complete_cell_changed(tmp_path):
+    """The prompt set's content hash travels in the cell settings, so the runner redoes a cell
+    whose prompts were edited instead of keeping answers to the old prompts."""
+    import shutil
+    from pathlib import Path
+
+    import dermbench.paradigms.zeroshot as zs
+    from dermbench.cli.main import build_parser
+    from dermbench.cli.zeroshot import build_specs
+    from dermbench.runner.cell import changed_fields
+    from dermbench.runs.record import RunRecorder
+
+    yaml_path = tmp_path / "mine.yaml"
+    shutil.copy(Path(zs.__file__).parent / "prompt_sets" / "derm_ensemble.yaml", yaml_path)
+    (tmp_path / "ds").mkdir()
+    argv = ["zeroshot", "--model", "clip_vit_b32", "--dataset", str(tmp_path / "ds"), "--prompt", str(yaml_path)]
+    first = build_specs(build_parser().parse_args(argv))[0]
+    recorder = RunRecorder(tmp_path / "cell")
+    recorder.begin(first.to_dict())
+    assert changed_fields(build_specs(build_parser().parse_args(argv))[0], recorder.path) == []
+    yaml_path.write_text(yaml_path.read_text().replace("a photo of {} skin.", "a photo of {} skin tissue."))
+    again = build_specs(build_parser().parse_args(argv))[0]
+    assert again.settings["prompt_set_hash"] != first.settings["prompt_set_hash"]
+    assert changed_fields(again, recorder.path) == ["settings.prompt_set_hash"]

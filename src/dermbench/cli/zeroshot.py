@@ -102,6 +102,7 @@ def build_specs(args: argparse.Namespace) -> list:
             values["metadata_columns"] = json.loads(args.metadata_columns)
         except ValueError as exc:
             raise CliError(f"--metadata-columns is not a JSON mapping: {exc}") from None
+    values["prompt_set_hash"] = prompt_set.content_hash
     values = {k: v for k, v in values.items() if v is not None}
     values.update(_parse_set(args.set))
     try:

@@ -288,7 +288,11 @@ class ZeroshotBlock(_Block):
         return _check_names("prompt-sets", v)
 
     def variant_axes(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(ps, {}) for ps in self.prompt_sets]
+        # The prompt set's content hash goes into the settings, so editing a prompt set's YAML
+        # makes its complete cells "changed" (redone) rather than silently kept.
+        from ..paradigms.zeroshot.prompts import load_prompt_set
+
+        return [(ps, {"prompt_set_hash": load_prompt_set(ps).content_hash}) for ps in self.prompt_sets]
 
 
 class PluginBlock(_Block):

@@ -52,6 +52,10 @@ class ZeroshotSettings(BaseModel):
     timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
     max_retries: int = Field(3, ge=0, description="retries on connection errors, timeouts, 429 and 5xx")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry (Retry-After wins)")
+    prompt_set_hash: str | None = Field(
+        None, description="content hash of the prompt set when the cell was planned (filled in by "
+                          "`dermbench zeroshot` and `dermbench run`): a complete cell recorded with "
+                          "another hash was asked other prompts and is redone")
     max_failed_rate: float = Field(
         0.5, ge=0.0, le=1.0,
         description="fail the cell (answers kept for resume) when more requests than this fraction failed; "
