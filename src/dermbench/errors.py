@@ -1,0 +1,96 @@
+"""Every error dermbench raises on purpose, in one place.
+
+:class:`DermbenchError` is the base: its message is the whole story (what is wrong and what to
+do), so the command line prints it on one line without a traceback and exits with the class's
+``exit_code``. Anything that is *not* a ``DermbenchError`` is a bug and keeps its traceback.
+
+Each error also derives from the built-in exception a caller would naturally catch
+(``ValueError`` for bad values, ``KeyError`` for an unknown name, ``RuntimeError`` for a missing
+resource), so library users can catch either.
+
+This module imports nothing from dermbench, so every layer can raise these without cycles.
+"""
+
+from __future__ import annotations
+
+
+class DermbenchError(Exception):
+    """Base class: a problem the user can act on. The message says what is wrong and what to do."""
+
+    #: exit status of the command line: 2 = input it cannot use, 1 = it ran and found a problem
+    exit_code = 2
+
+    def __str__(self) -> str:  # KeyError subclasses would quote the message otherwise
+        return str(self.args[0]) if self.args else self.__class__.__name__
+
+
+# --- input that cannot be used (exit 2) ----------------------------------------------------------
+class UsageError(DermbenchError, ValueError):
+    """A command-line argument or option value that cannot be used."""
+
+
+class ConfigError(DermbenchError, ValueError):
+    """A run configuration that cannot be used; the message names every problem and its key."""
+
+
+class UnknownNameError(DermbenchError, KeyError):
+    """A name that is not registered (model, source, head, prompt set ...); lists close matches."""
+
+
+class DatasetError(DermbenchError, ValueError):
+    """A dataset folder that does not satisfy the contract (or a row refused under ``--strict``)."""
+
+
+class SourceFormatError(DermbenchError, ValueError):
+    """Raw files of a public dataset that do not look as published."""
+
+
+class MergeError(DermbenchError, ValueError):
+    """Datasets that cannot be merged as asked."""
+
+
+class HDF5LayoutError(DermbenchError, ValueError):
+    """An HDF5 file that is not in the study's layout."""
+
+
+class SynthError(DermbenchError, ValueError):
+    """Synthetic-dataset parameters that cannot be used."""
+
+
+class PredictionsError(DermbenchError, ValueError):
+    """A predictions file that does not validate against the ground truth."""
+
+
+class PromptSetError(DermbenchError, ValueError):
+    """A prompt set (YAML) that cannot be used."""
+
+
+class ThresholdPolicyError(DermbenchError, ValueError):
+    """An operating-threshold policy string that cannot be parsed."""
+
+
+class ImageReadError(DermbenchError):
+    """An image that cannot be used; ``reason`` is an exclusion reason code (``missing_image`` ...)."""
+
+    def __init__(self, path: object, reason: str, detail: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{self.path}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+# --- a resource that is missing or unreachable (exit 2) ------------------------------------------
+class WeightsNotFoundError(DermbenchError, RuntimeError):
+    """Model weights that are not on this machine; the message says what to download and where."""
+
+
+class ServerUnreachable(DermbenchError, ConnectionError):
+    """Nothing answers at a model server's URL."""
+
+
+class ExecutorError(DermbenchError, RuntimeError):
+    """An executor (worker pool, Ray) that cannot run the grid as asked."""
+
+
+class CacheError(DermbenchError, RuntimeError):
+    """A cache file that is corrupt or inconsistent; the message names the file."""
