@@ -165,17 +165,17 @@ def test_cli_zeroshot(tmp_path, synth, server, capsys):
 
 
 def test_cli_rejects_wrong_prompt_kind(synth):
-    from dermbench.cli import CliError
+    from dermbench.errors import UsageError
     from dermbench.cli.zeroshot import add_parser, build_specs
     import argparse
 
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
     args = parser.parse_args(["zeroshot", "--model", "clip_vit_b32", "--dataset", str(synth), "--prompt", "simple"])
-    with pytest.raises(CliError, match="dual model"):
+    with pytest.raises(UsageError, match="dual model"):
         build_specs(args)
     args = parser.parse_args(["zeroshot", "--model", "clip_vit_b23", "--dataset", str(synth)])
-    with pytest.raises(CliError, match="clip_vit_b32"):
+    with pytest.raises(UsageError, match="clip_vit_b32"):
         build_specs(args)
 
 

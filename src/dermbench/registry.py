@@ -15,12 +15,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-
-class UnknownNameError(KeyError):
-    """Raised for a name that is not registered; the message lists close matches."""
-
-    def __str__(self) -> str:  # KeyError quotes its message; we want it readable.
-        return str(self.args[0]) if self.args else ""
+from .errors import UnknownNameError
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from . import CliError
+from ..errors import UsageError
 
 
 def positive_int(text: str) -> int:
@@ -40,13 +40,13 @@ def check_threshold_policy(policy: str) -> None:
     try:
         parse_threshold_policy(policy)
     except ValueError as exc:
-        raise CliError(f"--threshold-policy {policy!r}: {exc}") from None
+        raise UsageError(f"--threshold-policy {policy!r}: {exc}") from None
 
 
-def settings_error(exc: Any, paradigm: str) -> CliError:
+def settings_error(exc: Any, paradigm: str) -> UsageError:
     """A pydantic ValidationError as one readable line per problem."""
     problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-    return CliError(f"invalid {paradigm} settings: {problems}")
+    return UsageError(f"invalid {paradigm} settings: {problems}")
 
 
 def weights_tag(weights: str | None) -> str:
@@ -68,7 +68,7 @@ def cell_spec(args: argparse.Namespace, paradigm: str, model: str, variant: str,
     from ..runner.cell import CellSpec
 
     if not Path(args.dataset).is_dir():
-        raise CliError(f"dataset folder {args.dataset} does not exist (create one with `dermbench synth --out "
+        raise UsageError(f"dataset folder {args.dataset} does not exist (create one with `dermbench synth --out "
                        f"{args.dataset}` or `dermbench prepare SOURCE --raw DIR --out {args.dataset}`)")
 
     return CellSpec(args.experiment, paradigm, model=model, dataset=str(args.dataset), seed=seed, variant=variant,

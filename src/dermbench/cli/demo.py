@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from ..runner.config import ConfigError, load_config
     from ..runner.executors import run_cells
     from ..runner.grid import expand_grid
-    from . import CliError
+    from ..errors import UsageError
     from .run import prepare_datasets
 
     quiet = bool(os.environ.get("DERMBENCH_QUIET"))
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     data_root, runs_root, report_dir = out / "datasets", out / "runs", out / "report"
     config.data_root = str(data_root)
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cells = expand_grid(config, quiet=quiet)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     print(f"[2/3] {len(cells)} cell(s) of experiment {config.experiment!r} -> {runs_root}", flush=True)
     counter = [0]
 

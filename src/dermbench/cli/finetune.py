@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import CliError
+from ..errors import UsageError
 from .cells import (add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error,
                     weights_tag)
 
@@ -56,7 +56,7 @@ def build_specs(args: argparse.Namespace) -> list:
     from ..paradigms.finetune.settings import PRESETS, FinetuneSettings
 
     if args.preset not in PRESETS:
-        raise CliError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
     entry = resolve_classifier(args.model)  # unknown name -> did-you-mean error
     check_threshold_policy(args.threshold_policy)
     try:

@@ -12,6 +12,8 @@ import os
 import sys
 
 from .. import __version__
+from ..errors import DermbenchError
+from ..utils.console import configure
 
 #: subcommand -> module, in the order ``--help`` shows them (the study's workflow order).
 COMMANDS: dict[str, str] = {
@@ -65,10 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    configure(quiet=args.quiet)
     if args.quiet:
+        # still read by modules not yet on utils.console.is_quiet(); goes when none reads it
         os.environ["DERMBENCH_QUIET"] = "1"
     if not sys.stderr.isatty():
         # progress bars written to a log file: one update every 30 s rather than many per second
+        # (utils.console.progress does this itself; for the tqdm bars made elsewhere)
         os.environ.setdefault("TQDM_MININTERVAL", "30")
     try:
         return int(args.func(args) or 0)
@@ -79,22 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not complain
         return 141
-    except Exception as exc:
-        if not _is_user_error(exc):
-            raise
+    except DermbenchError as exc:  # its message says what is wrong and what to do: no traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-#: Exceptions whose message tells the user what is wrong and what to do; shown without a
-#: traceback. Matched by class name so this module imports none of the (heavy) modules.
-USER_ERRORS = {"CliError", "DatasetError", "UnknownNameError", "WeightsNotFoundError", "PredictionsError",
-               "ConfigError", "SynthError", "SourceFormatError", "MergeError", "HDF5LayoutError",
-               "ExecutorError", "PromptSetError", "ThresholdPolicyError", "ImageReadError", "ServerUnreachable"}
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    return any(cls.__name__ in USER_ERRORS for cls in type(exc).__mro__)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import CliError
+from ..errors import UsageError
 from .cells import (add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error,
                     weights_tag)
 
@@ -61,7 +61,7 @@ def build_settings(args: argparse.Namespace, label_fraction: float = 1.0, k_shot
     try:
         grid = json.loads(args.grid) if args.grid else {}
     except ValueError as exc:
-        raise CliError(f"--grid is not valid JSON ({exc}); e.g. --grid '{{\"C\": [0.1, 1]}}'") from None
+        raise UsageError(f"--grid is not valid JSON ({exc}); e.g. --grid '{{\"C\": [0.1, 1]}}'") from None
     backbone_options = {"pooling": args.pooling} if args.pooling else {}
     try:
         return ProbeSettings(head=args.head, weights=args.weights, image_size=args.image_size, resize_mode=args.resize,
@@ -84,7 +84,7 @@ def build_specs(args: argparse.Namespace) -> list:
     HEADS.entry(args.head)
     check_threshold_policy(args.threshold_policy)
     if args.k_shot and args.label_fraction != [1.0]:
-        raise CliError("give either --label-fraction or --k-shot, not both")
+        raise UsageError("give either --label-fraction or --k-shot, not both")
     subsets = [{"k_shot": k} for k in args.k_shot] if args.k_shot else [{"label_fraction": f} for f in args.label_fraction]
     specs = []
     for subset in subsets:

@@ -38,18 +38,18 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..runner.config import ConfigError, load_config
     from ..runner.executors import ExecutorError
-    from . import CliError
+    from ..errors import UsageError
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     try:
         return run_config(config, runs=args.runs, data_root=args.data_root, executor=args.executor,
                           workers=args.workers, address=args.address, force=args.force, dry_run=args.dry_run,
                           only=args.only, quiet=bool(os.environ.get("DERMBENCH_QUIET")))
     except ExecutorError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def run_config(config, *, runs: str | None = None, data_root: str | None = None, executor: str | None = None,
@@ -58,17 +58,17 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
     """Run (or list) a validated config; returns the exit status (1 when a cell failed)."""
     from ..runner.executors import run_cells
     from ..runner.grid import expand_grid
-    from . import CliError
+    from ..errors import UsageError
 
     runs_root = Path(runs or config.runs_root).absolute()
     try:
         cells = expand_grid(config, data_root=data_root, quiet=quiet)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if only:
         cells = [c for c in cells if any(fnmatch.fnmatch(c.key, pat) for pat in only)]
         if not cells:
-            raise CliError(f"--only {only} matches no cell of the grid")
+            raise UsageError(f"--only {only} matches no cell of the grid")
     paths = config.dataset_paths(data_root)
 
     if dry_run:
@@ -129,7 +129,7 @@ def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:
 
 def prepare_datasets(config, paths: dict[str, Path], needed: set[str], quiet: bool = False) -> None:
     """Create synthetic datasets that have a ``synth`` spec; refuse to start when others are missing."""
-    from . import CliError
+    from ..errors import UsageError
 
     missing = []
     for spec in config.datasets:
@@ -147,7 +147,7 @@ def prepare_datasets(config, paths: dict[str, Path], needed: set[str], quiet: bo
         else:
             missing.append(f"{spec.name}: {folder}")
     if missing:
-        raise CliError("dataset folder(s) not found:\n  " + "\n  ".join(missing)
+        raise UsageError("dataset folder(s) not found:\n  " + "\n  ".join(missing)
                        + "\nprepare them (`dermbench prepare SOURCE --out DIR`), or point --data-root at the "
                          "folder that holds them")
     sys.stdout.flush()

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import CliError
+from ..errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from ..runs.score import read_predictions_csv, score_frame, validate_against_truth
 
     if not 0.0 <= args.threshold <= 1.0:
-        raise CliError(f"--threshold must lie in [0, 1], got {args.threshold}")
+        raise UsageError(f"--threshold must lie in [0, 1], got {args.threshold}")
     if args.n_boot < 0:
-        raise CliError(f"--n-boot must be 0 (no bootstrap) or more, got {args.n_boot}")
+        raise UsageError(f"--n-boot must be 0 (no bootstrap) or more, got {args.n_boot}")
     ds = load_dataset(args.truth, splits=(args.split,), check_images=False, quiet=True)
     frame = validate_against_truth(read_predictions_csv(args.predictions), ds.split(args.split),
                                    where=str(args.predictions))

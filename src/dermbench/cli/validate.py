@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from . import CliError
+from ..errors import UsageError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path}: valid run config ({type(cfg).__name__})")
             continue
         if not path.is_dir():
-            raise CliError(f"{path} is neither a dataset folder nor a .yaml config")
+            raise UsageError(f"{path} is neither a dataset folder nor a .yaml config")
         status = max(status, _validate_dataset(path, args, report))
     if args.json:
         from ..utils.atomic import atomic_write_text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import CliError
+from ..errors import UsageError
 from .cells import add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error
 
 
@@ -60,7 +60,7 @@ def _parse_set(items: list[str]) -> dict[str, object]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CliError(f"--set expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
         try:
             out[key.strip()] = json.loads(value)
         except ValueError:
@@ -80,16 +80,16 @@ def build_specs(args: argparse.Namespace) -> list:
     try:
         entry = resolve_zeroshot_model(args.model)
     except UnknownNameError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     check_threshold_policy(args.threshold_policy)
     kind = entry.meta["kind"]
     prompt = args.prompt or DEFAULT_PROMPT_SET[kind]
     try:
         prompt_set = load_prompt_set(prompt)
     except (PromptSetError, UnknownNameError) as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     if prompt_set.kind != kind:
-        raise CliError(f"{args.model} is a {kind} model; prompt set {prompt_set.name!r} is for {prompt_set.kind} "
+        raise UsageError(f"{args.model} is a {kind} model; prompt set {prompt_set.name!r} is for {prompt_set.kind} "
                        f"models (try --prompt {DEFAULT_PROMPT_SET[kind]})")
     values: dict[str, object] = {
         "url": args.url, "concurrency": args.concurrency, "timeout_s": args.timeout, "max_retries": args.retries,
@@ -101,7 +101,7 @@ def build_specs(args: argparse.Namespace) -> list:
         try:
             values["metadata_columns"] = json.loads(args.metadata_columns)
         except ValueError as exc:
-            raise CliError(f"--metadata-columns is not a JSON mapping: {exc}") from None
+            raise UsageError(f"--metadata-columns is not a JSON mapping: {exc}") from None
     values["prompt_set_hash"] = prompt_set.content_hash
     values = {k: v for k, v in values.items() if v is not None}
     values.update(_parse_set(args.set))

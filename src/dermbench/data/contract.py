@@ -31,6 +31,7 @@ from . import images as imgio
 from ..utils.atomic import atomic_write_text
 from ..utils.paths import cache_dir
 from .card import CARD_NAME, compute_fingerprint, image_manifest, read_card, sha256_file
+from ..errors import DatasetError
 
 REQUIRED_COLUMNS = ("img_id", "benign_malignant")
 #: Optional columns with a meaning in the contract; any other column is kept as-is.
@@ -47,10 +48,6 @@ REASON_DUPLICATE_ID = "duplicate_img_id"
 REASON_MISSING_LABEL = "missing_label"
 REASON_UNKNOWN_LABEL = "unknown_label"
 REASON_AMBIGUOUS = "ambiguous_image"
-
-
-class DatasetError(ValueError):
-    """A dataset folder that cannot be loaded at all (missing file, wrong header, strict mode)."""
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,12 @@ import numpy as np
 import pandas as pd
 
 from .. import SPLITS
+from ..errors import HDF5LayoutError
 
 FORMAT = "dermbench-hdf5"
 VERSION = 1
 GROUP_ALIASES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
                  "valid": "validation", "test": "test", "testing": "test"}
-
-
-class HDF5LayoutError(ValueError):
-    """An HDF5 file that does not have the expected layout."""
 
 
 def export_hdf5(dataset: str | Path, out: str | Path, *, include_images: bool = True,

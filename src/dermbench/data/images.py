@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from ..errors import ImageReadError
+
 # A truncated file must fail loudly rather than decode to a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Dermoscopic originals can be large, but not decompression-bomb large.
@@ -34,16 +36,6 @@ REASON_UNSUPPORTED = "unsupported_format"
 REASON_CORRUPT = "unreadable_image"
 REASON_TRUNCATED = "truncated_image"
 REASON_EMPTY = "empty_image"
-
-
-class ImageReadError(Exception):
-    """An image that cannot be used; ``reason`` is one of the ``REASON_*`` codes."""
-
-    def __init__(self, path: str | Path, reason: str, detail: str = ""):
-        self.path = str(path)
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{self.path}: {reason}" + (f" ({detail})" if detail else ""))
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -22,12 +22,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .. import SPLITS
+from ..errors import MergeError
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "merge_paper.yaml"
-
-
-class MergeError(ValueError):
-    """Parts that cannot be merged as asked (policy mismatch, missing part, bad config)."""
 
 
 @dataclass

@@ -50,6 +50,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import BENIGN, MALIGNANT, SPLITS, __version__
+from ..errors import SynthError
 
 #: Version of the drawing code; bump it when the images a seed produces change.
 GENERATOR_VERSION = 1
@@ -99,10 +100,6 @@ _TYPICAL_COLOUR_P = np.array([0.75, 0.10, 0.05, 0.05, 0.05])
 _ATYPICAL_COLOUR_P = np.array([0.20, 0.25, 0.22, 0.15, 0.18])
 
 _MIN_IMAGES = 30
-
-
-class SynthError(ValueError):
-    """Bad arguments to :func:`make_synthetic_dataset` or an output folder it must not touch."""
 
 
 # ---------------------------------------------------------------------------------------------

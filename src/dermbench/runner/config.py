@@ -47,9 +47,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names every problem and its key."""
+from ..errors import ConfigError
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,12 +26,9 @@ from typing import Any, Callable, Iterable
 from ..runs.record import is_complete
 from .cell import CellResult, CellSpec, changed_fields, execute_cell
 from .grid import PlannedCell
+from ..errors import ExecutorError
 
 OnResult = Callable[[CellResult], None]
-
-
-class ExecutorError(RuntimeError):
-    """The executor itself cannot run (Ray missing, cluster unreachable ...)."""
 
 
 @dataclass

@@ -14,9 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-
-class PredictionsError(ValueError):
-    """A predictions file that cannot be scored; the message lists every problem found."""
+from ..errors import PredictionsError
 
 
 def read_predictions_csv(path: str | Path) -> pd.DataFrame:

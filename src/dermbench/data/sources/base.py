@@ -28,16 +28,13 @@ import pandas as pd
 
 from ... import BENIGN, MALIGNANT, SPLITS
 from ..splits import SplitSpec, split_frame
+from ...errors import SourceFormatError
 
 PREMALIGNANT_POLICIES = ("paper", "malignant", "benign", "exclude")
 LINK_MODES = ("copy", "hardlink", "symlink")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: Values a label table may map to.
 TABLE_VALUES = (BENIGN, MALIGNANT, "premalignant", "exclude")
-
-
-class SourceFormatError(ValueError):
-    """The raw files do not look like the dataset as published (wrong header, missing file...)."""
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 from ...data.images import ImageReadError
 from ...paradigms.zeroshot.parsing import TokenLogprob
 from .base import VLMAnswer, VLMRequest, encode_image, load_request_image
+from ...errors import ServerUnreachable
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 DEFAULT_OPENAI_URL = "http://127.0.0.1:8000/v1"
@@ -38,10 +39,6 @@ class RequestFailed(Exception):
     def __init__(self, message: str, attempts: int):
         super().__init__(message)
         self.attempts = attempts
-
-
-class ServerUnreachable(ConnectionError):
-    """Nothing answers at the server URL: the run stops at once instead of failing every image."""
 
 
 def _httpx():

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 import yaml
 
 from ...registry import Registry
+from ...errors import PromptSetError
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompt_sets"
 KINDS = ("dual", "generative")
@@ -47,10 +48,6 @@ ANSWER_INSTRUCTIONS = {
 # Only words: a "1" is a Fitzpatrick type or a diameter as often as a flag, and "F" is a sex.
 _TRUE = {"true", "yes"}
 _FALSE = {"false", "no"}
-
-
-class PromptSetError(ValueError):
-    """A prompt set file that cannot be used, or a prompt that cannot be rendered for a dataset."""
 
 
 @dataclass(frozen=True)
