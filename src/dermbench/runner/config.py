@@ -472,11 +472,9 @@ def balancing_modes() -> list[str]:
 
 
 def check_threshold_policy(policy: str) -> str:
-    """Check a threshold policy string with the metrics module's parser when it is available."""
-    try:
-        from ..metrics.thresholds import parse_threshold_policy
-    except ImportError:
-        return policy
+    """Check a threshold policy string with the metrics module's parser."""
+    from ..metrics.thresholds import parse_threshold_policy
+
     try:
         parse_threshold_policy(policy)
     except (ValueError, KeyError) as exc:

@@ -237,7 +237,7 @@ def p_malignant_from_embeddings(images: np.ndarray, benign_text: np.ndarray, mal
     raise ValueError(f"unknown dual scoring {scoring!r}; use softmax or sigmoid")
 
 
-def text_embeddings(encoder: DualEncoder, prompts: Sequence[str], prompt_hash: str) -> np.ndarray:
+def text_embeddings(encoder: DualEncoder, prompts: Sequence[str]) -> np.ndarray:
     """Text embeddings of a prompt list, cached per (model weights, dtype, device type, prompts) unless
     random-init (float16 on a GPU and float32 on a CPU give different vectors: never mixed)."""
     from ...utils.atomic import atomic_path

@@ -51,10 +51,6 @@ LOG_CSV = "train_log.csv"
 LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "val_auroc", "lr", "seconds", "train_images_per_s", "best")
 
 
-class EpochCallbackStop(Exception):
-    """Raised by an epoch callback to stop training at once (used to simulate a kill in tests)."""
-
-
 @dataclass
 class TrainResult:
     history: list[dict[str, Any]]
@@ -159,15 +155,10 @@ def auroc(labels: np.ndarray, p: np.ndarray) -> float:
     labels = np.asarray(labels)
     if len(np.unique(labels)) < 2:
         return float("nan")
-    try:
-        from ...metrics import threshold_free
+    from ...metrics import threshold_free
 
-        value = threshold_free(labels, p)["auroc"]
-        return float("nan") if value is None else float(value)
-    except ImportError:
-        from sklearn.metrics import roc_auc_score
-
-        return float(roc_auc_score(labels, p))
+    value = threshold_free(labels, p)["auroc"]
+    return float("nan") if value is None else float(value)
 
 
 def settings_key(**material: Any) -> str:

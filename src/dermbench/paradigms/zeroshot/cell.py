@@ -92,7 +92,7 @@ def _score_dual(encoder: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFr
 
     scoring = settings.dual_scoring if settings.dual_scoring != "auto" else encoder.scoring
     class_prompts = prompt_set.class_prompts()
-    text = {label: text_embeddings(encoder, prompts, prompt_set.content_hash) for label, prompts in class_prompts.items()}
+    text = {label: text_embeddings(encoder, prompts) for label, prompts in class_prompts.items()}
     scores = {}
     hits = {}
     for split, frame in frames.items():
