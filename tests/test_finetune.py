@@ -8,9 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("timm")
+import torch
 
 from dermbench.models.classifiers import CLASSIFIERS, load_model_table, resolve_classifier  # noqa: E402
 from dermbench.paradigms.finetune.settings import PRESETS, FinetuneSettings  # noqa: E402

@@ -9,9 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("timm")
-
 HAM_MALIGNANT = ("mel", "bcc", "akiec")  # PRODUCT §4: akiec counted malignant (the study's policy)
 
 

@@ -7,9 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-
-torch = pytest.importorskip("torch")
-pytest.importorskip("timm")
+import torch
 
 from dermbench.paradigms.finetune import train as ft  # noqa: E402
 from dermbench.paradigms.finetune.settings import FinetuneSettings  # noqa: E402

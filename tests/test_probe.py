@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 
 from dermbench.paradigms.probe.embed_cache import embed_split, embedding_key  # noqa: E402
 from dermbench.paradigms.probe.head_models import MLPHead, select_head  # noqa: E402

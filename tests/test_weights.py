@@ -6,9 +6,8 @@ import time
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-timm = pytest.importorskip("timm")
+import timm
+import torch
 
 from dermbench.models.weights import (  # noqa: E402
     PYPI_EFFICIENTNET_LITE0,

@@ -6,8 +6,7 @@ import json
 
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
+import torch
 transformers = pytest.importorskip("transformers")
 
 from dermbench.models.vlm.dual import p_malignant_from_embeddings  # noqa: E402
