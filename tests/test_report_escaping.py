@@ -49,7 +49,8 @@ def test_hostile_names_are_escaped_in_index_and_error_pages(report: Path) -> Non
         assert "<script" not in lowered and "<svg" not in lowered
         assert "http://" not in lowered and "https://" not in lowered
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in index        # the model name
-    assert "&quot;&gt;&lt;svg onload=alert(2)&gt;" in index        # the dataset name
+    assert any(f"{quote}&gt;&lt;svg onload=alert(2)&gt;" in index  # the dataset name (either entity for ")
+               for quote in ("&quot;", "&#34;"))
     assert "&lt;script&gt;alert(3)&lt;/script&gt;" in index        # the failed cell's error
     assert all("&lt;script&gt;alert(1)&lt;/script&gt;" in p or "plain" in p for p in pages)
 
@@ -59,3 +60,33 @@ def test_single_label_fraction_gives_no_empty_curve_section(report: Path) -> Non
     # but index.html still had a "probe curves" link and an empty section.
     index = report.joinpath("index.html").read_text()
     assert "label-fraction curves" not in index and 'href="#curves"' not in index
+
+
+def test_hostile_img_id_and_metadata_are_escaped_through_the_templates(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from dermbench.report.collect import CellRecord
+    from dermbench.report.error_pages import error_page
+    from dermbench.report.html import environment, render, table
+
+    evil_id = '"><img src=x onerror=alert(4)>.jpg'
+    evil_site = "<script>alert(5)</script>"
+    cell = CellRecord(path=tmp_path / "cell", experiment="x", paradigm="probe", model=EVIL_MODEL, variant="",
+                      dataset=EVIL_DATASET, seed=1, metrics={"threshold": {"value": 0.5}},
+                      entry=f"probe/{EVIL_MODEL}")
+    pred = pd.DataFrame({"img_id": [evil_id, "b.jpg"], "label": [1, 0], "pred": [0, 1],
+                         "p_malignant": [0.1, 0.9], "site": [evil_site, "back"]})
+    page, counts = error_page(cell, pred, {evil_id: str(tmp_path / "missing.jpg")}, tmp_path / "thumbs", "../thumbs",
+                              "../index.html")
+    assert counts == {"false_benign": 1, "false_malignant": 1, "n": 2}
+    lowered = page.lower()
+    assert "<script" not in lowered and "<svg" not in lowered and "<img src=x" not in lowered
+    assert "&lt;img src=x onerror=alert(4)&gt;.jpg" in page and "site=&lt;script&gt;alert(5)&lt;/script&gt;" in page
+    assert "Errors of probe/&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script" not in render("base.html", title=EVIL_MODEL).lower()
+    # a table cell with a link or a tag escapes its text, its address and its colour alike
+    frame = pd.DataFrame({"href": ['x" onmouseover="alert(6)'], "paradigm": [EVIL_MODEL]})
+    t = table(frame, links={"href": EVIL_MODEL}, tags={"paradigm": lambda v: v})
+    rendered = environment().from_string('{% from "macros.html" import table %}{{ table(t) }}').render(t=t)
+    assert "<script" not in rendered.lower() and 'onmouseover="' not in rendered
+    assert rendered.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 3  # link text, tag text, tag colour

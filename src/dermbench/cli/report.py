@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -25,17 +24,14 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import ReportOptions, build_report
     from ..errors import UsageError
+    from ..report import ReportOptions, build_report
+    from ..utils.console import is_quiet
 
     if args.top_k < 1 or args.max_thumbs < 0:
         raise UsageError(f"--top-k must be 1 or more and --max-thumbs 0 or more (got {args.top_k}, {args.max_thumbs})")
     options = ReportOptions(metric=args.metric, split=args.split, top_k=args.top_k,
-                            error_pages=not args.no_error_pages, max_thumbs=args.max_thumbs,
-                            quiet=bool(os.environ.get("DERMBENCH_QUIET")))
-    try:
-        report = build_report(args.runs, args.out, options)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(str(exc)) from None
+                            error_pages=not args.no_error_pages, max_thumbs=args.max_thumbs, quiet=is_quiet())
+    report = build_report(args.runs, args.out, options)  # a runs folder or metric it cannot use: UsageError
     print(f"report of {report.n_cells} cell(s) ({report.n_incomplete} failed or partial): {report.index}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,17 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from ..errors import UsageError
 from ..runs.record import COMPLETE, is_complete, read_metrics
 
 
 @dataclass
 class CellRecord:
-    """One complete cell: its identity (from ``config.yaml``), metrics and folder."""
+    """One complete cell: its identity (from the run record), metrics and folder.
+
+    ``config_label`` names the configuration (model + variant: one report row); ``label`` names
+    the cell, which adds the curve point (``+frac0.1``, ``+5shot``) when it is one.
+    """
 
     path: Path
     experiment: str
@@ -24,11 +30,18 @@ class CellRecord:
     dataset: str
     seed: int
     metrics: dict[str, Any]
-    entry: str = ""  # how the report names the model: paradigm/model+variant (+ experiment)
+    config_label: str = ""
+    label: str = ""
+    curve_axis: str | None = None   # "label_fraction" | "k_shot" | None
+    curve_value: float | None = None
+    entry: str = ""         # how the report names the cell: paradigm/label (+ experiment)
+    config_entry: str = ""  # how the report names its configuration: paradigm/config_label (+ experiment)
 
     @property
-    def model_label(self) -> str:
-        return f"{self.model}+{self.variant}" if self.variant else self.model
+    def is_full_data(self) -> bool:
+        """True for the cells the report ranks: not a curve point, or the curve's full-data point
+        (label fraction 1). A k-shot cell is always a curve point."""
+        return self.curve_axis is None or (self.curve_axis == "label_fraction" and self.curve_value == 1.0)
 
     @property
     def extra(self) -> dict[str, Any]:
@@ -71,7 +84,7 @@ def collect_runs(root: str | Path) -> RunsIndex:
     """Every cell under ``root``: complete ones with their metrics, the others as failed/partial."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"runs folder {root} does not exist (run `dermbench run CONFIG` first)")
+        raise UsageError(f"runs folder {root} does not exist (run `dermbench run CONFIG` first)")
     index = RunsIndex(root)
     for folder in _cell_folders(root):
         if not is_complete(folder):
@@ -86,7 +99,8 @@ def collect_runs(root: str | Path) -> RunsIndex:
     experiments = {c.experiment for c in index.cells}
     for c in index.cells:
         prefix = f"{c.experiment}:" if len(experiments) > 1 else ""
-        c.entry = f"{prefix}{c.paradigm}/{c.model_label}"
+        c.config_entry = f"{prefix}{c.paradigm}/{c.config_label}"
+        c.entry = c.config_entry if c.is_full_data else f"{prefix}{c.paradigm}/{c.label}"
     return index
 
 
@@ -104,13 +118,68 @@ def _read_cell(folder: Path, root: Path) -> CellRecord:
     dataset_name = Path(str(dataset)).name if dataset else (metrics.get("dataset") or {}).get("name") \
         or fallback.get("dataset", "?")
     seed_text = folder.name[4:]
+    identity = read_identity(metrics, spec, fallback.get("model", "?"))
     return CellRecord(
         path=folder,
         experiment=str(spec.get("experiment") or fallback.get("experiment", "")),
         paradigm=str(spec.get("paradigm") or fallback.get("paradigm", "?")),
-        model=str(spec.get("model") or fallback.get("model", "?")),
-        variant=str(spec.get("variant") or ""),
+        model=identity["model"],
+        variant=identity["variant"],
         dataset=str(dataset_name),
         seed=int(spec.get("seed", int(seed_text) if seed_text.isdigit() else 0)),
         metrics=metrics,
+        config_label=identity["config_label"],
+        label=identity["label"],
+        curve_axis=identity["curve_axis"],
+        curve_value=identity["curve_value"],
     )
+
+
+def read_identity(metrics: dict[str, Any], spec: dict[str, Any], folder_model: str = "?") -> dict[str, Any]:
+    """The cell's ``identity`` (model, variant, config_label, label, curve_axis, curve_value).
+
+    Run records carry it (``identity`` in ``config.yaml``, ``cell.identity`` in ``metrics.json``);
+    a record written before they did is read from its model, variant and settings instead
+    (:func:`identity_from_variant`).
+    """
+    for source in (metrics.get("identity"), (metrics.get("cell") or {}).get("identity"), spec.get("identity")):
+        if isinstance(source, dict) and source.get("model"):
+            model, variant = str(source["model"]), str(source.get("variant") or "")
+            config_label = str(source.get("config_label") or "+".join(p for p in (model, variant) if p))
+            axis = source.get("curve_axis") or None
+            value = _curve_value(axis, source.get("curve_value"))
+            return {"model": model, "variant": variant, "config_label": config_label,
+                    "label": str(source.get("label") or config_label), "curve_axis": axis, "curve_value": value}
+    return identity_from_variant(str(spec.get("model") or folder_model), str(spec.get("variant") or ""),
+                                 spec.get("settings") or {})
+
+
+def identity_from_variant(model: str, variant: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a record without one: a ``fracX`` or ``Nshot`` part of its variant (the
+    old folder label, ``resnet18+logreg+frac0.1``) is its curve point, the rest its configuration.
+    Without such a part, a ``k_shot`` or a ``label_fraction`` below 1 in its settings is the point."""
+    kept, axis, value = [], None, None
+    for part in (p for p in variant.split("+") if p):
+        fraction = re.fullmatch(r"frac(\d*\.?\d+(?:e-?\d+)?)", part)
+        shots = re.fullmatch(r"(\d+)shot", part)
+        if fraction and axis is None:
+            axis, value = "label_fraction", float(fraction.group(1))
+        elif shots and axis is None:
+            axis, value = "k_shot", int(shots.group(1))
+        else:
+            kept.append(part)
+    if axis is None and settings.get("k_shot") is not None:
+        axis, value = "k_shot", int(settings["k_shot"])
+    elif axis is None and settings.get("label_fraction") not in (None, 1, 1.0):
+        axis, value = "label_fraction", float(settings["label_fraction"])
+    config_label = "+".join([model, *kept])
+    point = {"label_fraction": f"frac{value:g}" if axis == "label_fraction" else "",
+             "k_shot": f"{value}shot"}.get(axis or "", "")
+    return {"model": model, "variant": "+".join(kept), "config_label": config_label,
+            "label": "+".join(p for p in (config_label, point) if p), "curve_axis": axis, "curve_value": value}
+
+
+def _curve_value(axis: str | None, value: Any) -> float | int | None:
+    if axis is None or value is None:
+        return None
+    return int(value) if axis == "k_shot" else float(value)

@@ -1,42 +1,56 @@
-"""HTML pages of the report: ``index.html`` and one error-analysis page per cell.
+"""Rendering of the report's HTML pages: Jinja2 templates (``report/templates``) with autoescape.
 
 The pages are self-contained within the report folder: figures and thumbnails are files beside
 them, referenced by relative links, with inline CSS and no script or network resource. Every
-string that comes from the data (model, dataset, file and error names, ids) goes through
-:func:`html.escape`.
+value a template prints is escaped by Jinja2's autoescape, which is on for every template; no
+value is marked safe, so a model, dataset, file or error name, or an image id, is always text.
+
+Tables reach the templates as :class:`Table` (headers and rows of :class:`TableCell`): the kind of
+a cell (plain text, a link, a coloured paradigm tag) is data, so no Python code writes HTML.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
 import math
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1300px;
-color:#222;padding:0 16px}
-h1{font-size:1.6em;margin-bottom:4px} h2{margin-top:36px;border-bottom:2px solid #ddd;padding-bottom:4px}
-h3{margin-top:22px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
-table{display:block;overflow-x:auto;max-width:100%}
-th,td{border:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top} th{background:#f3f3f3}
-tr:nth-child(even) td{background:#fafafa} .num{text-align:right;font-variant-numeric:tabular-nums}
-.note{color:#555;font-size:13px} .warn{color:#a40000} img.plot{max-width:100%;border:1px solid #eee;margin:6px 0}
-.grid{display:flex;flex-wrap:wrap;gap:10px} .thumb{width:132px;font-size:11px;text-align:center}
-.thumb img{width:128px;height:128px;object-fit:cover;border:1px solid #ccc}
-.nowrap{white-space:nowrap} nav a{margin-right:12px} code{background:#f4f4f4;padding:1px 4px}
-.tag{display:inline-block;padding:0 6px;border-radius:8px;color:#fff;font-size:11px}
-"""
-
-e = html.escape
+#: package folder of the templates (shipped as package data)
+TEMPLATES = "templates"
 
 
-def page(title: str, body: str) -> str:
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{e(title)}</title><style>{CSS}</style></head><body>\n{body}\n</body></html>\n")
+@lru_cache(maxsize=1)
+def environment() -> Any:
+    import jinja2
+
+    return jinja2.Environment(loader=jinja2.PackageLoader("dermbench.report", TEMPLATES), autoescape=True,
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
+
+
+def render(template: str, **context: Any) -> str:
+    """A template of ``report/templates`` rendered with ``context`` (every value escaped)."""
+    return environment().get_template(template).render(**context)
+
+
+@dataclass(frozen=True)
+class TableCell:
+    text: str
+    classes: str = ""                # CSS classes: "num" (right-aligned number), "nowrap"
+    href: str | None = None          # the text is a link to this (relative) address
+    tag_colour: str | None = None    # the text is a tag on this background colour (a paradigm)
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: list[str]
+    rows: list[list[TableCell]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def fmt(v: Any, digits: int = 3) -> str:
@@ -51,102 +65,29 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def table(df: pd.DataFrame, columns: Iterable[str] | None = None, headers: dict[str, str] | None = None,
-          cell: Callable[[str, Any, pd.Series], str] | None = None, numeric: Iterable[str] = ()) -> str:
-    """An escaped HTML table. ``cell(col, value, row)`` may return ready HTML for a column
-    (it must escape what it inserts); other values are formatted and escaped here."""
+def table(df: pd.DataFrame, columns: Iterable[str] | None = None, headers: Mapping[str, str] | None = None, *,
+          links: Mapping[str, str] | None = None, tags: Mapping[str, Callable[[str], str]] | None = None,
+          numeric: Iterable[str] = ()) -> Table:
+    """A :class:`Table` of ``df``'s ``columns`` (all by default), headed by ``headers`` where given.
+
+    ``links``: column -> link text; the column's value is the address. ``tags``: column -> a
+    function giving the tag colour of a value. Floats and ``numeric`` columns are right-aligned;
+    a column whose header mentions a CI does not wrap.
+    """
     columns = list(columns or df.columns)
-    headers = headers or {}
-    numeric = set(numeric)
-    out = ["<table><tr>" + "".join(f"<th>{e(headers.get(c, c))}</th>" for c in columns) + "</tr>"]
+    headers, links, tags, numeric = dict(headers or {}), dict(links or {}), dict(tags or {}), set(numeric)
+    rows = []
     for _, row in df.iterrows():
-        tds = []
+        cells = []
         for c in columns:
             v = row.get(c)
-            custom = cell(c, v, row) if cell else None
-            content = custom if custom is not None else e(fmt(v.item() if hasattr(v, "item") else v))
+            v = v.item() if hasattr(v, "item") else v
             classes = (["num"] if c in numeric or isinstance(v, float) else []) + (["nowrap"] if "CI" in c else [])
-            cls = f' class="{" ".join(classes)}"' if classes else ""
-            tds.append(f"<td{cls}>{content}</td>")
-        out.append("<tr>" + "".join(tds) + "</tr>")
-    out.append("</table>")
-    return "\n".join(out)
-
-
-def img(rel: str | None, alt: str) -> str:
-    if not rel:
-        return ""
-    return f'<img class="plot" src="{e(rel)}" alt="{e(alt)}">'
-
-
-# ---------------------------------------------------------------------------------------------
-# error analysis
-# ---------------------------------------------------------------------------------------------
-def thumbnail(image_path: str | Path, thumbs_dir: Path, size: int = 128) -> str | None:
-    """A JPEG thumbnail of an image (read with :func:`open_rgb`), written once; its file name."""
-    from ..data.images import ImageReadError, open_rgb
-
-    name = hashlib.sha1(str(Path(image_path).absolute()).encode()).hexdigest()[:16] + ".jpg"
-    target = thumbs_dir / name
-    if target.is_file():
-        return name
-    try:
-        image = open_rgb(image_path, draft_size=(size * 2, size * 2))
-    except (ImageReadError, OSError):
-        return None
-    image.thumbnail((size, size))
-    thumbs_dir.mkdir(parents=True, exist_ok=True)
-    from ..utils.atomic import atomic_path
-
-    with atomic_path(target) as tmp:
-        image.save(tmp, format="JPEG", quality=82)
-    return name
-
-
-def error_examples(pred: pd.DataFrame, max_per_kind: int) -> dict[str, pd.DataFrame]:
-    """False-benign (malignant scored benign; lowest p first) and false-malignant (benign scored
-    malignant; highest p first) test images, the most confident mistakes first."""
-    false_benign = pred[(pred["label"] == 1) & (pred["pred"] == 0)].sort_values(["p_malignant", "img_id"])
-    false_malignant = pred[(pred["label"] == 0) & (pred["pred"] == 1)].sort_values(
-        ["p_malignant", "img_id"], ascending=[False, True])
-    return {"false_benign": false_benign.head(max_per_kind), "false_malignant": false_malignant.head(max_per_kind),
-            "counts": pd.DataFrame([{"false_benign": len(false_benign), "false_malignant": len(false_malignant),
-                                     "n": len(pred)}])}
-
-
-def error_page(cell, pred: pd.DataFrame, image_paths: dict[str, str] | None, thumbs_dir: Path,
-               thumbs_rel: str, index_rel: str, max_per_kind: int = 24) -> tuple[str, dict[str, int]]:
-    """The error-analysis page of one cell and its counts."""
-    ex = error_examples(pred, max_per_kind)
-    counts = ex["counts"].iloc[0].to_dict()
-    threshold = (cell.metrics.get("threshold") or {}).get("value")
-    parts = [f'<p><a href="{e(index_rel)}">&larr; report</a></p>',
-             f"<h1>Errors of {e(cell.entry)} on {e(cell.dataset)} (seed {e(str(cell.seed))})</h1>",
-             f"<p class=note>Test split, operating threshold {e(fmt(threshold))} "
-             f"(pred = malignant when p_malignant &ge; threshold). {int(counts['false_benign'])} false-benign "
-             f"and {int(counts['false_malignant'])} false-malignant of {int(counts['n'])} test images; "
-             f"up to {max_per_kind} of each kind are shown, the most confident mistakes first. Run record: "
-             f"<code>{e(str(cell.path))}</code></p>"]
-    if image_paths is None:
-        parts.append("<p class=warn>The dataset folder of this run is not available here, so no thumbnails; "
-                     "the ids and scores are listed.</p>")
-    for kind, title in (("false_benign", "False benign (malignant lesions scored benign — missed cancers)"),
-                        ("false_malignant", "False malignant (benign lesions scored malignant)")):
-        frame = ex[kind]
-        parts.append(f"<h2>{e(title)}</h2>")
-        if frame.empty:
-            parts.append("<p class=note>none</p>")
-            continue
-        tiles = []
-        for _, row in frame.iterrows():
-            src = None
-            if image_paths is not None and row["img_id"] in image_paths:
-                src = thumbnail(image_paths[row["img_id"]], thumbs_dir)
-            extras = [f"{c}={row[c]}" for c in ("diagnosis", "fitzpatrick", "site") if c in row and pd.notna(row[c])]
-            picture = (f'<img src="{e(thumbs_rel + "/" + src)}" alt="{e(str(row["img_id"]))}">' if src
-                       else "<div class=note>(no image)</div>")
-            tiles.append(f'<div class="thumb">{picture}<br>{e(str(row["img_id"]))}<br>'
-                         f'p_malignant={e(fmt(float(row["p_malignant"])))}'
-                         + (f"<br>{e(', '.join(extras))}" if extras else "") + "</div>")
-        parts.append('<div class="grid">' + "".join(tiles) + "</div>")
-    return page(f"errors: {cell.entry} / {cell.dataset}", "\n".join(parts)), {k: int(v) for k, v in counts.items()}
+            if c in links:
+                cells.append(TableCell(links[c], " ".join(classes), href=str(v)))
+            elif c in tags:
+                cells.append(TableCell(str(v), " ".join(classes), tag_colour=tags[c](str(v))))
+            else:
+                cells.append(TableCell(fmt(v), " ".join(classes)))
+        rows.append(cells)
+    return Table([headers.get(c, c) for c in columns], rows)

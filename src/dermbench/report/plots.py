@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .collect import CellRecord
-from .tables import higher_is_better, rank
+from .tables import full_data, higher_is_better, rank
 
 PARADIGM_COLOURS = {"finetune": "#1f77b4", "probe": "#2ca02c", "zeroshot": "#d62728"}
 _LINESTYLES = {"finetune": "-", "probe": "--", "zeroshot": ":"}
@@ -222,24 +222,28 @@ def parse_failures(rows: pd.DataFrame, path: Path) -> Path | None:
     return _save(fig, path)
 
 
-def label_fraction_curves(rows: pd.DataFrame, metric: str, title: str, path: Path) -> Path | None:
-    """Probe curves: test metric against the fraction of training labels, one line per backbone+head."""
-    if rows.empty:
-        return None
-    counts = rows.groupby("curve")["label_fraction"].nunique()
-    rows = rows[rows["curve"].isin(counts[counts >= 2].index)]  # a single point is not a curve
-    if rows.empty:
+_CURVE_AXES = {"label_fraction": "fraction of training labels used (log scale)",
+               "k_shot": "training images per class (log scale)"}
+
+
+def curves(points: pd.DataFrame, axis: str, metric: str, title: str, path: Path) -> Path | None:
+    """Test metric along a curve axis (label fraction or k-shot), one line per configuration
+    (mean over seeds at each point). A configuration with a single point draws no line."""
+    points = points[points["axis"] == axis]
+    counts = points.groupby("curve")["x"].nunique()
+    points = points[points["curve"].isin(counts[counts >= 2].index)]
+    if points.empty:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for curve, part in rows.groupby("curve", sort=True):
-        part = part.groupby("label_fraction", as_index=False)["value"].mean().sort_values("label_fraction")
-        ax.plot(part["label_fraction"], part["value"], marker="o", label=_short(str(curve), 40))
+    for curve, part in points.groupby("curve", sort=True):
+        part = part.groupby("x", as_index=False)["value"].mean().sort_values("x")
+        ax.plot(part["x"], part["value"], marker="o", label=_short(str(curve), 40))
     ax.set_xscale("log")
-    ticks = sorted(rows["label_fraction"].unique())
+    ticks = sorted(points["x"].unique())
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
-    ax.set_xlabel("fraction of training labels used (log scale)")
+    ax.set_xlabel(_CURVE_AXES.get(axis, axis))
     ax.set_ylabel(f"{metric} (test)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
@@ -247,8 +251,9 @@ def label_fraction_curves(rows: pd.DataFrame, metric: str, title: str, path: Pat
 
 
 def top_cells(cells: list[CellRecord], summary: pd.DataFrame, dataset: str, metric: str, k: int) -> list[CellRecord]:
-    """The lowest-seed cell of each of the ``k`` best entries of a dataset."""
-    sub = summary[(summary["dataset"] == dataset) & (summary["split"] == "test") & (summary["metric"] == metric)]
+    """The lowest-seed cell of each of the ``k`` best configurations of a dataset."""
+    sub = full_data(summary[(summary["dataset"] == dataset) & (summary["split"] == "test")
+                            & (summary["metric"] == metric)])
     order = list(rank(sub, metric)["entry"][: k])
     by_entry: dict[str, CellRecord] = {}
     for c in sorted(cells, key=lambda c: c.seed):

@@ -17,10 +17,18 @@ import pandas as pd
 
 from .collect import CellRecord
 
+#: What the report ranks: one row per configuration (model + variant). Curve points (a label
+#: fraction below 1, k images per class) are drawn as curves, never ranked as models.
+RANKING_SCOPE = ("one row per configuration (model and variant); label-fraction and k-shot points are "
+                 "drawn as curves, not ranked")
+
 TIE_RULE = ("ranked by mean over seeds; ties broken by the conservative CI bound (higher lower bound, "
             "or lower upper bound for Brier/ECE), then by name")
 
-ID_COLUMNS = ["experiment", "paradigm", "model", "variant", "entry", "dataset", "seed"]
+ID_COLUMNS = ["experiment", "paradigm", "model", "variant", "config_label", "curve_axis", "curve_value", "entry",
+              "dataset", "seed"]
+#: columns of the seed summary that say which configuration and curve point a row is
+_SUMMARY_IDS = ["paradigm", "entry", "config_label", "curve_axis", "curve_value"]
 
 
 def higher_is_better(metric: str) -> bool:
@@ -44,6 +52,7 @@ def results_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
             for metric, m in (record.get("metrics") or {}).items():
                 rows.append({
                     "experiment": c.experiment, "paradigm": c.paradigm, "model": c.model, "variant": c.variant,
+                    "config_label": c.config_label, "curve_axis": c.curve_axis, "curve_value": c.curve_value,
                     "entry": c.entry, "dataset": c.dataset, "seed": c.seed, "split": split, "metric": metric,
                     "value": _num(m.get("value")), "ci_low": _num(m.get("ci_low")), "ci_high": _num(m.get("ci_high")),
                     "n": record.get("n"), "n_malignant": record.get("n_malignant"),
@@ -72,13 +81,26 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
     ``n_seeds`` counts the seeds where the metric is defined, i.e. the values the mean is over.
     """
     if results.empty:
-        return pd.DataFrame(columns=["paradigm", "entry", "dataset", "split", "metric", "value", "sd", "ci_low",
-                                     "ci_high", "n_seeds", "n"])
-    keys = ["paradigm", "entry", "dataset", "split", "metric"]
+        return pd.DataFrame(columns=_SUMMARY_IDS + ["dataset", "split", "metric", "value", "sd", "ci_low",
+                                                    "ci_high", "n_seeds", "n"])
+    keys = [k for k in _SUMMARY_IDS if k in results.columns] + ["dataset", "split", "metric"]
     grouped = results.groupby(keys, sort=False, dropna=False)
     out = grouped.agg(value=("value", "mean"), sd=("value", "std"), ci_low=("ci_low", "mean"),
                       ci_high=("ci_high", "mean"), n_seeds=("value", "count"), n=("n", "max")).reset_index()
     return out
+
+
+def full_data(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows the report ranks (:data:`RANKING_SCOPE`): no curve point, or a curve's full-data
+    point (label fraction 1). Frames without curve columns are all full data."""
+    if "curve_axis" not in frame.columns:
+        return frame
+    axis = frame["curve_axis"]
+    value = pd.to_numeric(frame["curve_value"], errors="coerce") if "curve_value" in frame.columns else None
+    keep = axis.isna() | (axis == "")
+    if value is not None:
+        keep |= (axis == "label_fraction") & (value == 1.0)
+    return frame[keep]
 
 
 def rank(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -100,8 +122,8 @@ def rank(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def leaderboard(summary: pd.DataFrame, dataset: str, metric: str, split: str = "test",
                 also: Iterable[str] = ("auprc", "sens_at_spec90", "balanced_accuracy", "brier")) -> pd.DataFrame:
-    """Entries of one dataset ranked by ``metric``; a few more metrics alongside."""
-    sub = summary[(summary["dataset"] == dataset) & (summary["split"] == split)]
+    """Configurations of one dataset ranked by ``metric``; a few more metrics alongside."""
+    sub = full_data(summary[(summary["dataset"] == dataset) & (summary["split"] == split)])
     main = sub[sub["metric"] == metric][["paradigm", "entry", "value", "ci_low", "ci_high", "sd", "n_seeds", "n"]]
     ranked = rank(main, metric)
     for other in also:
@@ -113,7 +135,7 @@ def leaderboard(summary: pd.DataFrame, dataset: str, metric: str, split: str = "
 
 
 def leaderboard_markdown(board: pd.DataFrame, dataset: str, metric: str, split: str = "test") -> str:
-    lines = [f"## {dataset} — {metric} on {split}", "", f"_{TIE_RULE}._", ""]
+    lines = [f"## {dataset} — {metric} on {split}", "", f"_{TIE_RULE}; {RANKING_SCOPE}._", ""]
     others = [c for c in board.columns if c not in ("rank", "paradigm", "entry", "value", "ci_low", "ci_high", "sd",
                                                      "n_seeds", "n", "tied")]
     header = ["rank", "model", "paradigm", f"{metric} [95% CI]", "sd over seeds", "seeds"] + others
@@ -151,7 +173,7 @@ def metric_matrix(summary: pd.DataFrame, metric: str, split: str = "test") -> pd
     """Datasets × entries of one metric (mean over seeds): ``metric_matrix__<metric>.csv``.
     Columns are ordered by the entries' mean over datasets in the metric's better direction; equal
     means keep the name order of the pivot (an explicit, stable rule, not an accident)."""
-    sub = summary[(summary["split"] == split) & (summary["metric"] == metric)]
+    sub = full_data(summary[(summary["split"] == split) & (summary["metric"] == metric)])
     if sub.empty:
         return pd.DataFrame()
     matrix = sub.pivot_table(index="dataset", columns="entry", values="value", aggfunc="mean")
@@ -162,8 +184,8 @@ def metric_matrix(summary: pd.DataFrame, metric: str, split: str = "test") -> pd
 
 
 def overall_best(summary: pd.DataFrame, metric: str, split: str = "test") -> pd.DataFrame:
-    """Per dataset, the best entry overall and per paradigm: ``overall_best_by_<metric>.csv``."""
-    sub = summary[(summary["split"] == split) & (summary["metric"] == metric)]
+    """Per dataset, the best configuration overall and per paradigm: ``overall_best_by_<metric>.csv``."""
+    sub = full_data(summary[(summary["split"] == split) & (summary["metric"] == metric)])
     rows = []
     for dataset in sorted(sub["dataset"].unique()):
         ds = sub[sub["dataset"] == dataset]
@@ -184,6 +206,34 @@ def overall_best(summary: pd.DataFrame, metric: str, split: str = "test") -> pd.
                          "n_compared": len(ranked)})
     return pd.DataFrame(rows, columns=["dataset", "paradigm", "metric", "best", "value", "ci_low", "ci_high",
                                        "n_seeds", "tie_decided", "runner_up", "runner_up_value", "n_compared"])
+
+
+CURVE_COLUMNS = ["dataset", "paradigm", "curve", "axis", "x", "seed", "value"]
+
+
+def curve_points(cells: Iterable[CellRecord], metric: str, split: str = "test") -> pd.DataFrame:
+    """The points of every curve, one row per cell: ``curve`` is the configuration (its
+    ``config_entry``), ``axis`` ``label_fraction`` or ``k_shot``, ``x`` the point on it.
+
+    A configuration with label-fraction points also gets its full-data cell as the point 1.0;
+    k-shot curves have no full-data point (k images per class is not a fraction of the data).
+    """
+    cells = list(cells)
+    with_fractions = {(c.dataset, c.config_entry) for c in cells if c.curve_axis == "label_fraction"}
+    rows = []
+    for c in cells:
+        if c.curve_axis is not None:
+            axis, x = c.curve_axis, c.curve_value
+        elif (c.dataset, c.config_entry) in with_fractions:
+            axis, x = "label_fraction", 1.0
+        else:
+            continue
+        value = (((c.metrics.get("splits") or {}).get(split) or {}).get("metrics") or {}).get(metric) or {}
+        if value.get("value") is None:
+            continue
+        rows.append({"dataset": c.dataset, "paradigm": c.paradigm, "curve": c.config_entry, "axis": axis,
+                     "x": float(x), "seed": c.seed, "value": float(value["value"])})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def holm(p_values: list[float]) -> list[float]:

@@ -1,0 +1,158 @@
+"""``index.html``: what each section of the report's main page shows, handed to its template.
+
+Each function builds one section's content from the report's tables and figures; the template
+(``templates/index.html``) lays it out. Paths of figures are made relative to the report folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..utils.paths import safe_name
+from .collect import RunsIndex
+from .html import Table, fmt, render, table
+from .plots import colour
+from .tables import RANKING_SCOPE, TIE_RULE, format_ci
+
+#: metrics shown beside the ranking metric in the leaderboard tables
+ALSO_SHOWN = ("auprc", "sens_at_spec90", "balanced_accuracy", "brier")
+#: rows of a dataset's leaderboard on the page (the markdown leaderboard has all)
+BOARD_ROWS = 25
+
+
+@dataclass
+class ReportContent:
+    """Everything the report computed that the main page shows."""
+
+    index: RunsIndex
+    out: Path
+    metric: str
+    split: str
+    top_k: int
+    notes: list[str]
+    boards: dict[str, pd.DataFrame]      # dataset -> ranked leaderboard
+    best: pd.DataFrame                   # overall_best of the ranking metric
+    summary: pd.DataFrame
+    delong: pd.DataFrame
+    failures: pd.DataFrame               # zeroshot unparsed/failed rates per entry x dataset
+    curve_points: pd.DataFrame           # tables.curve_points of the ranking metric
+    figures: dict[str, Any] = field(default_factory=dict)
+    error_links: list[dict[str, Any]] = field(default_factory=list)
+
+    def rel(self, path: Path | None) -> str | None:
+        return str(path.relative_to(self.out)) if path else None
+
+
+def index_page(content: ReportContent) -> str:
+    """The whole ``index.html``."""
+    index = content.index
+    paradigms = sorted({c.paradigm for c in index.cells})
+    return render(
+        "index.html", title="dermbench report", root=str(index.root),
+        stamp=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), n_cells=len(index.cells),
+        n_incomplete=len(index.incomplete), paradigms=paradigms, metric=content.metric, split=content.split,
+        top_k=content.top_k, ranking_scope=RANKING_SCOPE, tie_rule=TIE_RULE, notes=content.notes,
+        nav=navigation(content), best=best_table(content.best),
+        heatmap=content.rel(content.figures.get("heatmap")),
+        datasets=[dataset_section(content, ds) for ds in content.boards],
+        zeroshot=zeroshot_section(content), curves=curves_section(content), errors=error_table(content),
+        incomplete=incomplete_table(index), files=report_files(content.metric))
+
+
+def navigation(content: ReportContent) -> list[tuple[str, str]]:
+    """(anchor, label) of the page's sections that have content."""
+    nav = [("#overview", "overview")] + [(f"#ds-{safe_name(ds)}", ds) for ds in content.boards]
+    present = {"zeroshot": len(content.failures) > 0, "curves": bool(content.figures.get("curves")),
+               "errors": bool(content.error_links), "incomplete": bool(content.index.incomplete)}
+    labels = {"zeroshot": "zeroshot failures", "curves": "curves", "errors": "error analysis",
+              "incomplete": "failed cells"}
+    nav += [(f"#{anchor}", labels[anchor]) for anchor, shown in present.items() if shown]
+    return nav + [("#files", "files")]
+
+
+def _with_ci(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    view = frame.copy()
+    view[column] = [format_ci(v, lo, hi) for v, lo, hi in zip(view["value"], view["ci_low"], view["ci_high"])]
+    return view
+
+
+def best_table(best: pd.DataFrame) -> Table | None:
+    """Best configuration per dataset, overall and per paradigm."""
+    if not len(best):
+        return None
+    return table(_with_ci(best, "value [95% CI]"),
+                 ["dataset", "paradigm", "best", "value [95% CI]", "n_seeds", "runner_up", "runner_up_value",
+                  "tie_decided", "n_compared"],
+                 headers={"tie_decided": "tie broken by rule", "n_compared": "models compared"})
+
+
+def leaderboard_table(board: pd.DataFrame, metric: str) -> Table:
+    """The first rows of a dataset's leaderboard, paradigm as a coloured tag."""
+    view = _with_ci(board.head(BOARD_ROWS), f"{metric} [95% CI]")
+    view["rank"] = [f"{r} (tie)" if t else str(r) for r, t in zip(view["rank"], view["tied"])]
+    others = [c for c in ALSO_SHOWN if c in view.columns and c != metric]
+    return table(view, ["rank", "entry", "paradigm", f"{metric} [95% CI]", "sd", "n_seeds"] + others,
+                 headers={"entry": "model", "sd": "sd over seeds", "n_seeds": "seeds"}, tags={"paradigm": colour})
+
+
+def dataset_section(content: ReportContent, ds: str) -> dict[str, Any]:
+    """One dataset: leaderboard, its figures and the DeLong comparisons of its top models."""
+    figures = content.figures["datasets"].get(ds, {})
+    summary = content.summary
+    n_images = summary[(summary["dataset"] == ds) & (summary["split"] == content.split)]["n"].max()
+    delong = content.delong[content.delong["dataset"] == ds] if len(content.delong) else content.delong
+    return {
+        "anchor": f"ds-{safe_name(ds)}", "name": ds, "n_models": len(content.boards[ds]), "n_images": fmt(n_images),
+        "markdown": f"leaderboards/{safe_name(ds)}.md", "board": leaderboard_table(content.boards[ds], content.metric),
+        "bars": content.rel(figures.get("bars")), "roc": content.rel(figures.get("roc")),
+        "reliability": content.rel(figures.get("reliability")),
+        "subgroups": [(attribute, content.rel(fig)) for attribute, fig in figures.get("subgroups", [])],
+        "delong": table(delong, ["model_a", "model_b", "auc_a", "auc_b", "diff", "ci_low", "ci_high", "p_value",
+                                 "p_holm", "n", "note"],
+                        headers={"ci_low": "diff CI low", "ci_high": "diff CI high"}) if len(delong) else None,
+    }
+
+
+def zeroshot_section(content: ReportContent) -> dict[str, Any] | None:
+    if not len(content.failures):
+        return None
+    return {"figure": content.rel(content.figures.get("parse_failures")),
+            "table": table(content.failures, ["entry", "dataset", "unparsed_rate", "failed_rate"])}
+
+
+def curves_section(content: ReportContent) -> dict[str, Any] | None:
+    """The curve figures and their points (mean over seeds), when a curve was drawn."""
+    figures = content.figures.get("curves") or []
+    if not figures:
+        return None
+    points = content.curve_points.groupby(["dataset", "curve", "axis", "x"], as_index=False).agg(
+        value=("value", "mean"), n_seeds=("value", "count")).sort_values(["dataset", "curve", "axis", "x"])
+    return {"figures": [(content.rel(path), alt) for path, alt in figures],
+            "table": table(points, ["dataset", "curve", "axis", "x", "value", "n_seeds"],
+                           headers={"curve": "configuration", "x": "point", "n_seeds": "seeds",
+                                    "value": f"{content.metric} ({content.split})"})}
+
+
+def error_table(content: ReportContent) -> Table | None:
+    if not content.error_links:
+        return None
+    return table(pd.DataFrame(content.error_links), ["dataset", "entry", "seed", "false_benign", "false_malignant",
+                                                      "n", "href"],
+                 headers={"href": "page", "n": "test images"}, links={"href": "errors"})
+
+
+def incomplete_table(index: RunsIndex) -> Table | None:
+    if not index.incomplete:
+        return None
+    return table(pd.DataFrame([{"state": c.state, "cell": str(c.path.relative_to(index.root)), "error": c.error}
+                               for c in index.incomplete]))
+
+
+def report_files(metric: str) -> list[str]:
+    return ["results.csv", "summary.csv", "leaderboards.md", f"tables/metric_matrix__{metric}.csv",
+            f"tables/overall_best_by_{metric}.csv", "tables/delong.csv", "tables/incomplete_cells.csv"]
