@@ -6,7 +6,8 @@ import torch
 
 from dermbench.paradigms import PARADIGMS
 from dermbench.registry import Entry
-from dermbench.runner.cell import CellSpec, execute_cell
+from dermbench.runner.cell import execute_cell
+from dermbench.runs.cell import CellSpec
 from dermbench.runner.config import parse_config
 from dermbench.runner.grid import expand_grid
 

@@ -60,7 +60,9 @@ def test_grid_expands_models_datasets_seeds_variants(synth_root, tmp_path):
     keys = [c.key for c in cells]
     assert len(set(keys)) == len(keys)
     assert keys[0] == "fake/good+v1/synth_a/seed1"
-    assert cells[0].spec.settings == {"skill": 2.0} and cells[-1].spec.settings == {"skill": 0.3}
+    # a plugin paradigm's named variants reach it as settings["variant"]
+    assert cells[0].spec.settings == {"skill": 2.0, "variant": "v1"}
+    assert cells[-1].spec.settings == {"skill": 0.3, "variant": "v2"}
     assert cells[0].spec.dataset == str(synth_root / "synth_a")
     assert {cell_state(c, tmp_path / "runs") for c in cells} == {"todo"}
 
@@ -215,12 +217,12 @@ def test_ray_executor_matches_local(synth_root, tmp_path, monkeypatch):
 
 
 def test_ray_chains_probe_cells_that_share_embeddings():
-    from dermbench.runner.cell import CellSpec
     from dermbench.runner.executors import _cache_group
+    from dermbench.runs.cell import CellSpec
 
-    head_a = CellSpec("e", "probe", "dinov2_giant", "/d/x", variant="rf", settings={"head": "rf"})
-    head_b = CellSpec("e", "probe", "dinov2_giant", "/d/x", variant="svm", settings={"head": "svm"})
-    other = CellSpec("e", "probe", "dinov2_giant", "/d/y", variant="rf", settings={"head": "rf"})
+    head_a = CellSpec("e", "probe", "dinov2_giant", "/d/x", settings={"head": "rf"})
+    head_b = CellSpec("e", "probe", "dinov2_giant", "/d/x", settings={"head": "svm"})
+    other = CellSpec("e", "probe", "dinov2_giant", "/d/y", settings={"head": "rf"})
     assert _cache_group(head_a) == _cache_group(head_b) != _cache_group(other)
     assert _cache_group(CellSpec("e", "finetune", "resnet18", "/d/x")) is None
 

@@ -34,10 +34,10 @@ def run_cell(spec, recorder) -> dict:
     if settings.get("crash"):  # the worker process dies (as if killed or out of memory)
         os.kill(os.getpid(), signal.SIGKILL)
     if settings.get("fail"):
-        raise RuntimeError(f"fake failure of {spec.model_label}")
+        raise RuntimeError(f"fake failure of {spec.label}")
     dataset = load_dataset(spec.dataset, quiet=True)
     skill = float(settings.get("skill", 1.0))
-    rng = np.random.default_rng(zlib.crc32(f"{spec.model_label}|{spec.seed}|{dataset.name}".encode()))
+    rng = np.random.default_rng(zlib.crc32(f"{spec.label}|{spec.seed}|{dataset.name}".encode()))
     scores = {}
     for split in ("validation", "test"):
         frame = dataset.split(split)

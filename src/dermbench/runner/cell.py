@@ -1,4 +1,4 @@
-"""One cell of the grid: (paradigm, model, dataset, seed [, head/prompt]) -> a run record.
+"""Running one cell: a :class:`~dermbench.runs.cell.CellSpec` -> a complete run record (or a recorded failure).
 
 Every paradigm implements ``run_cell(spec: CellSpec, recorder: RunRecorder) -> dict`` in
 ``dermbench/paradigms/<paradigm>/cell.py``; it ends by calling
@@ -10,52 +10,16 @@ same everywhere.
 
 from __future__ import annotations
 
-import time
 import contextlib
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..runs.record import RunRecorder, cell_dir, is_complete
+from ..runs.cell import CellSpec
+from ..runs.record import RunRecorder, is_complete
+from ..utils.console import get_logger
 
-
-@dataclass
-class CellSpec:
-    """Everything a paradigm needs to run one cell. ``settings`` is the paradigm's validated
-    settings (a plain dict of its pydantic settings model, see ``paradigms/<p>/settings.py``)."""
-
-    experiment: str
-    paradigm: str
-    model: str            # registry name (finetune model, probe backbone, zeroshot model)
-    dataset: str          # path of a contract dataset folder
-    seed: int = 42
-    variant: str = ""     # e.g. probe head, prompt set, balancing mode: part of the cell's identity
-    settings: dict[str, Any] = field(default_factory=dict)
-    threshold_policy: str = "fixed:0.5"
-    n_boot: int = 1000
-    device: str = "auto"
-    strict: bool = False
-    quiet: bool = False
-    threads: int = 0      # torch intra-op CPU threads for this cell; 0 = the library default
-
-    # CPU float results depend on how reductions are split across threads, so a grid fixes the
-    # thread count per cell (from its ``resources.num_cpus``): then the same config and seed give
-    # identical metrics in process, in a worker pool and on Ray.
-
-    @property
-    def model_label(self) -> str:
-        """Folder/report name of the model: the model plus its variant (``resnet18+balanced``)."""
-        return f"{self.model}+{self.variant}" if self.variant else self.model
-
-    @property
-    def dataset_name(self) -> str:
-        return Path(self.dataset).name
-
-    def path(self, runs_root: str | Path) -> Path:
-        return cell_dir(runs_root, self.experiment, self.paradigm, self.model_label, self.dataset_name, self.seed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+log = get_logger("runner")
 
 
 @dataclass
@@ -76,8 +40,7 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) 
         changed = changed_fields(spec, path)
         if not changed:
             return CellResult(spec, path, "skipped")
-        if not spec.quiet:
-            print(f"{path}: complete, but recorded with other {', '.join(changed)}; redoing it", flush=True)
+        log.info("%s: complete, but recorded with other %s; redoing it", path, ", ".join(changed))
     recorder = RunRecorder(path)
     recorder.begin(spec.to_dict(), keep_work=not force)
     t0 = time.perf_counter()
@@ -95,9 +58,9 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) 
     return CellResult(spec, path, "done", time.perf_counter() - t0)
 
 
-#: Fields of a cell's config that change its results. A cell's folder is named by paradigm, model,
-#: variant, dataset and seed only, so a complete cell recorded with other values of these holds the
-#: results of another config: it is redone, not skipped.
+#: Fields of a cell's config that change its results. A cell's folder is named by its identity
+#: (paradigm, model, variant, curve point), dataset and seed only, so a complete cell recorded with
+#: other values of these holds the results of another config: it is redone, not skipped.
 RESULT_FIELDS = ("settings", "threshold_policy", "n_boot", "strict")
 
 

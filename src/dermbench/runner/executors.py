@@ -23,10 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..runs.record import is_complete
-from .cell import CellResult, CellSpec, changed_fields, execute_cell
-from .grid import PlannedCell
 from ..errors import ExecutorError
+from ..runs.cell import CellSpec
+from ..runs.record import is_complete
+from ..utils.console import get_logger
+from .cell import CellResult, changed_fields, execute_cell
+from .grid import PlannedCell
+
+log = get_logger("runner")
 
 OnResult = Callable[[CellResult], None]
 
@@ -50,12 +54,8 @@ class GridSummary:
                  f"{self.count('failed')} failed, {self.count('skipped')} skipped (already complete)"]
         for r in self.failed:
             first = (r.error or "").strip().splitlines()[0] if r.error else "see error.txt"
-            lines.append(f"  FAILED {_key(r.spec)}: {first}\n         details: {r.path / 'error.txt'}")
+            lines.append(f"  FAILED {r.spec.key}: {first}\n         details: {r.path / 'error.txt'}")
         return "\n".join(lines)
-
-
-def _key(spec: CellSpec) -> str:
-    return f"{spec.paradigm}/{spec.model_label}/{spec.dataset_name}/seed{spec.seed}"
 
 
 def run_cells(cells: list[PlannedCell], runs_root: str | Path, *, executor: str = "local", workers: int = 1,
@@ -112,11 +112,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_init(imports: list[str], threads: int, parent_pid: int | None = None) -> None:
+def _worker_init(imports: list[str], threads: int, parent_pid: int | None = None, quiet: bool = False) -> None:
     """Runs once in each spawned worker: tie it to its parent, size the math libraries' thread
-    pools, load plugins."""
+    pools, set up the console as the driver's, load plugins."""
+    from ..utils.console import configure
+
     if parent_pid is not None:
         _die_with_parent(parent_pid)
+    configure(quiet=quiet)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
     from .config import import_plugins
@@ -127,10 +130,13 @@ def _worker_init(imports: list[str], threads: int, parent_pid: int | None = None
 def _run_one(spec: dict[str, Any], runs_root: str, force: bool, imports: list[str], *after: Any) -> dict[str, Any]:
     """Run one cell in a worker (pool or Ray task); returns a picklable status. ``after`` holds the
     results of cells this one waited for (Ray resolves them before the task starts)."""
+    from ..utils.console import configure
     from .config import import_plugins
 
+    cell = CellSpec.from_dict(spec)
+    configure(quiet=cell.quiet)  # a Ray task's process has not been set up by this driver
     import_plugins(imports)
-    result = execute_cell(CellSpec(**spec), runs_root, force=force)
+    result = execute_cell(cell, runs_root, force=force)
     return {"status": result.status, "seconds": result.seconds, "error": result.error, "path": str(result.path),
             "host": os.uname().nodename if hasattr(os, "uname") else ""}
 
@@ -160,8 +166,8 @@ def run_process_pool(cells: list[PlannedCell], runs_root: Path, *, workers: int,
     while remaining:
         suspects, queued = _pool_round(remaining, runs_root, workers, force, imports, threads, emit)
         if suspects or queued:
-            print(f"a worker process died; retrying {len(suspects)} running cell(s) one at a time "
-                  f"and {len(queued)} queued cell(s)", file=sys.stderr)
+            log.warning("a worker process died; retrying %d running cell(s) one at a time and %d queued cell(s)",
+                        len(suspects), len(queued))
         if not suspects and len(queued) == len(remaining):  # no cell even started: workers die on start-up
             for cell in queued:
                 emit(_record_failure(cell, runs_root, RuntimeError(
@@ -183,8 +189,9 @@ def _pool_round(cells: list[PlannedCell], runs_root: Path, workers: int, force: 
     ctx = multiprocessing.get_context("spawn")
     round_start = time.time()
     broken: list[PlannedCell] = []
-    with ProcessPoolExecutor(max_workers=min(workers, len(cells)), mp_context=ctx,
-                             initializer=_worker_init, initargs=(imports, threads, os.getpid())) as pool:
+    quiet = any(c.spec.quiet for c in cells)
+    with ProcessPoolExecutor(max_workers=min(workers, len(cells)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(imports, threads, os.getpid(), quiet)) as pool:
         futures = {pool.submit(_run_one, c.spec.to_dict(), str(runs_root), force, imports): c for c in cells}
         pending = set(futures)
         while pending:
@@ -248,8 +255,9 @@ def _cache_group(spec: CellSpec) -> tuple | None:
     same embeddings in parallel. Other cells run independently."""
     if spec.paradigm != "probe":
         return None
-    return (spec.experiment, spec.model, spec.dataset, spec.settings.get("image_size"),
-            spec.settings.get("weights"), spec.settings.get("train_views"))
+    settings = spec.settings
+    return (spec.experiment, spec.model, spec.dataset, settings.get("image_size"), settings.get("resize"),
+            settings.get("weights"), settings.get("train_views"), repr(settings.get("backbone_options")))
 
 
 def _check_feasible(ray, cells: list[PlannedCell], *, strict: bool) -> None:
@@ -267,7 +275,7 @@ def _check_feasible(ray, cells: list[PlannedCell], *, strict: bool) -> None:
                    "or join a cluster that has them (--address auto)")
         if strict:
             raise ExecutorError(message)
-        print(f"warning: {message}; tasks wait until the cluster provides them", file=sys.stderr)
+        log.warning("%s; tasks wait until the cluster provides them", message)
 
 
 def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, address: str | None = None,

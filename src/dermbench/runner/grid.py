@@ -1,9 +1,9 @@
 """Expand a :class:`~dermbench.runner.config.RunConfig` into the cells of the grid.
 
-A block runs ``models × datasets × seeds × variants`` (a variant is a finetune balancing mode,
-a probe head or a zeroshot prompt set). Cells are ordered model → dataset → seed → variant so
-that the cells sharing a model's cached work (a probe backbone's embeddings, a dual encoder's
-image features) run next to each other.
+A block runs ``models × datasets × seeds × variants`` (a variant is what the paradigm's block
+lists: a finetune balancing mode, a probe head and label fraction, a zeroshot prompt set). Cells
+are ordered model → dataset → seed → variant so that the cells sharing a model's cached work (a
+probe backbone's embeddings, a dual encoder's image features) run next to each other.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..runs.block import Resources
+from ..runs.cell import CellSpec
 from ..runs.record import is_complete
-from .cell import CellSpec, changed_fields
-from .config import Resources, RunConfig
+from .cell import changed_fields
+from .config import RunConfig
 
 
 @dataclass
@@ -27,14 +30,16 @@ class PlannedCell:
 
     @property
     def key(self) -> str:
-        """``paradigm/model+variant/dataset/seedK``: how progress lines and summaries name a cell."""
-        s = self.spec
-        return f"{s.paradigm}/{s.model_label}/{s.dataset_name}/seed{s.seed}"
+        """``paradigm/label/dataset/seedK``: how progress lines, summaries and ``--only`` name a cell."""
+        return self.spec.key
 
 
 def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
                 quiet: bool = False) -> list[PlannedCell]:
-    """Every cell of the config, in run order, each with its settings already validated."""
+    """Every cell of the config, in run order, each with its settings already validated.
+
+    Two cells with the same identity, dataset and seed would share a folder: that is a
+    :class:`ConfigError` naming both blocks."""
     paths = config.dataset_paths(data_root)
     cells: list[PlannedCell] = []
     seen: dict[str, int] = {}
@@ -43,24 +48,22 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
         seeds = block.seeds or config.seeds
         resources = block.resources or config.resources
         for model in block.model_names():
-            variants = block.cell_variants(model)
+            variants = block.cell_settings(model)
             for dataset in dataset_names:
                 for seed in seeds:
-                    for variant, settings in variants:
+                    for settings in variants:
                         spec = CellSpec(
-                            experiment=config.experiment, paradigm=block.paradigm_name, model=model,
-                            dataset=str(paths[dataset]), seed=int(seed), variant=variant,
-                            settings=dict(settings),
+                            experiment=config.experiment, paradigm=block.paradigm, model=model,
+                            dataset=str(paths[dataset]), seed=int(seed), settings=dict(settings),
                             threshold_policy=block.threshold_policy or config.threshold_policy,
                             n_boot=config.n_boot, device=config.device, strict=config.strict, quiet=quiet,
                             threads=max(1, math.ceil(resources.num_cpus)))
-                        # two cells must never share a folder (names are made file-system safe there)
-                        identity = str(spec.path("")).lower()
-                        if identity in seen:
-                            raise ValueError(f"grid[{index}] repeats the cell {identity} of grid[{seen[identity]}] "
-                                             f"(same paradigm, model+variant, dataset and seed); each cell must "
-                                             f"appear once")
-                        seen[identity] = index
+                        folder = str(spec.path("")).lower()  # names are made file-system safe there
+                        if folder in seen:
+                            raise ConfigError(
+                                f"grid[{index}] repeats the cell {folder} of grid[{seen[folder]}] (same paradigm, "
+                                f"model, variant, dataset and seed); each cell must appear once")
+                        seen[folder] = index
                         cells.append(PlannedCell(spec, resources))
     return cells
 
@@ -82,8 +85,10 @@ def grid_table(cells: list[PlannedCell], runs_root: str | Path) -> list[dict[str
     """One row per cell for ``--dry-run``: identity, resources and current state."""
     rows = []
     for c in cells:
-        s = c.spec
-        rows.append({"paradigm": s.paradigm, "model": s.model, "variant": s.variant, "dataset": s.dataset_name,
-                     "seed": s.seed, "num_cpus": c.resources.num_cpus, "num_gpus": c.resources.num_gpus,
-                     "state": cell_state(c, runs_root), "path": str(s.path(runs_root))})
+        s, ident = c.spec, c.spec.identity
+        rows.append({"paradigm": s.paradigm, "model": ident.model,
+                     "variant": "+".join(p for p in (ident.variant, ident.point) if p),
+                     "dataset": s.dataset_name, "seed": s.seed, "num_cpus": c.resources.num_cpus,
+                     "num_gpus": c.resources.num_gpus, "state": cell_state(c, runs_root),
+                     "path": str(s.path(runs_root))})
     return rows

@@ -3,7 +3,7 @@
 The ``paper`` preset is the study's protocol (PRODUCT §5) exactly: 224 px, AdamW (lr 1e-5,
 weight decay 1e-4), cosine schedule (T_max 100, eta_min 1e-6), up to 100 epochs, early stopping
 with patience 10 on the validation loss, batch 128, the paper's augmentation policy, weighted
-oversampling (``balanced_aug``). Seed 42 is the :class:`~dermbench.runner.cell.CellSpec` default.
+oversampling (``balanced_aug``). Seed 42 is the :class:`~dermbench.runs.cell.CellSpec` default.
 
 Two things differ from the study by default, both with a switch back:
 

