@@ -107,7 +107,7 @@ def study_train_images_per_s(ds, args, model_name: str) -> float:
     import torch
     from torch.utils.data import DataLoader
 
-    from dermbench.paradigms.finetune.model import build_classifier
+    from dermbench.models import build_classifier
     from dermbench.paradigms.finetune.train import make_oversampler
 
     torch.manual_seed(0)
@@ -136,7 +136,7 @@ def study_train_images_per_s(ds, args, model_name: str) -> float:
 def dermbench_train_images_per_s(ds, args, model_name: str, work: Path) -> float:
     import pandas as pd
 
-    from dermbench.paradigms.finetune.model import build_classifier
+    from dermbench.models import build_classifier
     from dermbench.paradigms.finetune.settings import FinetuneSettings
     from dermbench.paradigms.finetune.train import LOG_CSV, fit, seed_everything
 
@@ -182,11 +182,12 @@ def device_check(args) -> int:
 
     from dermbench.data.contract import load_dataset
     from dermbench.data.synth import make_synthetic_dataset
-    from dermbench.paradigms.finetune.model import build_classifier
+    from dermbench.models import build_classifier
     from dermbench.paradigms.finetune.settings import FinetuneSettings
-    from dermbench.paradigms.finetune.train import LOG_CSV, fit, resolve_device, seed_everything
+    from dermbench.paradigms.finetune.train import LOG_CSV, fit, seed_everything
+    from dermbench.utils.device import choose_device
 
-    device = resolve_device(args.device)
+    device = torch.device(choose_device(args.device))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         os.environ["DERMBENCH_CACHE"] = str(tmp / "cache")

@@ -141,7 +141,7 @@ def ham_splits(fixtures: Path, n_splits: int, batch_size: int) -> int:
     from sklearn.metrics import roc_auc_score
 
     from dermbench.data.contract import load_dataset
-    from dermbench.models.backbones import build_backbone
+    from dermbench.models import build_embedder as build_backbone
     from dermbench.paradigms.probe.embed_cache import embed_split
     from dermbench.paradigms.probe.head_models import select_head
     from dermbench.paradigms.probe.trainset import transform_features

@@ -5,7 +5,7 @@
 Starts the local stand-in server (``dermbench.models.vlm.testing.FakeVLMServer``) that answers each
 request after a fixed ``--delay`` seconds (what a GPU-bound model server looks like from the
 client), writes ``--images`` small JPEGs, and times the real client
-(:class:`dermbench.models.vlm.http.OllamaBackend` / ``OpenAIBackend``: image encoding, JSON
+(:class:`dermbench.models.frameworks.http.OllamaBackend` / ``OpenAIBackend``: image encoding, JSON
 schema, retries, logprobs parsing) asking about every image: once sequentially (concurrency 1, the
 study's way) and once per ``--concurrency`` value. Prints images/s and the speed-up ratio over
 sequential. A real server is bounded by its own batch capacity (``OLLAMA_NUM_PARALLEL``, vLLM's
@@ -37,7 +37,7 @@ def write_images(folder: Path, n: int, size: int = 64, seed: int = 0) -> list[st
 
 def run_once(api: str, url: str, paths: list[str], concurrency: int) -> tuple[float, int]:
     from dermbench.models.vlm.base import VLMRequest
-    from dermbench.models.vlm.http import OllamaBackend, OpenAIBackend
+    from dermbench.models.frameworks.http import OllamaBackend, OpenAIBackend
     from dermbench.paradigms.zeroshot.prompts import load_prompt_set
 
     prompt_set = load_prompt_set("simple")

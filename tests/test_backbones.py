@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from dermbench.models.backbones import BACKBONES, backbone_target, build_backbone  # noqa: E402
-from dermbench.models.weights import WeightsNotFoundError  # noqa: E402
-from dermbench.registry import UnknownNameError  # noqa: E402
+from dermbench.models import build_embedder as build_backbone  # noqa: E402
+from dermbench.models import catalog, model_names, resolve  # noqa: E402
+from dermbench.errors import UnknownNameError, WeightsNotFoundError  # noqa: E402
 
 TINY_OPEN_CLIP = {"embed_dim": 16,
                   "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
@@ -50,21 +50,36 @@ def check_vectors(vectors, embedder, n):
     assert not np.allclose(vectors[0], vectors[1])  # different images, different vectors
 
 
-def test_registry_declares_source_licence_and_dim_for_every_backbone():
+def test_catalog_declares_source_licence_and_dim_for_every_backbone():
     expected = {"handcrafted", "efficientnet_lite0_imagenet", "derm_foundation", "dinov2_giant", "dinov3_convnext_tiny",
                 "dinov3_vith16plus", "dinov3_vit7b16", "panderm", "biomedclip", "dermlip", "monet"}
-    assert expected <= set(BACKBONES.names())
-    for entry in BACKBONES:
-        assert entry.meta.get("licence") and entry.meta.get("source") and entry.meta.get("embed_dim"), entry.name
-        assert entry.description
+    assert expected <= set(model_names("backbone"))
+    for name in model_names("backbone"):
+        spec = resolve("backbone", name)
+        assert spec.licence and spec.source and spec.options.get("embed_dim") and spec.description, name
+    assert {"derm_foundation", "dinov2_giant", "dinov3_convnext_tiny", "dinov3_vith16plus", "dinov3_vit7b16"} == {
+        name for name in model_names("backbone") if "backbone" in resolve("backbone", name).study_kinds}
     with pytest.raises(UnknownNameError, match="dinov2_giant"):
-        backbone_target("dinov2_gaint")
-    assert backbone_target("timm:resnet18")[1]["model_name"] == "resnet18"
-    assert backbone_target("hf-hub:org/repo")[1]["model_name"] == "hf-hub:org/repo"
+        resolve("backbone", "dinov2_gaint")
+    assert resolve("backbone", "timm:resnet18").model_id == "resnet18"
+    hub = resolve("backbone", "hf-hub:org/repo")
+    assert (hub.name, hub.framework, hub.model_id) == ("open_clip:hf-hub:org/repo", "open_clip", "hf-hub:org/repo")
+
+
+def test_embed_dim_of_every_timm_backbone_entry_is_timms():
+    """The catalog's embed_dim (shown by `dermbench ls`) is the feature width timm builds; the models
+    are built on the meta device (no memory, no weights), so even ViT-7B is checked."""
+    import timm
+
+    for spec in catalog().values():
+        if spec.framework == "timm" and "backbone" in spec.kinds:
+            with torch.device("meta"):
+                model = timm.create_model(spec.model_id, pretrained=False, num_classes=0)
+            assert model.num_features == spec.options["embed_dim"], spec.name
 
 
 def test_importing_the_registry_imports_no_heavy_library():
-    code = ("import sys, dermbench.models.backbones, dermbench.paradigms.probe.heads, dermbench.paradigms.probe.settings, "
+    code = ("import sys, dermbench.models, dermbench.paradigms.probe.heads, dermbench.paradigms.probe.settings, "
             "dermbench.cli.probe, dermbench.cli.embed; "
             "heavy = [m for m in ('torch', 'timm', 'transformers', 'open_clip', 'tensorflow', 'xgboost') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
@@ -114,7 +129,8 @@ def test_open_clip_tiny_tower_embeds_fixture_images(fixture_images):
     check_vectors(embed_files(tower, fixture_images), tower, 4)
     # a registered hf-hub tower with an explicit tiny random config keeps its registry metadata
     dermlip = build_backbone("dermlip", weights="random", model_cfg=TINY_OPEN_CLIP)
-    assert dermlip.name == "dermlip" and dermlip.details["source"] == "hf-hub:redlessone/DermLIP_ViT-B-16"
+    assert dermlip.name == "dermlip" and dermlip.details["source"] == resolve("backbone", "dermlip").source
+    assert dermlip.details["licence"] == "CC BY-NC 4.0"
 
 
 def test_open_clip_local_checkpoint_file(tmp_path, fixture_images):
@@ -128,19 +144,19 @@ def test_open_clip_local_checkpoint_file(tmp_path, fixture_images):
 
 
 def test_handcrafted_baseline_features(fixture_images):
-    from dermbench.models.embedders.handcrafted import FEATURE_NAMES, segment_lesion
+    from dermbench.models.frameworks.handcrafted import FEATURE_NAMES, segment_lesion
 
     emb = build_backbone("handcrafted")
     vectors = embed_files(emb, fixture_images)
     check_vectors(vectors, emb, 4)
-    assert emb.embed_dim == len(FEATURE_NAMES) == BACKBONES.entry("handcrafted").meta["embed_dim"]
+    assert emb.embed_dim == len(FEATURE_NAMES) == resolve("backbone", "handcrafted").options["embed_dim"]
     # a dark disc on light skin: found, centred, symmetric
     yy, xx = np.mgrid[:96, :96]
     disc = np.full((96, 96, 3), 200, np.uint8)
     disc[(yy - 48) ** 2 + (xx - 48) ** 2 < 20 ** 2] = (90, 50, 40)
     mask = segment_lesion(disc.astype(float).mean(-1) / 255)
     assert abs(mask.sum() - np.pi * 20 ** 2) < 0.15 * np.pi * 20 ** 2
-    from dermbench.models.embedders.handcrafted import image_features
+    from dermbench.models.frameworks.handcrafted import image_features
 
     f = dict(zip(FEATURE_NAMES, image_features(disc)))
     assert f["segmentation_ok"] == 1.0 and f["asymmetry_major"] < 0.1 and f["centroid_offset"] < 0.05
@@ -173,7 +189,7 @@ def _parse_fields(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def test_derm_foundation_example_serialization():
-    from dermbench.models.embedders.derm_foundation import encode_example, serialize_batch
+    from dermbench.models.frameworks.tf import encode_example, serialize_batch
 
     # golden bytes of tf.train.Example(features={"image/encoded": bytes_list(["abc"])}).SerializeToString()
     assert encode_example({"image/encoded": b"abc"}) == (
@@ -251,7 +267,7 @@ def test_derm_foundation_embeds_batches_in_one_call(tmp_path, monkeypatch, fixtu
     examples carry PNGs of the images, the 6144-d output is returned per image."""
     import types
 
-    from dermbench.models.embedders.derm_foundation import EMBED_DIM
+    from dermbench.models.frameworks.tf import EMBED_DIM
 
     calls = []
 

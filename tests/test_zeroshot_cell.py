@@ -179,18 +179,24 @@ def test_cli_rejects_wrong_prompt_kind(synth):
         build_specs(args)
 
 
-def test_registry_names_and_prefixes():
-    from dermbench.models.zeroshot import ZEROSHOT_MODELS
+def test_catalog_names_and_prefixes():
+    from dermbench.errors import UnknownNameError
+    from dermbench.models import model_names, prefixes, resolve
 
     for name in ("clip_vit_b32", "clip_vit_l14", "medsiglip_448", "siglip", "biomedclip", "dermlip", "monet",
                  "qwen2_vl_2b", "qwen2_5_vl_3b", "medgemma_4b", "medgemma_1_5_4b", "phi3_5_vision"):
-        assert name in ZEROSHOT_MODELS
-    entry = ZEROSHOT_MODELS.entry("ollama:llama3.2-vision:11b")
-    assert entry.meta["model_id"] == "llama3.2-vision:11b" and entry.meta["backend"] == "ollama"
-    assert ZEROSHOT_MODELS.entry("open_clip:hf-hub:org/repo").meta["model_id"] == "hf-hub:org/repo"
-    assert "ollama:" not in ZEROSHOT_MODELS and "nonsense:x" not in ZEROSHOT_MODELS
-    assert ZEROSHOT_MODELS.entry("biomedclip").meta["kind"] == "dual"
-    assert any(e.name == "openai:<model>" for e in ZEROSHOT_MODELS)
+        assert name in model_names("zeroshot")
+    spec = resolve("zeroshot", "ollama:llama3.2-vision:11b")
+    assert spec.model_id == "llama3.2-vision:11b" and spec.backend == "ollama" and spec.study
+    assert resolve("zeroshot", "ollama:llava:13b").model_id == "llava:13b"
+    assert resolve("zeroshot", "open_clip:hf-hub:org/repo").model_id == "hf-hub:org/repo"
+    for bad in ("ollama:", "nonsense:x"):
+        with pytest.raises(UnknownNameError):
+            resolve("zeroshot", bad)
+    assert resolve("zeroshot", "biomedclip").zeroshot_kind == "dual"
+    assert resolve("zeroshot", "hf:Qwen/Qwen2-VL-7B-Instruct").zeroshot_kind == "generative"
+    assert resolve("zeroshot", "siglip:google/siglip2-base-patch16-224").backend == "hf-siglip"
+    assert "openai" in [p.prefix for p in prefixes("zeroshot")]
 
 
 def test_prompt_sets_registered_and_valid():

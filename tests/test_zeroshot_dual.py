@@ -117,10 +117,11 @@ def test_open_clip_cell_random_init(tmp_path, synth, open_clip_tiny):
 
 
 def test_text_embeddings_are_cached(clip_folder):
-    from dermbench.models.vlm.dual import hf_clip, text_embeddings
+    from dermbench.models import build_zeroshot
+    from dermbench.models.vlm.dual import text_embeddings
     from dermbench.utils.paths import cache_dir
 
-    encoder = hf_clip(str(clip_folder), ZeroshotSettings(), device="cpu")
+    encoder = build_zeroshot(f"clip:{clip_folder}", ZeroshotSettings(), device="cpu")
     first = text_embeddings(encoder, ["benign", "malignant"])
     files = list(cache_dir("zeroshot-text").glob("*.npy"))
     assert files
@@ -130,9 +131,10 @@ def test_text_embeddings_are_cached(clip_folder):
 
 def test_text_embedding_cache_is_keyed_by_dtype(clip_folder):
     # review: the key lacked dtype/device, so float16 GPU vectors were reused by a float32 CPU run
-    from dermbench.models.vlm.dual import hf_clip, text_embeddings
+    from dermbench.models import build_zeroshot
+    from dermbench.models.vlm.dual import text_embeddings
 
-    encoder = hf_clip(str(clip_folder), ZeroshotSettings(), device="cpu")
+    encoder = build_zeroshot(f"clip:{clip_folder}", ZeroshotSettings(), device="cpu")
     prompts = ["a dtype-keyed benign prompt", "a dtype-keyed malignant prompt"]
     first = text_embeddings(encoder, prompts)
     calls = []
@@ -146,10 +148,11 @@ def test_text_embedding_cache_is_keyed_by_dtype(clip_folder):
 
 
 def test_missing_weights_is_a_clear_error(tmp_path):
-    from dermbench.models.vlm.dual import WeightsNotFoundError, hf_clip
+    from dermbench.errors import WeightsNotFoundError
+    from dermbench.models import build_zeroshot
 
     with pytest.raises(WeightsNotFoundError, match="download"):
-        hf_clip(str(tmp_path / "no-such-model"), ZeroshotSettings(), device="cpu")
+        build_zeroshot(f"clip:{tmp_path / 'no-such-model'}", ZeroshotSettings(), device="cpu")
 
 
 def test_softmax_and_sigmoid_scoring_math():

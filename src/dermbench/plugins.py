@@ -1,7 +1,9 @@
-"""Where every registry lives, so ``dermbench ls`` can list them without importing backends.
+"""Where every plugin listing lives, so ``dermbench ls`` can list them without importing backends.
 
-Each value is ``"module:attribute"`` of a :class:`dermbench.registry.Registry`. The modules named
-here are light (they only declare entries); the entries point at the heavy code.
+Models are not a registry of code but one catalog of data (:mod:`dermbench.models`): the model
+listings are views of it by kind. Every other kind of plugin is a
+:class:`dermbench.registry.Registry`, named here as ``"module:attribute"``; the modules named are
+light (they only declare entries; the entries point at the heavy code).
 """
 
 from __future__ import annotations
@@ -13,16 +15,25 @@ from .registry import Registry
 REGISTRIES: dict[str, str] = {
     "paradigms": "dermbench.paradigms:PARADIGMS",
     "sources": "dermbench.data.sources:SOURCES",
-    "finetune-models": "dermbench.models.classifiers:CLASSIFIERS",
-    "backbones": "dermbench.models.backbones:BACKBONES",
     "heads": "dermbench.paradigms.probe.heads:HEADS",
-    "zeroshot-models": "dermbench.models.zeroshot:ZEROSHOT_MODELS",
     "prompt-sets": "dermbench.paradigms.zeroshot.prompts:PROMPT_SETS",
 }
+
+#: ``dermbench ls`` listing -> the model kinds it shows (from the model catalog).
+MODEL_LISTINGS: dict[str, tuple[str, ...]] = {
+    "finetune-models": ("classifier",),
+    "backbones": ("backbone",),
+    "zeroshot-models": ("dual_encoder", "generative"),
+}
+
+#: Every listing, in the order ``dermbench ls`` prints them.
+LISTINGS: tuple[str, ...] = ("paradigms", "sources", "finetune-models", "backbones", "heads", "zeroshot-models",
+                             "prompt-sets")
 
 
 def get_registry(kind: str) -> Registry:
     if kind not in REGISTRIES:
-        raise KeyError(f"unknown registry {kind!r}; available: {', '.join(REGISTRIES)}")
+        raise KeyError(f"unknown registry {kind!r}; available: {', '.join(REGISTRIES)}"
+                       + (" (models are listed from dermbench.models.catalog)" if kind in MODEL_LISTINGS else ""))
     module_name, _, attr = REGISTRIES[kind].partition(":")
     return getattr(importlib.import_module(module_name), attr)

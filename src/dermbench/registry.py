@@ -1,11 +1,11 @@
 """Lazy, string-keyed plugin registries.
 
-Every kind of plugin (model backend, probe head, dataset source, prompt set, ...) has one
-:class:`Registry`. An entry maps a name to a ``"module.path:attribute"`` string that is imported
-only when the entry is used, so ``import dermbench`` never imports torch, transformers, open_clip,
-TensorFlow or an HTTP client (the lm-evaluation-harness pattern). Entries can also carry
-metadata (description, licence, source, extra needed) that ``dermbench ls`` shows without
-importing anything.
+Every kind of code plugin (paradigm, probe head, dataset source, prompt set) has one
+:class:`Registry`; models are data, one catalog (:mod:`dermbench.models`). An entry maps a name
+to a ``"module.path:attribute"`` string that is imported only when the entry is used, so
+``import dermbench`` never imports torch, transformers, open_clip, TensorFlow or an HTTP client
+(the lm-evaluation-harness pattern). Entries can also carry metadata (description, licence,
+source) that ``dermbench ls`` shows without importing anything.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 from .errors import UnknownNameError
 
@@ -46,16 +46,6 @@ class Registry:
         if key in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[key] = Entry(name=name, target=target, description=description, meta=meta)
-
-    def register(self, name: str, description: str = "", **meta: Any) -> Callable[[Any], Any]:
-        """Decorator form for plugins defined in modules that are already imported."""
-
-        def wrap(obj: Any) -> Any:
-            target = f"{obj.__module__}:{obj.__qualname__}"
-            self.add(name, target, description or (obj.__doc__ or "").strip().split("\n")[0], **meta)
-            return obj
-
-        return wrap
 
     def entry(self, name: str) -> Entry:
         key = str(name).lower()

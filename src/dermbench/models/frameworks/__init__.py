@@ -4,8 +4,11 @@ A framework module implements the builders for the kinds it supports, with these
 
 * ``build_classifier(spec, *, weights, freeze, drop_rate, image_size) -> BuiltClassifier``
 * ``build_embedder(spec, *, weights, **options) -> Embedder``
-* ``build_dual_encoder(spec, settings, *, device, seed) -> DualEncoder``
-* ``build_generative(spec, settings, *, device, seed) -> GenerativeBackend``
+* ``build_dual_encoder(spec, settings, *, weights, device, seed) -> DualEncoder``
+* ``build_generative(spec, settings, *, weights, device, seed) -> GenerativeBackend``
+
+``weights`` arrives resolved (``default`` means the entry's default weights: see
+:func:`dermbench.models.build.weights_for`) and ``device`` chosen (:func:`dermbench.utils.device.choose_device`).
 
 :data:`FRAMEWORKS` says which module that is, which kinds it builds and which pip extra it needs,
 without importing it (``import dermbench`` stays light). Adding a framework is one module here
@@ -25,6 +28,7 @@ class Framework:
     kinds: tuple[str, ...]       # kinds it can build
     extra: str | None = None     # pip extra that installs the library (None: a core dependency)
     library: str = ""            # what the user installs / reads about
+    local: bool = True           # runs on this machine (False: a client of a model server)
 
 
 _PKG = "dermbench.models.frameworks"
@@ -36,9 +40,10 @@ FRAMEWORKS: dict[str, Framework] = {
                            library="open_clip_torch"),
     "tf": Framework(f"{_PKG}.tf", ("backbone",), extra="tf", library="tensorflow"),
     "handcrafted": Framework(f"{_PKG}.handcrafted", ("backbone",), library="numpy/scipy (no weights)"),
-    "ollama": Framework(f"{_PKG}.http", ("generative",), extra="vlm", library="httpx (an Ollama server)"),
+    "ollama": Framework(f"{_PKG}.http", ("generative",), extra="vlm", library="httpx (an Ollama server)",
+                        local=False),
     "openai": Framework(f"{_PKG}.http", ("generative",), extra="vlm",
-                        library="httpx (an OpenAI-compatible server)"),
+                        library="httpx (an OpenAI-compatible server)", local=False),
 }
 
 #: Builder function of each kind in a framework module.

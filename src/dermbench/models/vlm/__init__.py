@@ -1,8 +1,9 @@
-"""Zeroshot model backends (imported lazily through :mod:`dermbench.models.zeroshot`).
+"""What zeroshot models are, independent of the framework that loads them.
 
-* :mod:`.dual` - dual encoders (Hugging Face CLIP / SigLIP, open_clip): image and text embeddings.
-* :mod:`.hf_generative` - local generative VLMs (``AutoModelForImageTextToText``), batched, greedy.
-* :mod:`.http` - generative VLMs behind a server: Ollama ``/api/chat`` and OpenAI-compatible
-  ``/v1/chat/completions``, with bounded concurrency, timeouts and retries.
-* :mod:`.base` - what every generative backend takes and returns (no heavy imports).
+* :mod:`.dual` - dual encoders: the :class:`~.dual.DualEncoder` interface, prompt-ensemble scoring
+  (softmax / sigmoid) and the image/text embedding caches.
+* :mod:`.base` - generative VLMs: requests, answers and token log-probabilities (no heavy imports).
+* :mod:`.testing` - a local stand-in VLM server for tests and benchmarks.
+
+The implementations live in :mod:`dermbench.models.frameworks` (hf, open_clip, http).
 """

@@ -1,4 +1,9 @@
-"""The interface every generative backend implements (light: no torch, no HTTP client)."""
+"""What every generative VLM backend takes and returns (light: no torch, no HTTP client).
+
+A backend (:mod:`dermbench.models.frameworks.hf.generative`, :mod:`dermbench.models.frameworks.http`)
+answers :class:`VLMRequest` s with :class:`VLMAnswer` s; an answer's tokens are :class:`TokenLogprob` s,
+which :mod:`dermbench.paradigms.zeroshot.parsing` reads into P(malignant).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,21 @@ import io
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
-from ...paradigms.zeroshot.parsing import TokenLogprob
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its text, log-probability and the top alternatives at that step."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TokenLogprob":
+        return cls(str(d["token"]), float(d["logprob"]), tuple((str(t), float(lp)) for t, lp in d.get("top", ())))
 
 
 @dataclass(frozen=True)

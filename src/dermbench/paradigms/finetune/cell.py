@@ -51,9 +51,11 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     from ...data.pipeline import ResizePolicy, build_image_cache, eval_transform, make_loader
     from ...runs.evaluate import finalize_cell
     from ...utils.atomic import atomic_write_bytes
-    from .model import build_classifier
-    from .train import (CHECKPOINT, amp_dtype, curves_png, fit, log_frame, predict, resolve_device,
-                        seed_everything, settings_key)
+    import torch
+
+    from ...models import build_classifier
+    from ...utils.device import choose_device
+    from .train import CHECKPOINT, amp_dtype, curves_png, fit, log_frame, predict, seed_everything, settings_key
 
     settings = FinetuneSettings(**spec.settings) if spec.settings else FinetuneSettings.from_preset("paper")
     quiet = spec.quiet
@@ -63,13 +65,13 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
             print(f"[finetune {spec.model_label} seed {spec.seed}] {msg}", file=sys.stderr, flush=True)
 
     t_start = time.perf_counter()
-    device = resolve_device(spec.device)
+    device = torch.device(choose_device(spec.device))
     # The model first: missing weights are an error within a second, before any dataset work.
     seed_everything(spec.seed)  # the head's random init depends on the seed, nothing else
     built = build_classifier(spec.model, weights=settings.weights, freeze=settings.freeze_backbone,
                              drop_rate=settings.drop_rate, image_size=settings.image_size)
     dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=quiet)
-    log(f"{built.spec.timm_name} ({built.weights_identity}); {built.trainable_parameters:,} of "
+    log(f"{built.spec.model_id} ({built.weights_identity}); {built.trainable_parameters:,} of "
         f"{built.total_parameters:,} parameters trainable; device {device}")
 
     policy = ResizePolicy(settings.image_size, settings.resize)
@@ -81,8 +83,8 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         log(f"{len(excluded)} image(s) could not be decoded and are excluded (see exclusions.csv)")
 
     mean, std = tuple(built.data_config["mean"]), tuple(built.data_config["std"])
-    run_key = settings_key(model=built.spec.timm_name, weights=built.weights_identity,
-                           freeze=built.spec.freeze_backbone, settings=settings.model_dump(exclude={"preset"}),
+    run_key = settings_key(model=built.spec.model_id, weights=built.weights_identity,
+                           freeze=built.freeze_backbone, settings=settings.model_dump(exclude={"preset"}),
                            dataset=dataset.fingerprint, seed=spec.seed, device=device.type)
     result = fit(built.model, dataset, settings, seed=spec.seed, work_dir=recorder.work, mean=mean, std=std,
                  device=device, run_key=run_key, progress=not quiet, log=log)
@@ -117,9 +119,9 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         curves = f"not written ({type(exc).__name__}: {exc})"
 
     extra = {
-        "model": {"name": spec.model, "timm": built.spec.timm_name, "source": built.spec.source,
+        "model": {"name": spec.model, "timm": built.spec.model_id, "source": built.spec.source,
                   "licence": built.spec.licence, "note": built.spec.note,
-                  "freeze_backbone": built.spec.freeze_backbone,
+                  "freeze_backbone": built.freeze_backbone,
                   "trainable_parameters": built.trainable_parameters, "total_parameters": built.total_parameters},
         "training": {"best_epoch": result.best_epoch, "best_val_loss": result.best_val_loss,
                      "epochs_run": result.epochs_run, "max_epochs": settings.epochs,

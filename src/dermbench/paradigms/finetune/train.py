@@ -83,17 +83,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(device: str = "auto") -> Any:
-    import torch
-
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was requested but CUDA is not available here; use --device cpu")
-    return dev
-
-
 def amp_dtype(device: Any, enabled: bool) -> Any:
     """Autocast dtype on CUDA (bf16 where supported, else fp16), None on CPU or when disabled."""
     import torch
@@ -290,11 +279,12 @@ def fit(
 
     from ...data.pipeline import ResizePolicy, eval_transform, make_loader
     from .augment import train_transform
-    from .model import set_train_mode
+    from ...models.classifier import set_train_mode
+    from ...utils.device import choose_device
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    device = device or resolve_device("auto")
+    device = device or torch.device(choose_device("auto"))
     policy = ResizePolicy(settings.image_size, settings.resize)
     autocast_dtype = amp_dtype(device, settings.amp)
     channels_last = settings.channels_last and device.type == "cuda"

@@ -37,7 +37,7 @@ def build_embedder(backbone: str, settings: ProbeSettings, device: str, seed: in
     own random network, and a run never reuses vectors of another seed's network."""
     import torch
 
-    from ...models.backbones import build_backbone
+    from ...models import build_embedder as build_backbone
 
     options = dict(settings.backbone_options)
     if settings.image_size is not None:
@@ -66,6 +66,7 @@ def embed_dataset(embedder: Any, dataset: Any, settings: ProbeSettings, *, train
 
 def _labels_for(dataset: Any, split: str, img_ids: list[str]) -> np.ndarray:
     frame = dataset.split(split).set_index("img_id")
+    from ...utils.device import choose_device
     return frame.loc[img_ids, "label"].to_numpy().astype(int)
 
 
@@ -86,7 +87,7 @@ def run_cell(spec: Any, recorder: RunRecorder) -> dict[str, Any]:
                              f"validation (head selection, threshold) and test")
     timing["load_dataset_s"] = round(time.perf_counter() - t0, 3)
 
-    device = resolve_device(spec.device)
+    device = choose_device(spec.device)
     t0 = time.perf_counter()
     embedder = build_embedder(spec.model, settings, device, seed=spec.seed)
     timing["build_backbone_s"] = round(time.perf_counter() - t0, 3)

@@ -34,6 +34,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from ...models.vlm.base import TokenLogprob
+
 #: Parse statuses that produced a label.
 PARSED = ("json", "text")
 #: Parse statuses that did not (scored as wrong).
@@ -311,23 +313,7 @@ def _confidence_in_text(text: str) -> float | None:
     return parse_confidence(match.group(1)) if match else None
 
 
-# -- token log-probabilities ------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """One generated token: its text, log-probability and the top alternatives at that step."""
-
-    token: str
-    logprob: float
-    top: tuple[tuple[str, float], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"token": self.token, "logprob": self.logprob, "top": [list(t) for t in self.top]}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TokenLogprob":
-        return cls(str(d["token"]), float(d["logprob"]), tuple((str(t), float(lp)) for t, lp in d.get("top", ())))
-
+# -- token log-probabilities (TokenLogprob: what a generative backend returns per token) -----
 
 def _label_prefix(token: str) -> int | None:
     """1/0 if the token text starts the word malignant/benign ("mal", " Malignant", "ben")."""

@@ -1,4 +1,4 @@
-"""Google Derm Foundation as a probe backbone (TensorFlow SavedModel; optional ``[tf]`` extra).
+"""TensorFlow SavedModels as probe backbones: Google Derm Foundation (optional ``[tf]`` extra).
 
 The model (``google/derm-foundation`` on Hugging Face, under the Health AI Developer Foundations
 terms) is a TensorFlow SavedModel whose ``serving_default`` signature takes a batch of serialized
@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..weights import WeightsNotFoundError
-from .base import Embedder
+from ...errors import WeightsNotFoundError
+from ..embedders.base import Embedder
+from ..spec import ModelSpec
+from ..weights import folder_identity
 
 EMBED_DIM = 6144
 IMAGE_SIZE = 448
@@ -88,9 +90,12 @@ def _import_tf() -> Any:
     return tf
 
 
-def build(*, weights: str | None = None, image_size: int = IMAGE_SIZE, resize_mode: str = "crop",
-          **_: Any) -> Embedder:
-    if not weights or weights in ("default", "random"):
+def build_embedder(spec: ModelSpec, *, weights: str, image_size: int | None = None, resize_mode: str = "crop",
+                   **options: Any) -> Embedder:
+    """The SavedModel folder ``weights`` (there is no hub download and no random init)."""
+    if options:
+        raise ValueError(f"{spec.name} takes no options besides image_size and resize_mode; got {sorted(options)}")
+    if weights in ("default", "random"):
         what = "has no random init" if weights == "random" else "needs its SavedModel folder"
         raise WeightsNotFoundError(f"Derm Foundation {what}: {_HOW_TO_GET}")
     folder = Path(weights).expanduser()
@@ -105,12 +110,10 @@ def build(*, weights: str | None = None, image_size: int = IMAGE_SIZE, resize_mo
         out = infer(inputs=tf.constant(examples))
         return np.asarray(out["embedding"].numpy(), dtype=np.float32).reshape(len(examples), -1)
 
-    from ..weights import folder_identity
-
     # the graph and its variables (the weights live in variables/, not in saved_model.pb)
     variables = sorted(p for p in (folder / "variables").glob("*") if p.is_file())
     identity = folder_identity(folder, [folder / "saved_model.pb", *variables])
-    return Embedder(name="derm_foundation", weights_identity=identity, embed_dim=EMBED_DIM, image_size=int(image_size),
+    return Embedder(name=spec.name, weights_identity=identity, embed_dim=EMBED_DIM, image_size=int(image_size or IMAGE_SIZE),
                     resize_mode=resize_mode, input_kind="uint8", forward=forward,
                     details={"library": "tensorflow", "input": "tf.train.Example image/encoded PNG",
                              "output": "embedding", "tensorflow": tf.__version__})

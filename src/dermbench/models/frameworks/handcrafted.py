@@ -1,4 +1,4 @@
-"""A handcrafted baseline: colour, lesion shape/asymmetry/border and texture features, no weights.
+"""Handcrafted features (no framework, no weights): a baseline probe backbone.
 
 The floor every learned backbone has to beat. Computed with numpy/scipy on the cached uint8
 pixels (224 px, centre crop by default):
@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from .base import Embedder
+from ..embedders.base import Embedder
+from ..spec import ModelSpec
 
 FEATURE_VERSION = 1
 
@@ -210,11 +211,14 @@ def _forward(batch: Any) -> np.ndarray:
     return np.stack([image_features(img) for img in images])
 
 
-def build(*, weights: str | None = None, image_size: int = 224, resize_mode: str = "crop", **_: Any) -> Embedder:
-    """The handcrafted baseline (``weights`` must be empty: it has none)."""
-    if weights not in (None, "", "default", "none"):
+def build_embedder(spec: ModelSpec, *, weights: str, image_size: int | None = None, resize_mode: str = "crop",
+                   **options: Any) -> Embedder:
+    """The handcrafted baseline (``weights`` must be ``default``: it has none; no other options)."""
+    if weights not in ("default", "none"):
         raise ValueError(f"the handcrafted baseline has no weights; got weights={weights!r}")
-    return Embedder(name="handcrafted", weights_identity=f"none (handcrafted features v{FEATURE_VERSION})",
-                    embed_dim=len(FEATURE_NAMES), image_size=int(image_size), resize_mode=resize_mode,
+    if options:
+        raise ValueError(f"the handcrafted baseline takes no options; got {sorted(options)}")
+    return Embedder(name=spec.name, weights_identity=f"none (handcrafted features v{FEATURE_VERSION})",
+                    embed_dim=len(FEATURE_NAMES), image_size=int(image_size or 224), resize_mode=resize_mode,
                     input_kind="uint8", forward=_forward,
                     details={"features": f"colour/shape/texture v{FEATURE_VERSION}", "precision": "float64 numpy", "n_features": len(FEATURE_NAMES)})

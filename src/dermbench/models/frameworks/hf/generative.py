@@ -8,7 +8,7 @@ logits of every generated step are kept (``output_logits``) and turned into per-
 log-probabilities with the top alternatives - the same shape the servers return - so the label
 token's malignant-vs-benign probability gives a continuous P(malignant).
 
-Phi-3.5-vision predates the image-text-to-text API: its registry entry sets
+Phi-3.5-vision predates the image-text-to-text API: its catalog entry sets
 ``auto_class="causal_lm"`` (``AutoModelForCausalLM`` with ``trust_remote_code``) and its
 ``<|image_1|>`` prompt convention, one image per call.
 """
@@ -19,9 +19,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ...paradigms.zeroshot.parsing import TokenLogprob
-from .base import VLMAnswer, VLMRequest, load_request_image
-from .dual import RANDOM_IDENTITY, _missing_weights, _torch_dtype, hf_source, resolve_device
+import torch
+import transformers
+
+from ....data.images import ImageReadError
+from ....utils.device import torch_dtype
+from ...spec import ModelSpec
+from ...vlm.base import TokenLogprob, VLMAnswer, VLMRequest, load_request_image
+from .common import RANDOM_IDENTITY, hf_source, loaded_from, missing_weights
 
 
 class HFGenerativeBackend:
@@ -82,8 +87,6 @@ class HFGenerativeBackend:
     # -- generation -------------------------------------------------------------------------------------
     def answer_all(self, requests: Iterable[VLMRequest], on_answer: Callable[[VLMAnswer], None]) -> None:
         """Answer in batches; an image that cannot be read is a failed answer, not a stopped run."""
-        from ...data.images import ImageReadError
-
         batch: list[tuple[VLMRequest, Any]] = []
 
         def flush() -> None:
@@ -116,8 +119,6 @@ class HFGenerativeBackend:
         return ids
 
     def _generate(self, batch: list[VLMRequest], images: list[Any] | None = None) -> list[VLMAnswer]:
-        import torch
-
         t0 = time.perf_counter()
         if images is None:
             images = [load_request_image(r.image_path, self.max_image_side) for r in batch]
@@ -153,8 +154,6 @@ class HFGenerativeBackend:
     def _token_logprobs(self, logits: tuple[Any, ...], row: int, ids: list[int]) -> list[TokenLogprob]:
         """Per generated token: its text (incremental decode, so the texts concatenate to the
         answer), its log-probability and the ``top_logprobs`` best alternatives."""
-        import torch
-
         tokens = []
         previous = ""
         for step, token_id in enumerate(ids):
@@ -168,18 +167,16 @@ class HFGenerativeBackend:
         return tokens
 
 
-def hf_generative(model_id: str, settings: Any, *, device: str = "auto", seed: int = 42,
-                  auto_class: str = "image_text_to_text", trust_remote_code: bool = False,
-                  **meta: Any) -> HFGenerativeBackend:
-    """Registry factory: a Hugging Face VLM from the local cache, a local folder (``weights``), or
-    ``weights="random"`` (its config, random parameters; smoke runs only)."""
-    import torch
-    import transformers
-
-    dev = resolve_device(device)
-    dtype = _torch_dtype(settings.dtype, dev)
-    source, random_init = hf_source(model_id, settings.weights)
-    trust = bool(settings.trust_remote_code or trust_remote_code)
+def build_generative(spec: ModelSpec, settings: Any, *, weights: str, device: str,
+                     seed: int = 42) -> HFGenerativeBackend:
+    """A Hugging Face VLM from the local cache, a local folder (``weights``), or ``weights="random"``
+    (its config, random parameters; smoke runs only). ``options.auto_class`` ``causal_lm`` loads
+    pre-image-text-to-text models (Phi-3.5-vision) with ``AutoModelForCausalLM``."""
+    auto_class = spec.options.get("auto_class", "image_text_to_text")
+    trust = bool(settings.trust_remote_code or spec.options.get("trust_remote_code", False))
+    dev = torch.device(device)
+    dtype = torch_dtype(settings.dtype, dev)
+    source, random_init = hf_source(spec.model_id, weights)
     model_cls = (transformers.AutoModelForCausalLM if auto_class == "causal_lm"
                  else transformers.AutoModelForImageTextToText)
     torch.manual_seed(seed)
@@ -188,14 +185,14 @@ def hf_generative(model_id: str, settings: Any, *, device: str = "auto", seed: i
         if random_init:
             config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=trust)
             model = model_cls.from_config(config, trust_remote_code=trust)
-            weights = RANDOM_IDENTITY
+            identity = RANDOM_IDENTITY
         else:
             model = model_cls.from_pretrained(source, dtype=dtype, trust_remote_code=trust)
-            weights = str(Path(source).resolve()) if Path(source).exists() else source
+            identity = loaded_from(source)
     except OSError as exc:
-        raise _missing_weights(source, exc, f"huggingface-cli download {model_id}") from exc
+        raise missing_weights(source, exc, f"huggingface-cli download {spec.model_id}") from exc
     model = model.to(dev).to(dtype)
-    return HFGenerativeBackend(model, processor, model_id=model_id, weights=weights, device=dev,
+    return HFGenerativeBackend(model, processor, model_id=spec.model_id, weights=identity, device=dev,
                                batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
                                logprobs=settings.logprobs, top_logprobs=settings.top_logprobs,
                                max_image_side=settings.max_image_side, dtype=str(dtype).replace("torch.", ""),

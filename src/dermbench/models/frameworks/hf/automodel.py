@@ -18,8 +18,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..weights import WeightsNotFoundError, file_identity, folder_identity, hf_cached_file, require_hub
-from .base import Embedder
+import torch
+from transformers import AutoConfig, AutoModel
+
+from ....errors import WeightsNotFoundError
+from ...embedders.base import Embedder, torch_forward
+from ...spec import ModelSpec
+from ...weights import file_identity, folder_identity, hf_cached_file, require_hub
 
 POOLINGS = ("pooler", "cls", "mean", "image_features")
 _IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -53,8 +58,6 @@ def _processor_config(source: str, local: bool) -> dict[str, Any]:
 
 def _load_model(model_id: str | None, weights: str | None, config: Any) -> tuple[Any, str, str, bool]:
     """(model, weights identity, source used for the processor config, source is a local folder)."""
-    from transformers import AutoConfig, AutoModel
-
     if weights == "random":
         if config is None:
             if not model_id:
@@ -89,12 +92,16 @@ def _load_model(model_id: str | None, weights: str | None, config: Any) -> tuple
     return model, f"hf:{model_id}" + (f"@{revision[:12]}" if revision else ""), model_id, False
 
 
-def build(model_id: str | None = None, *, weights: str | None = None, pooling: str = "pooler",
-          image_size: int | None = None, resize_mode: str = "crop", config: Any = None,
-          name: str | None = None, **_: Any) -> Embedder:
+def build_embedder(spec: ModelSpec, *, weights: str, pooling: str | None = None, image_size: int | None = None,
+                   resize_mode: str = "crop", config: Any = None, **options: Any) -> Embedder:
+    """The model's pooled image features (``pooling``: the entry's, else ``pooler``); ``config``: a
+    transformers config (object or dict with ``model_type``) for a random-init model without a hub id."""
+    if options:
+        raise ValueError(f"Hugging Face backbones take pooling, image_size, resize_mode and config; got {sorted(options)}")
+    pooling = pooling or spec.options.get("pooling", "pooler")
+    model_id = spec.model_id
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}")
-    import torch
 
     if os.environ.get("DERMBENCH_OFFLINE") or os.environ.get("HF_HUB_OFFLINE"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -134,9 +141,7 @@ def build(model_id: str | None = None, *, weights: str | None = None, pooling: s
     wrapped = _Wrapped(model).eval()
     with torch.inference_mode():
         dim = int(wrapped(torch.zeros(1, 3, size, size)).shape[-1])
-    from .base import torch_forward
-
-    return Embedder(name=name or f"hf:{model_id}", weights_identity=identity, embed_dim=dim, image_size=size,
+    return Embedder(name=spec.name, weights_identity=identity, embed_dim=dim, image_size=size,
                     resize_mode=resize_mode, mean=tuple(mean), std=tuple(std), input_kind="float",
                     forward=torch_forward(wrapped), module=wrapped,
                     details={"library": "transformers", "model_id": model_id, "pooling": pooling,

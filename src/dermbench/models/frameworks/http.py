@@ -1,5 +1,7 @@
 """Generative VLMs behind a server: Ollama's native API and any OpenAI-compatible server.
 
+Two frameworks in one module (``ollama`` and ``openai``): they share everything but the payload.
+
 Both clients share :class:`HttpVLMBackend`: a thread pool of ``concurrency`` workers over one
 ``httpx.Client`` (connection pooling, a per-request timeout), and :func:`post_with_retries`,
 which retries connection errors, timeouts, HTTP 429 and 5xx with exponential backoff (a
@@ -23,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable
 
 from ...data.images import ImageReadError
-from ...paradigms.zeroshot.parsing import TokenLogprob
-from .base import VLMAnswer, VLMRequest, encode_image, load_request_image
 from ...errors import ServerUnreachable
+from ..spec import ModelSpec
+from ..vlm.base import TokenLogprob, VLMAnswer, VLMRequest, encode_image, load_request_image
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 DEFAULT_OPENAI_URL = "http://127.0.0.1:8000/v1"
@@ -318,12 +320,14 @@ def _common_kwargs(settings: Any, seed: int) -> dict[str, Any]:
                 image_format=settings.image_format)
 
 
-def ollama(model_id: str, settings: Any, *, device: str = "auto", seed: int = 42, **meta: Any) -> OllamaBackend:
-    """Registry factory for ``ollama:<model>``."""
-    return OllamaBackend(model_id, **_common_kwargs(settings, seed))
+#: ``spec.framework`` -> the client class
+BACKENDS: dict[str, type[HttpVLMBackend]] = {"ollama": OllamaBackend, "openai": OpenAIBackend}
 
 
-def openai_compatible(model_id: str, settings: Any, *, device: str = "auto", seed: int = 42,
-                      **meta: Any) -> OpenAIBackend:
-    """Registry factory for ``openai:<model>``."""
-    return OpenAIBackend(model_id, **_common_kwargs(settings, seed))
+def build_generative(spec: ModelSpec, settings: Any, *, weights: str, device: str = "cpu",
+                     seed: int = 42) -> HttpVLMBackend:
+    """A client of the server that runs ``spec.model_id`` (the device is the server's, not ours)."""
+    if weights != "default":
+        raise ValueError(f"{spec.name} runs on a server, which decides its weights; weights={weights!r} cannot "
+                         f"apply (pull or serve the model you want and name it: {spec.framework}:<model>)")
+    return BACKENDS[spec.framework](spec.model_id, **_common_kwargs(settings, seed))
