@@ -104,13 +104,12 @@ def _is_timm_model(name: str) -> bool:
 def _prefix_spec(kind: str, name: str, prefix: Prefix, rest: str) -> ModelSpec:
     if not rest:
         raise UnknownNameError(f"{name!r} names no model after {prefix.prefix + ':'!r}; e.g. {prefix.example}")
-    spec_kinds = prefix.kinds
-    canonical = f"{prefix.canonical or prefix.prefix}:{'hf-hub:' if prefix.prefix == 'hf-hub' else ''}{rest}"
-    model_id = f"hf-hub:{rest}" if prefix.prefix == "hf-hub" else rest
-    spec = ModelSpec(name=canonical, kinds=spec_kinds, framework=prefix.framework, model_id=model_id,
+    if prefix.canonical:  # hf-hub:org/repo is the open_clip model open_clip:hf-hub:org/repo
+        return _prefix_spec(kind, name, _BY_PREFIX[prefix.canonical], f"{prefix.prefix}:{rest}")
+    spec = ModelSpec(name=f"{prefix.prefix}:{rest}", kinds=prefix.kinds, framework=prefix.framework, model_id=rest,
                      description=prefix.description, licence="the model's own (see its model card)",
-                     source=canonical, extra=FRAMEWORKS[prefix.framework].extra, options=dict(prefix.options),
-                     registered=False)
+                     source=f"{prefix.prefix}:{rest}", extra=FRAMEWORKS[prefix.framework].extra,
+                     options=dict(prefix.options), registered=False)
     if not spec.supports(kind):
         raise UnknownNameError(
             f"{prefix.prefix}: names are {_kinds_text(prefix.kinds)}s, not {_KIND_WORDS[kind]}s; "

@@ -58,7 +58,7 @@ def load_framework(name: str, *, model: str = "") -> ModuleType:
         return importlib.import_module(framework.module)
     except ImportError as exc:
         missing = exc.name or str(exc)
-        if missing.startswith("dermbench"):
+        if missing == "dermbench" or missing.startswith("dermbench."):
             raise
         hint = f"pip install 'dermbench[{framework.extra}]'" if framework.extra else f"pip install {framework.library}"
         subject = f"model {model!r}" if model else f"framework {name!r}"
