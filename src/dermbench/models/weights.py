@@ -23,7 +23,6 @@ framework modules (:mod:`dermbench.models.frameworks`) build their models with t
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import socket
 import threading
@@ -118,27 +117,13 @@ def require_hub(what: str, fetch_hint: str) -> None:
 # Local files
 # --------------------------------------------------------------------------------------------
 def sha256_file(path: str | Path) -> str:
-    """sha256 of a file, remembered in the cache by (path, size, mtime): big checkpoints are hashed once."""
-    from ..utils.paths import cache_dir
+    """sha256 of a file, memoised by file stamp (:mod:`dermbench.utils.filestamp`): big
+    checkpoints are hashed once, and a file replaced with its old size and mtime is hashed again."""
+    from ..utils import filestamp
 
     path = Path(path).resolve()
-    stat = path.stat()
-    memo_key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:32]
-    memo = cache_dir("weights-sha256") / f"{memo_key}.json"
-    if memo.is_file():
-        try:
-            return json.loads(memo.read_text())["sha256"]
-        except (OSError, ValueError, KeyError):
-            pass
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    from ..utils.atomic import atomic_write_text
-
-    atomic_write_text(memo, json.dumps({"path": str(path), "sha256": value}))
-    return value
+    with filestamp.FileStampMemo("weights-sha256", "weights") as memo:
+        return memo.get(path, filestamp.sha256_file)
 
 
 def file_identity(path: str | Path) -> str:
