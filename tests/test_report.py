@@ -35,8 +35,9 @@ def runs(tmp_path_factory) -> Path:
            "n_boot": 30, "threshold_policy": "youden", "imports": ["test_runner_fake_plugin"], "grid": [
                {"paradigm": "fake", "models": ["good", "weak", EVIL],
                 "model_settings": {"good": {"skill": 3.0}, "weak": {"skill": 0.4}, EVIL: {"skill": 1.0}}},
-               {"paradigm": "fake", "models": ["curve"], "variants": ["frac0.1", "frac0.5"], "seeds": [1],
-                "settings": {"skill": 0.6}},
+               # label-fraction points of one configuration (the identity makes them curve points)
+               {"paradigm": "fake", "models": ["curve"], "seeds": [1], "settings": {"skill": 0.6, "label_fraction": 0.1}},
+               {"paradigm": "fake", "models": ["curve"], "seeds": [1], "settings": {"skill": 0.6, "label_fraction": 0.5}},
                {"paradigm": "fake", "models": ["vlm"], "seeds": [1],
                 "settings": {"skill": 0.5, "unparsed_rate": 0.1, "failed_rate": 0.02}},
                {"paradigm": "fake", "models": ["broken"], "seeds": [1], "datasets": ["synth_a"],
@@ -44,10 +45,6 @@ def runs(tmp_path_factory) -> Path:
            ]}
     config = parse_config(raw)
     cells = expand_grid(config)
-    # the label fraction is a setting of the curve cells (as the probe paradigm records it)
-    for c in cells:
-        if c.spec.model == "curve":
-            c.spec.settings = {**c.spec.settings, "label_fraction": float(c.spec.variant[4:])}
     summary = run_cells(cells, base / "runs")
     assert summary.count("failed") == 1
     return base / "runs"

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, UsageError
+from ..runs.cell import CellSpec
 
 if TYPE_CHECKING:
     from ..runs.block import GridBlock
-    from ..runs.cell import CellSpec
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -41,11 +41,14 @@ def add_cell_arguments(p: argparse.ArgumentParser, *, experiment: str, force_hel
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
                    help="any setting of the paradigm (repeatable; VALUE is read as YAML: 0.1, true, null, [1, 2]); "
                         "dotted keys reach into mappings, e.g. --set head_options.rf_trees=200")
-    p.add_argument("--seeds", type=int, nargs="+", default=[42], help="one cell per seed (default 42)")
-    p.add_argument("--threshold-policy", default="fixed:0.5",
-                   help="operating threshold: fixed:0.5 (study), youden, sensitivity:0.9 ... (chosen on validation)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1 ...")
+    p.add_argument("--seeds", type=int, nargs="+", default=[CellSpec.seed],
+                   help=f"one cell per seed (default {CellSpec.seed})")
+    p.add_argument("--threshold-policy", default=CellSpec.threshold_policy,
+                   help=f"operating threshold: fixed:0.5 (the study's), youden, sensitivity:0.9 ... (chosen on "
+                        f"validation; default {CellSpec.threshold_policy})")
+    p.add_argument("--n-boot", type=int, default=CellSpec.n_boot,
+                   help=f"bootstrap resamples for the CIs (default {CellSpec.n_boot})")
+    p.add_argument("--device", default=CellSpec.device, help=f"auto, cpu, cuda, cuda:1 ... (default {CellSpec.device})")
     p.add_argument("--runs", default="runs", help="runs root folder (default ./runs)")
     p.add_argument("--experiment", default=experiment, help="experiment name (first folder under --runs)")
     p.add_argument("--force", action="store_true", help=force_help)
@@ -113,8 +116,6 @@ def check_threshold_policy(policy: str) -> None:
 
 def cell_specs(args: argparse.Namespace, paradigm: str, model: str, settings: list[dict[str, Any]]) -> list[CellSpec]:
     """One :class:`CellSpec` per settings entry and seed, from the shared cell options."""
-    from ..runs.cell import CellSpec
-
     if not Path(args.dataset).is_dir():
         raise UsageError(f"dataset folder {args.dataset} does not exist (create one with `dermbench synth --out "
                          f"{args.dataset}` or `dermbench prepare SOURCE --raw DIR --out {args.dataset}`)")

@@ -46,6 +46,7 @@ from pydantic import Discriminator, Field, Tag, ValidationError, create_model, f
 
 from ..errors import ConfigError
 from ..runs.block import GenericBlock, GridBlock, Resources, StrictModel, block_class, check_threshold_policy, unique
+from ..runs.cell import CellSpec
 
 _GENERIC = "plugin"  # the union tag of paradigms registered without a block of their own
 
@@ -86,10 +87,10 @@ class RunConfig(StrictModel):
     runs_root: str = "runs"
     data_root: str | None = None
     datasets: list[DatasetSpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1)
-    threshold_policy: str = "fixed:0.5"
-    n_boot: int = Field(1000, ge=0)
-    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
+    seeds: list[int] = Field(default_factory=lambda: [CellSpec.seed], min_length=1)
+    threshold_policy: str = CellSpec.threshold_policy
+    n_boot: int = Field(CellSpec.n_boot, ge=0)
+    device: str = Field(CellSpec.device, pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto, cpu, cuda, cuda:N or mps")
     strict: bool = False
     resources: Resources = Field(default_factory=Resources)

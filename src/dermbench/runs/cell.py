@@ -30,8 +30,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .record import cell_dir
-
 #: The settings that place a cell on a curve, and how its label names the point.
 CURVE_AXES = ("label_fraction", "k_shot")
 
@@ -111,6 +109,7 @@ class CellSpec:
     seed give identical metrics in process, in a worker pool and on Ray.
     """
 
+    # The defaults below are the defaults of the commands' and the run config's cell options.
     experiment: str
     paradigm: str
     model: str                # canonical model name (finetune classifier, probe backbone, zeroshot model)
@@ -143,6 +142,8 @@ class CellSpec:
         return f"{self.paradigm}/{self.label}/{self.dataset_name}/seed{self.seed}"
 
     def path(self, runs_root: str | Path) -> Path:
+        from .record import cell_dir  # pandas: not needed to build the command line
+
         return cell_dir(runs_root, self.experiment, self.paradigm, self.label, self.dataset_name, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
