@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermbench.data.card import read_card, write_card
-from dermbench.data.contract import DatasetError, load_dataset
+from dermbench.data.card import read_card
+from dermbench.data.contract import load_dataset, write_card
+from dermbench.errors import DatasetError
 
 
 def _jpeg(path: Path, seed: int = 0, size=(24, 16), mode="RGB") -> None:
@@ -223,7 +224,7 @@ def test_fingerprint_does_not_depend_on_the_image_check(bad_dataset: Path) -> No
     """Runs load with the decode check, the card / merge / audit / ``dataset_fingerprint`` without;
     with an unreadable image present the two fingerprints differed before the fix, so one dataset
     had two identities (and two image-cache keys)."""
-    from dermbench.data.card import dataset_fingerprint
+    from dermbench.data.contract import dataset_fingerprint
 
     checked = load_dataset(bad_dataset, quiet=True)
     assert any(e.reason == "truncated_image" for e in checked.exclusions)

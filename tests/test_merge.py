@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermbench.data.card import write_card
-from dermbench.data.contract import load_dataset
+from dermbench.data.contract import load_dataset, write_card
 from dermbench.data.merge import (SHIPPED_CONFIG, MergeError, load_merge_config, merge_datasets,
                                   run_merge_config)
 
@@ -97,7 +96,7 @@ def test_shipped_config_is_the_papers_groups():
 
 def test_config_merge_with_skip_missing_and_cli(tmp_path, fixtures_raw):
     from dermbench.cli.main import main
-    from dermbench.data.sources.base import prepare
+    from dermbench.data.sources.prepare import prepare
 
     root = tmp_path / "datasets"
     prepare("pad-ufes-20", fixtures_raw / "pad_ufes_20", root / "pad_ufes_20", quiet=True,

@@ -208,7 +208,7 @@ def test_embedding_cache_hit_and_invalidation(synth_dataset, tmp_path):
     from PIL import Image
 
     Image.new("RGB", (64, 64), (10, 200, 30)).save(victim, format="JPEG")
-    changed = load_dataset(copy, quiet=True, read_card=False)
+    changed = load_dataset(copy, quiet=True)
     assert changed.fingerprint != dataset.fingerprint
     assert embedding_key(emb, changed, "train") != first.key
 
@@ -398,7 +398,7 @@ def test_image_unreadable_at_embedding_time_is_excluded_and_reported(tmp_path, m
 
     import pandas as pd
 
-    from dermbench.data import contract
+    from dermbench.data import images
     from dermbench.runner.cell import execute_cell
     from dermbench.runs.record import read_metrics, read_predictions
     from dermbench.data.synth import make_synthetic_dataset
@@ -407,7 +407,7 @@ def test_image_unreadable_at_embedding_time_is_excluded_and_reported(tmp_path, m
     victim = pd.read_csv(root / "test_metadata.csv")["img_id"].iloc[0]
     path = root / "images" / victim
     path.write_bytes(path.read_bytes()[:150])  # truncated
-    monkeypatch.setattr(contract._CheckMemo, "check", lambda self, p: None)
+    monkeypatch.setattr(images, "check_image", lambda path: None)  # the load-time decode check misses it
     spec = _spec(root, "handcrafted", {"head": "logreg", "image_size": 48})
     result = execute_cell(spec, tmp_path / "runs")
     assert result.status == "done", (result.path / "error.txt").read_text() if result.status == "failed" else ""

@@ -14,7 +14,8 @@ from PIL import Image
 
 from dermbench.data.contract import load_dataset
 from dermbench.data.sources import SOURCES
-from dermbench.data.sources.base import SourceFormatError, prepare
+from dermbench.data.sources.prepare import prepare
+from dermbench.errors import SourceFormatError
 from dermbench.data.splits import group_overlap
 
 FIXTURE_SOURCES = ("ham10000", "isic2018", "isic2024", "pad-ufes-20", "ddi", "sd-198", "fitzpatrick17k",
@@ -43,6 +44,9 @@ def test_registry_lists_every_source():
 # ----------------------------------------------------------------------------- HAM10000
 
 def test_ham10000_real_images(fixtures_raw, tmp_path, capsys):
+    from dermbench.utils.console import configure
+
+    configure()  # as the command line does: the label mapping and exclusions go to stderr
     out = tmp_path / "ham"
     card = prepare("ham10000", fixtures_raw / "ham10000", out)
     ds = load_dataset(out, quiet=True)

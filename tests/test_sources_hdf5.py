@@ -9,7 +9,7 @@ import pytest
 
 from dermbench.data.contract import load_dataset
 from dermbench.data.hdf5_io import HDF5LayoutError, export_hdf5, import_hdf5
-from dermbench.data.sources.base import prepare
+from dermbench.data.sources.prepare import prepare
 
 
 @pytest.fixture()
@@ -77,7 +77,7 @@ def test_import_refuses_img_id_that_escapes_images(tmp_path):
 
     from PIL import Image
 
-    from dermbench.data.sources.base import SourceFormatError
+    from dermbench.errors import SourceFormatError
 
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, format="PNG")

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dermbench.data.sources.base import apply_label_table, read_published_csv
+from dermbench.data.sources.labels import apply_label_table
+from dermbench.data.sources.raw import read_published_csv
 from dermbench.data.sources.ham10000 import LABEL_TABLE as HAM_TABLE
 from dermbench.data.splits import (SplitSpec, group_overlap, grouped_stratified_split, parse_ratios,
                                    split_frame)

@@ -205,3 +205,19 @@ def test_labels_are_learnable_but_not_trivially(tmp_path):
     # Each ABCD letter carries some signal on its own (D, B, A and C in that order).
     singles = [roc_auc_score(y["test"], x["test"][:, j]) for j in range(4)]
     assert min(singles) >= 0.6, dict(zip(FEATURES, singles))
+
+
+def test_synth_splits_with_the_package_grouped_stratified_split(tmp_path):
+    """One grouped stratified split: the synthetic dataset's patient assignment is exactly
+    data.splits.grouped_stratified_split (grouped by patient, stratified by label, stream [seed, 2])."""
+    import pandas as pd
+
+    from dermbench.data.splits import grouped_stratified_split
+
+    root = make_synthetic_dataset(tmp_path / "s", n=90, size=32, seed=11, progress=False)
+    frames = {s: pd.read_csv(root / f"{s}_metadata.csv") for s in ("train", "validation", "test")}
+    rows = pd.concat([f.assign(split=s) for s, f in frames.items()]).sort_values("img_id")
+    expected = grouped_stratified_split((rows["benign_malignant"] == "malignant").astype(int).to_numpy(),
+                                        rows["patient_id"].to_numpy(), (0.7, 0.15, 0.15), seed=[11, 2])
+    assert list(rows["split"]) == list(expected)
+    assert not hasattr(synth, "_grouped_stratified_split")

@@ -5,7 +5,6 @@ move between the contract folder and the one-file HDF5 layout the study's embedd
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP_EXPORT = "write a dataset folder to one HDF5 file (img_id, benign_malignant, image bytes per partition)"
 HELP_IMPORT = "turn an HDF5 file of that layout (or the study's) back into a dataset folder"
@@ -30,28 +29,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..data.contract import DatasetError
     from ..data.hdf5_io import export_hdf5
+    from ..errors import DermbenchError, UsageError
 
     try:
         out = export_hdf5(args.dataset, args.out, include_images=not args.no_images,
                           group_names=[g.strip() for g in args.group_names.split(",")])
-    except (DatasetError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except DermbenchError:
+        raise
+    except (ValueError, OSError) as exc:  # bad --group-names, an unwritable --out
+        raise UsageError(str(exc)) from exc
     print(f"wrote {out}")
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ..data.contract import DatasetError
     from ..data.hdf5_io import import_hdf5
+    from ..errors import DermbenchError, UsageError
 
     try:
         import_hdf5(args.file, args.out, images=args.images, overwrite=args.overwrite)
-    except (DatasetError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except DermbenchError:
+        raise
+    except (ValueError, OSError) as exc:  # not an HDF5 file, an existing --out, unreadable images
+        raise UsageError(str(exc)) from exc
     return 0
 
 

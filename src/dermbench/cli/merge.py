@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 HELP = "merge prepared datasets (the study's merged_clinic / merged_dermatoscopic / merged, or your own)"
 
@@ -38,13 +37,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
     from pathlib import Path
 
-    from ..data.contract import DatasetError
-    from ..data.merge import SHIPPED_CONFIG, MergeError, load_merge_config, merge_datasets, run_merge_config
+    from ..data.merge import SHIPPED_CONFIG, load_merge_config, merge_datasets, run_merge_config
+    from ..errors import MergeError, UsageError
 
-    quiet = bool(os.environ.get("DERMBENCH_QUIET"))
     try:
         if args.config or args.paper:
             if args.parts:
@@ -53,17 +50,16 @@ def run(args: argparse.Namespace) -> int:
             run_merge_config(config, only=args.only, skip_missing=args.skip_missing,
                              datasets_root=args.datasets_root, out_root=args.out, overwrite=args.overwrite,
                              link=args.link, allow_mixed_premalignant=args.allow_mixed_premalignant or None,
-                             allow_cross_split_duplicates=args.allow_cross_split_duplicates, quiet=quiet)
+                             allow_cross_split_duplicates=args.allow_cross_split_duplicates)
         elif args.parts:
             if not args.name and not args.out:
                 raise MergeError("name the merged dataset: dermbench merge NAME --from A B ...")
             out = Path(args.out) if args.out else Path("datasets") / args.name
             merge_datasets(args.parts, out, link=args.link or "copy", overwrite=args.overwrite,
                            allow_mixed_premalignant=args.allow_mixed_premalignant,
-                           allow_cross_split_duplicates=args.allow_cross_split_duplicates, quiet=quiet)
+                           allow_cross_split_duplicates=args.allow_cross_split_duplicates)
         else:
             raise MergeError("nothing to merge: give --config FILE, --paper, or NAME --from A B ...")
-    except (MergeError, DatasetError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except FileExistsError as exc:  # an existing output folder without --overwrite
+        raise UsageError(str(exc)) from exc
     return 0

@@ -9,7 +9,6 @@ only once the source is known, so building the top-level parser imports no sourc
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 HELP = "turn a public dataset as published (or a CSV + mapping table) into the dataset contract"
@@ -22,7 +21,8 @@ def _source_lines() -> str:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..data.sources.base import LINK_MODES, PREMALIGNANT_POLICIES
+    from ..data.sources.labels import PREMALIGNANT_POLICIES
+    from ..data.writer import LINK_MODES
 
     parser.add_argument("--raw", required=True, help="folder with the files as published (metadata + images)")
     parser.add_argument("--out", required=True, help="dataset folder to create, e.g. datasets/ham10000")
@@ -73,15 +73,11 @@ def source_parser(name: str) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.sources import SOURCES
-    from ..data.sources.base import SourceFormatError, prepare
+    from ..data.sources.prepare import prepare
     from ..data.splits import parse_ratios
-    from ..registry import UnknownNameError
+    from ..errors import DermbenchError, UsageError
 
-    try:
-        parser = source_parser(args.source)
-    except UnknownNameError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parser = source_parser(args.source)  # an unknown source: the CLI prints the did-you-mean error
     opts = parser.parse_args(args.args)
     entry = SOURCES.entry(args.source)
     common = {"raw", "out", "seed", "premalignant", "ratios", "link", "overwrite", "quiet"}
@@ -89,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         prepare(entry.name, opts.raw, opts.out, seed=opts.seed, premalignant=opts.premalignant, link=opts.link,
                 overwrite=opts.overwrite, ratios=parse_ratios(opts.ratios) if opts.ratios else None,
-                options=options, quiet=opts.quiet or bool(os.environ.get("DERMBENCH_QUIET")))
-    except (SourceFormatError, FileExistsError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                options=options, quiet=opts.quiet)
+    except DermbenchError:
+        raise
+    except (FileExistsError, ValueError, OSError) as exc:  # an existing --out, a bad --ratios, an unreadable file
+        raise UsageError(str(exc)) from exc
     return 0

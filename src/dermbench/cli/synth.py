@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -27,8 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.synth import make_synthetic_dataset
 
     out = make_synthetic_dataset(args.out, n=args.n, size=args.size, seed=args.seed,
-                                 malignant_fraction=args.malignant_fraction, overwrite=args.overwrite,
-                                 progress=not os.environ.get("DERMBENCH_QUIET"))
+                                 malignant_fraction=args.malignant_fraction, overwrite=args.overwrite)
     ds = load_dataset(out, quiet=True)
     print(ds.summary())
     print(f"wrote {out}")

@@ -45,18 +45,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _validate_dataset(path: Path, args: argparse.Namespace, report: dict) -> int:
-    from ..data.card import write_card
-    from ..data.contract import load_dataset
+    from ..data.contract import load_dataset, write_card
 
-    # --write-card replaces the card, so a damaged one must not stop it from loading.
-    ds = load_dataset(path, check_images=not args.no_image_check, quiet=True, read_card=not args.write_card)
+    # --write-card first: it replaces a damaged card, which would otherwise stop the load.
+    if args.write_card:
+        write_card(path)
+    ds = load_dataset(path, check_images=not args.no_image_check, quiet=True)
     print(ds.summary())
     for e in ds.exclusions:
         print(f"  excluded: {e}")
     report[str(path)] = {"counts": ds.counts(), "fingerprint": ds.fingerprint, "warnings": ds.warnings,
                          "exclusions": [e.as_dict() for e in ds.exclusions]}
     if args.write_card:
-        write_card(path)
         print(f"  wrote {path / 'dataset.json'}")
     if args.strict and ds.exclusions:
         print(f"  strict: {len(ds.exclusions)} row(s) would be excluded")

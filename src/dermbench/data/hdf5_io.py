@@ -28,6 +28,7 @@ import pandas as pd
 
 from .. import SPLITS
 from ..errors import HDF5LayoutError
+from ..utils.console import get_logger
 
 FORMAT = "dermbench-hdf5"
 VERSION = 1
@@ -88,7 +89,8 @@ def import_hdf5(path: str | Path, out: str | Path, *, images: str | Path | None 
     partition, images in a folder given by ``images``) into a contract folder; returns its card."""
     import h5py
 
-    from .sources.base import ImageIndex, write_dataset
+    from .sources.raw import ImageIndex
+    from .writer import write_dataset
 
     path = Path(path)
     with h5py.File(path, "r") as f:
@@ -147,7 +149,5 @@ def import_hdf5(path: str | Path, out: str | Path, *, images: str | Path | None 
     written = write_dataset(Path(out), splits, link=link, overwrite=overwrite,
                             image_bytes=image_bytes if blobs else None, card=card)
     if not quiet:
-        import sys
-
-        print(f"imported {path} -> {out} ({written['n_images']} images)", file=sys.stderr)
+        get_logger("data").info(f"imported {path} -> {out} ({written['n_images']} images)")
     return written

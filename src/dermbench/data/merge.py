@@ -14,7 +14,6 @@ mean different things per row.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,8 +22,14 @@ import pandas as pd
 
 from .. import SPLITS
 from ..errors import MergeError
+from ..utils.console import get_logger
+from .contract import load_dataset
+from .dataset import LesionDataset
+from .exclusions import count_by_reason
+from .writer import CONTRACT_ORDER, absolute, check_out_dir, counts_table, write_dataset
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "merge_paper.yaml"
+_log = get_logger("merge")
 
 
 @dataclass
@@ -93,7 +98,7 @@ def _rename_collisions(names_by_part: dict[str, list[str]]) -> dict[tuple[str, s
     return renamed
 
 
-def _cross_split_duplicates(loaded: Sequence[Any]) -> list[list[tuple[str, str, str]]]:
+def _cross_split_duplicates(loaded: Sequence[LesionDataset]) -> list[list[tuple[str, str, str]]]:
     """Byte-identical images (by manifest sha256) that different parts put in different splits."""
     by_sha: dict[str, list[tuple[str, str, str]]] = {}
     for ds in loaded:
@@ -122,19 +127,30 @@ def merge_datasets(
 
     Partitions carry over, so one image in two parts under different splits would leak into the
     merged test set: that is refused unless ``allow_cross_split_duplicates``."""
-    from .contract import load_dataset
-    from .sources.base import CONTRACT_ORDER, absolute, check_out_dir, counts_table, write_dataset
-
     out = absolute(out)
     check_out_dir(out, overwrite)
+    loaded = _load_parts(parts, out)
+    policy = _premalignant_policy(loaded, allow_mixed_premalignant)
+    if not allow_cross_split_duplicates:
+        _refuse_cross_split_duplicates(loaded)
+    splits, renamed = _merged_splits(loaded)
+    card = _merge_card(loaded, out, policy, renamed, link, card_extra or {})
+    written = write_dataset(out, splits, link=link, overwrite=overwrite, card=card)
+    if not quiet:
+        _log.info(f"merged {', '.join(ds.name for ds in loaded)} -> {out} (premalignant policy {policy}; "
+                  f"{len(renamed)} colliding file name(s) renamed)\n{counts_table(splits)}")
+    return written
+
+
+def _load_parts(parts: Sequence[str | Path], out: Path) -> list[LesionDataset]:
+    """Load every part (no decode check: the merged folder is checked when its card is written)."""
     if len(parts) < 2:
         raise MergeError("merge needs at least two datasets")
     loaded = []
     for p in parts:
         if not Path(p).is_dir():
             raise MergeError(f"merge part {p} does not exist; prepare it first (`dermbench prepare ...`)")
-        ds = load_dataset(absolute(p), check_images=False, quiet=True)
-        loaded.append(ds)
+        loaded.append(load_dataset(absolute(p), check_images=False, quiet=True))
     for ds in loaded:
         if out.resolve() == ds.root.resolve() or out.resolve() in ds.root.resolve().parents:
             raise MergeError(f"the output {out} would replace the part {ds.root}; merge into another folder")
@@ -142,84 +158,89 @@ def merge_datasets(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise MergeError(f"parts with the same name {dupes}: rename a folder or its dataset.json 'name'")
+    return loaded
 
+
+def _premalignant_policy(loaded: Sequence[LesionDataset], allow_mixed: bool) -> str:
+    """The parts' common premalignant policy ("mixed" / "unknown" otherwise); mixed is refused
+    unless ``allow_mixed``."""
     policies = {ds.name: ds.card.get("premalignant_policy") for ds in loaded}
     known = {p for p in policies.values() if p}
-    if len(known) > 1 and not allow_mixed_premalignant:
+    if len(known) > 1 and not allow_mixed:
         listing = ", ".join(f"{n}: {p or 'unknown'}" for n, p in policies.items())
         raise MergeError(f"the parts use different premalignant policies ({listing}); re-prepare them with the "
                          f"same --premalignant, or pass --allow-mixed-premalignant to merge anyway")
-    policy = known.pop() if len(known) == 1 else ("mixed" if known else "unknown")
+    return known.pop() if len(known) == 1 else ("mixed" if known else "unknown")
 
-    frames: list[pd.DataFrame] = []
-    for ds in loaded:
-        # Not resolve(): a part prepared with --link symlink has images/ entries pointing outside
-        # images/, and ds.root and the paths are both absolute without symlinks resolved.
-        images_dir = ds.root / "images"
-        for split in SPLITS:
-            df = ds.splits[split].copy()
-            df["_rel"] = [Path(p).relative_to(images_dir).as_posix() for p in df["path"]]
-            df["_part"] = ds.name
-            df["split"] = split
-            if "source" not in df.columns:
-                df["source"] = ds.name
-            else:
-                df["source"] = df["source"].fillna(ds.name)
-            frames.append(df)
+
+def _refuse_cross_split_duplicates(loaded: Sequence[LesionDataset]) -> None:
     leaks = _cross_split_duplicates(loaded)
-    if leaks and not allow_cross_split_duplicates:
+    if leaks:
         listing = "; ".join(" = ".join(f"{n}/{sp}/{i}" for n, sp, i in members) for members in leaks[:5])
         raise MergeError(f"{len(leaks)} image(s) appear in two parts in different splits (same sha256), e.g. "
                          f"{listing}. The merged set would test on training images (is one part a subset of "
                          f"another, like ISIC 2018 training = HAM10000?). Drop a part, or pass "
                          f"--allow-cross-split-duplicates and check `dermbench audit`")
 
-    names_by_part: dict[str, list[str]] = {n: [] for n in names}
-    for f in frames:
-        if len(f):
-            names_by_part[f["_part"].iloc[0]].extend(f["_rel"].tolist())
-    renamed = _rename_collisions(names_by_part)
 
-    merged = pd.concat(frames, ignore_index=True)
+def _part_rows(ds: LesionDataset) -> pd.DataFrame:
+    """Every row of a part with its split, origin (``source``) and file name under images/."""
+    # Not resolve(): a part prepared with --link symlink has images/ entries pointing outside
+    # images/, and ds.root and the paths are both absolute without symlinks resolved.
+    images_dir = ds.root / "images"
+    frames = []
+    for split in SPLITS:
+        df = ds.splits[split].copy()
+        df["_rel"] = [Path(p).relative_to(images_dir).as_posix() for p in df["path"]]
+        df["_part"] = ds.name
+        df["split"] = split
+        df["source"] = df["source"].fillna(ds.name) if "source" in df.columns else ds.name
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _merged_splits(loaded: Sequence[LesionDataset]) -> tuple[dict[str, pd.DataFrame], dict[tuple[str, str], str]]:
+    """The merged rows per split (``src`` = the part's file, ``img_id`` = its name in the merged
+    images/) and the renamed colliding names."""
+    merged = pd.concat([_part_rows(ds) for ds in loaded], ignore_index=True)
+    names_by_part: dict[str, list[str]] = {ds.name: [] for ds in loaded}
+    for part, rel in zip(merged["_part"], merged["_rel"]):
+        names_by_part[part].append(rel)
+    renamed = _rename_collisions(names_by_part)
     merged["src"] = merged["path"]
-    new_names = [renamed.get((p, r), r) for p, r in zip(merged["_part"], merged["_rel"])]
     if renamed:
         merged["original_img_id"] = merged["img_id"]
-    merged["img_id"] = new_names
+    merged["img_id"] = [renamed.get((p, r), r) for p, r in zip(merged["_part"], merged["_rel"])]
     merged = merged.drop(columns=["path", "label", "_rel", "_part"])
     cols = [c for c in CONTRACT_ORDER if c in merged.columns] + ["source"]
     cols += [c for c in merged.columns if c not in cols]
     merged = merged[cols]
-    splits = {s: merged[merged["split"] == s].reset_index(drop=True) for s in SPLITS}
+    return {s: merged[merged["split"] == s].reset_index(drop=True) for s in SPLITS}, renamed
 
+
+def _merge_card(loaded: Sequence[LesionDataset], out: Path, policy: str, renamed: dict[tuple[str, str], str],
+                link: str, card_extra: dict[str, Any]) -> dict[str, Any]:
     part_info = [{"name": ds.name, "root": str(ds.root.resolve()), "fingerprint": ds.fingerprint,
                   "source": ds.card.get("source"), "premalignant_policy": ds.card.get("premalignant_policy"),
                   "split_policy": ds.card.get("split_policy"), "counts": ds.counts(),
                   "load_exclusions": len(ds.exclusions)} for ds in loaded]
     excluded = [{"reason": f"{ds.name}: {reason}", "count": n}
-                for ds in loaded for reason, n in pd.Series([e.reason for e in ds.exclusions],
-                                                            dtype=object).value_counts().items()]
-    card = {
+                for ds in loaded for reason, n in count_by_reason(ds.exclusions).items()]
+    return {
         "name": out.name,
         "source": "merge",
         "licence": "; ".join(f"{ds.name}: {ds.card.get('licence', 'unknown')}" for ds in loaded),
         "parts": part_info,
         "label_mapping": {ds.name: ds.card.get("label_mapping") for ds in loaded},
         "premalignant_policy": policy,
-        "premalignant_policies": policies,
+        "premalignant_policies": {ds.name: ds.card.get("premalignant_policy") for ds in loaded},
         "split_policy": "partitions carried over from the parts (train stays train)",
         "renamed_files": {"count": len(renamed), "rule": "<part>__<name> for names used by more than one part",
                           "examples": [f"{p}/{n} -> {v}" for (p, n), v in list(renamed.items())[:10]]},
         "excluded": excluded,
         "image_link": link,
-        **(card_extra or {}),
+        **card_extra,
     }
-    written = write_dataset(out, splits, link=link, overwrite=overwrite, card=card)
-    if not quiet:
-        print(f"merged {', '.join(names)} -> {out} (premalignant policy {policy}; "
-              f"{len(renamed)} colliding file name(s) renamed)", file=sys.stderr)
-        print(counts_table(splits), file=sys.stderr)
-    return written
 
 
 def run_merge_config(config: MergeConfig, *, only: Sequence[str] = (), skip_missing: bool = False,
@@ -244,7 +265,7 @@ def run_merge_config(config: MergeConfig, *, only: Sequence[str] = (), skip_miss
                              f"or `dermbench prepare csv` for a private set) or pass --skip-missing")
         present = [p for p in part_paths if str(p) not in missing]
         if missing and not quiet:
-            print(f"merge {spec.name}: skipping missing part(s) {', '.join(missing)}", file=sys.stderr)
+            _log.warning(f"merge {spec.name}: skipping missing part(s) {', '.join(missing)}")
         if len(present) < 2:
             raise MergeError(f"merge {spec.name!r}: fewer than two parts available ({[str(p) for p in present]})")
         out = Path(spec.out) if spec.out else out_base / spec.name

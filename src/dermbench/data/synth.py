@@ -42,7 +42,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -51,6 +50,9 @@ import numpy as np
 
 from .. import BENIGN, MALIGNANT, SPLITS, __version__
 from ..errors import SynthError
+from ..utils.console import track
+from .card import CARD_NAME
+from .splits import grouped_stratified_split
 
 #: Version of the drawing code; bump it when the images a seed produces change.
 GENERATOR_VERSION = 1
@@ -189,33 +191,11 @@ def _draw_structure(n: int, seed: int, malignant_fraction: float,
     return patients, lesions, images
 
 
-def _grouped_stratified_split(groups: Sequence[str], labels: Sequence[int], ratios: Sequence[float],
-                              seed: int) -> dict[str, str]:
-    """Assign each group (patient) to a split so image counts per label follow ``ratios``.
-
-    Greedy: groups are visited largest first (ties in seeded random order) and each goes to the
-    split with the largest ratio-weighted deficit for the labels it carries, so no group is ever
-    in two splits and the label balance stays close to the overall one.
-    """
-    rng = np.random.default_rng([seed, 2])
-    ratios_arr = np.asarray(ratios, float)
-    per_group: dict[str, np.ndarray] = {}
-    for g, y in zip(groups, labels):
-        per_group.setdefault(g, np.zeros(2))[int(y)] += 1
-    totals = sum(per_group.values())
-    target = ratios_arr[:, None] * totals[None, :]  # (split, label)
-    count = np.zeros_like(target)
-    names = list(per_group)
-    order = rng.permutation(len(names))
-    order = sorted(order, key=lambda i: -per_group[names[i]].sum())  # stable: keeps the seeded ties
-    assignment: dict[str, str] = {}
-    for i in order:
-        add = per_group[names[i]]
-        deficit = ((target - count) / np.maximum(target, 1.0)) @ add
-        s = int(np.argmax(deficit))
-        count[s] += add
-        assignment[names[i]] = SPLITS[s]
-    return assignment
+def _patient_splits(patients: list[str], labels: list[int], ratios: Sequence[float], seed: int) -> dict[str, str]:
+    """Patient id -> split, by the package's grouped stratified split (grouped by patient,
+    stratified by label) on its own seeded stream."""
+    names = grouped_stratified_split(labels, patients, ratios, seed=[seed, 2])
+    return dict(zip(patients, names))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,8 +459,6 @@ def _check_args(n: int, size: int, malignant_fraction: float, ratios: Sequence[f
 
 
 def _looks_like_dataset(folder: Path) -> bool:
-    from .card import CARD_NAME
-
     return (folder / CARD_NAME).exists() or any((folder / f"{s}_metadata.csv").exists() for s in SPLITS)
 
 
@@ -516,9 +494,8 @@ def make_synthetic_dataset(
     ``overwrite`` replaces an existing dataset folder (one with a card or split CSVs); any
     other non-empty folder is refused. Returns the dataset folder.
     """
-    import pandas as pd
-
-    from .card import write_card
+    from .contract import write_card
+    from .writer import move_into_place
 
     ratios = _check_args(n, size, malignant_fraction, ratios, images_per_patient)
     n, size = int(n), int(size)
@@ -527,61 +504,17 @@ def make_synthetic_dataset(
     _prepare_output(out, overwrite)
 
     patients, lesions, images = _draw_structure(n, seed, malignant_fraction, images_per_patient)
-    image_patient = [patients[lesions[im.lesion].patient].patient_id for im in images]
-    image_label = [lesions[im.lesion].label for im in images]
-    assignment = _grouped_stratified_split(image_patient, image_label, ratios, seed)
-    for split in SPLITS:
-        labels = {y for pid, y in zip(image_patient, image_label) if assignment[pid] == split}
-        if labels != {0, 1}:
-            raise SynthError(f"with n={n}, ratios={ratios} and malignant_fraction={malignant_fraction} "
-                             f"the {split} split gets no {'malignant' if 1 not in labels else 'benign'} "
-                             f"image; raise n or the {split} ratio")
-
+    assignment = _assign_splits(patients, lesions, images, ratios, seed,
+                                f"with n={n}, ratios={ratios} and malignant_fraction={malignant_fraction}")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     (tmp / "images").mkdir(parents=True)
     try:
-        shapes = [_lesion_shape(lesion, seed) for lesion in lesions]
-        canvas = _Canvas(size)
-        iterator = images
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(images, desc=f"synth {out.name}", unit="img", file=sys.stderr)
-        for im in iterator:
-            lesion = lesions[im.lesion]
-            patient = patients[lesion.patient]
-            rng = np.random.default_rng([seed, 4, im.index])
-            hair_rgb = np.clip(patient.skin_rgb * 0.25 + rng.normal(0, 5, 3), 5, 120)
-            arr = _render(canvas, shapes[im.lesion], patient.skin_rgb, im.modality,
-                          _hair_count(rng, patient, lesion), hair_rgb, rng)
-            blur = 0.0 if im.modality == "dermoscopic" else float(rng.uniform(0.3, 0.8)) * size / 128
-            _save_jpeg(arr, tmp / "images" / im.img_id, blur)
-
-        rows = []
-        for im in images:
-            lesion = lesions[im.lesion]
-            patient = patients[lesion.patient]
-            rows.append({
-                "img_id": im.img_id,
-                "benign_malignant": MALIGNANT if lesion.label else BENIGN,
-                "patient_id": patient.patient_id,
-                "lesion_id": lesion.lesion_id,
-                "fitzpatrick": patient.fitzpatrick,
-                "age": patient.age,
-                "sex": patient.sex,
-                "site": lesion.site,
-                "modality": im.modality,
-                "diagnosis": lesion.diagnosis,
-                "split": assignment[patient.patient_id],
-            })
-        table = pd.DataFrame(rows)
-        for split in SPLITS:
-            part = table[table["split"] == split].drop(columns=["split"]).sort_values("img_id")
-            part.to_csv(tmp / f"{split}_metadata.csv", index=False, lineterminator="\n")
-
+        _draw_images(tmp / "images", patients, lesions, images, size, seed, desc=f"synth {out.name}",
+                     progress=progress)
+        _write_metadata(tmp, patients, lesions, images, assignment)
         label_mapping = {d: BENIGN for d in BENIGN_DIAGNOSES} | {d: MALIGNANT for d in MALIGNANT_DIAGNOSES}
         write_card(
             tmp,
@@ -598,23 +531,66 @@ def make_synthetic_dataset(
                        "dermbench_version": __version__},
             note="Synthetic demo/test data drawn by the ABCD rule; not a medical result.",
         )
-        _replace(tmp, out)
+        move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def _replace(tmp: Path, out: Path) -> None:
-    """Move the finished ``tmp`` folder to ``out``, replacing what ``_prepare_output`` allowed."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            os.replace(old, out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+def _assign_splits(patients: list[_Patient], lesions: list[_Lesion], images: list[_Image], ratios: Sequence[float],
+                   seed: int, settings: str) -> dict[str, str]:
+    """Patient id -> split; every split must hold both labels (``settings`` says what to change)."""
+    image_patient = [patients[lesions[im.lesion].patient].patient_id for im in images]
+    image_label = [lesions[im.lesion].label for im in images]
+    assignment = _patient_splits(image_patient, image_label, ratios, seed)
+    for split in SPLITS:
+        labels = {y for pid, y in zip(image_patient, image_label) if assignment[pid] == split}
+        if labels != {0, 1}:
+            raise SynthError(f"{settings} the {split} split gets no "
+                             f"{'malignant' if 1 not in labels else 'benign'} image; raise n or the {split} ratio")
+    return assignment
+
+
+def _draw_images(folder: Path, patients: list[_Patient], lesions: list[_Lesion], images: list[_Image], size: int,
+                 seed: int, *, desc: str, progress: bool) -> None:
+    """Render every image (each from its own seeded stream) as a JPEG in ``folder``."""
+    shapes = [_lesion_shape(lesion, seed) for lesion in lesions]
+    canvas = _Canvas(size)
+    for im in track(images, desc, enabled=progress):
+        lesion = lesions[im.lesion]
+        patient = patients[lesion.patient]
+        rng = np.random.default_rng([seed, 4, im.index])
+        hair_rgb = np.clip(patient.skin_rgb * 0.25 + rng.normal(0, 5, 3), 5, 120)
+        arr = _render(canvas, shapes[im.lesion], patient.skin_rgb, im.modality,
+                      _hair_count(rng, patient, lesion), hair_rgb, rng)
+        blur = 0.0 if im.modality == "dermoscopic" else float(rng.uniform(0.3, 0.8)) * size / 128
+        _save_jpeg(arr, folder / im.img_id, blur)
+
+
+def _write_metadata(folder: Path, patients: list[_Patient], lesions: list[_Lesion], images: list[_Image],
+                    assignment: dict[str, str]) -> None:
+    """The three split CSVs, rows sorted by img_id."""
+    import pandas as pd
+
+    rows = []
+    for im in images:
+        lesion = lesions[im.lesion]
+        patient = patients[lesion.patient]
+        rows.append({
+            "img_id": im.img_id,
+            "benign_malignant": MALIGNANT if lesion.label else BENIGN,
+            "patient_id": patient.patient_id,
+            "lesion_id": lesion.lesion_id,
+            "fitzpatrick": patient.fitzpatrick,
+            "age": patient.age,
+            "sex": patient.sex,
+            "site": lesion.site,
+            "modality": im.modality,
+            "diagnosis": lesion.diagnosis,
+            "split": assignment[patient.patient_id],
+        })
+    table = pd.DataFrame(rows)
+    for split in SPLITS:
+        part = table[table["split"] == split].drop(columns=["split"]).sort_values("img_id")
+        part.to_csv(folder / f"{split}_metadata.csv", index=False, lineterminator="\n")

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from ... import SPLITS
+from ...errors import SourceFormatError
 from ..splits import SplitSpec
-from .base import (ImageIndex, Source, SourceFormatError, SourceRows, clean_number, find_file, image_roots,
-                   read_published_csv)
+from .base import Source, SourceRows
+from .raw import ImageIndex, clean_number, find_file, image_roots, read_published_csv
 
 CONTRACT_NAMES = ("img_id", "diagnosis", "patient_id", "lesion_id", "fitzpatrick", "age", "sex", "site", "modality",
                   "split")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ...errors import SourceFormatError
 from ..splits import SplitSpec
-from .base import (ImageIndex, Source, SourceFormatError, SourceRows, check_columns, find_file, image_roots,
-                   parse_bool, read_published_csv)
+from .base import Source, SourceRows
+from .raw import ImageIndex, check_columns, find_file, image_roots, parse_bool, read_published_csv
 
 LABEL_TABLE = {"true": "malignant", "false": "benign"}
 

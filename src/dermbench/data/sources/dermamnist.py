@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .base import Source, SourceFormatError, SourceRows
+from ...errors import SourceFormatError
+from .base import Source, SourceRows
 
 #: MedMNIST's class index -> name (medmnist INFO["dermamnist"]["label"])
 CLASS_NAMES = {

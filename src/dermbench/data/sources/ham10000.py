@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..splits import SplitSpec
-from .base import (ImageIndex, Source, SourceRows, check_columns, clean_number, clean_text, find_file,
-                   image_roots, read_published_csv)
+from .base import Source, SourceRows
+from .raw import ImageIndex, check_columns, clean_number, clean_text, find_file, image_roots, read_published_csv
 
 HAM_COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
 

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .base import (ImageIndex, Source, SourceFormatError, SourceRows, check_columns, image_roots,
-                   read_published_csv)
+from ...errors import SourceFormatError
+from .base import Source, SourceRows
+from .raw import ImageIndex, check_columns, image_roots, read_published_csv
 
 CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 GROUND_TRUTH = {

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .. import splits as _splits
 from ... import BENIGN, MALIGNANT
-from .base import (Excluded, ImageIndex, Source, SourceRows, check_columns, clean_number,
-                   clean_text, find_file, image_roots, read_published_csv)
+from ..exclusions import exclusions_for
+from ..splits import SplitSpec
+from .base import Source, SourceRows
+from .raw import ImageIndex, check_columns, clean_number, clean_text, find_file, image_roots, read_published_csv
 
 LABEL_TABLE = {"1": "malignant", "0": "benign"}
 
@@ -54,7 +55,7 @@ class ISIC2024(Source):
     modality = "tbp"
     LABEL_TABLE = LABEL_TABLE
     PAPER_PREMALIGNANT = "malignant"
-    SPLIT = _splits.SplitSpec((0.70, 0.15, 0.15), group_by=("patient_id",))
+    SPLIT = SplitSpec((0.70, 0.15, 0.15), group_by=("patient_id",))
     LABEL_SOURCE = "target"
 
     @classmethod
@@ -105,4 +106,4 @@ class ISIC2024(Source):
         out = pd.concat([malignant, kept_benign]).sort_index()
         policy = (f"all {len(malignant)} malignant + {n_benign} of {len(benign)} benign sampled "
                   f"(total {total}, seeded)")
-        return out, [Excluded("subsampled", dropped["img_id"].tolist(), policy)], policy
+        return out, exclusions_for(dropped["img_id"], "subsampled", policy), policy

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..splits import SplitSpec
-from .base import (ImageIndex, Source, SourceRows, check_columns, clean_number, clean_text, find_file,
-                   image_roots, read_published_csv)
+from .base import Source, SourceRows
+from .raw import ImageIndex, check_columns, clean_number, clean_text, find_file, image_roots, read_published_csv
 
 PAD_COLUMNS = ("patient_id", "lesion_id", "smoke", "drink", "background_father", "background_mother", "age",
                "pesticide", "gender", "skin_cancer_history", "cancer_history", "has_piped_water",

@@ -16,8 +16,11 @@ import numpy as np
 import pandas as pd
 
 from ... import BENIGN, MALIGNANT
+from ...errors import SourceFormatError
+from ..exclusions import exclusions_for
 from ..splits import SplitSpec
-from .base import IMAGE_EXTENSIONS, Excluded, Source, SourceFormatError, SourceRows
+from .base import Source, SourceRows
+from .raw import IMAGE_EXTENSIONS
 
 MALIGNANT_CLASSES = ("Basal_Cell_Carcinoma", "Bowen's_Disease", "Malignant_Melanoma", "Lentigo_Maligna_Melanoma",
                      "Cutaneous_T-Cell_Lymphoma", "Metastatic_Carcinoma")
@@ -129,4 +132,4 @@ class SD198(Source):
         dropped = benign.drop(index=kept.index)
         policy = f"benign undersampled to the malignant count ({len(malignant)} of {len(benign)}, seeded)"
         return (pd.concat([malignant, kept]).sort_index(),
-                [Excluded("subsampled", dropped["img_id"].tolist(), policy)], policy)
+                exclusions_for(dropped["img_id"], "subsampled", policy), policy)

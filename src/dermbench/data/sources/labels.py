@@ -1,0 +1,95 @@
+"""A source's label table applied to its rows: exact normalised lookup, premalignant policy.
+
+A table maps each published diagnosis to ``benign``, ``malignant``, ``premalignant`` or
+``exclude``; the premalignant policy (``paper``: what the study did for this dataset, or one rule
+for all) decides what ``premalignant`` becomes.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
+import pandas as pd
+
+from ... import BENIGN, MALIGNANT
+from ...errors import SourceFormatError
+from ..exclusions import Exclusion, exclusions_for
+
+PREMALIGNANT_POLICIES = ("paper", "malignant", "benign", "exclude")
+#: Values a label table may map to.
+TABLE_VALUES = (BENIGN, MALIGNANT, "premalignant", "exclude")
+
+
+def normalise_key(value: Any) -> str:
+    """Exact-match key: Unicode NFC, case-folded, trimmed, inner whitespace collapsed."""
+    text = unicodedata.normalize("NFC", str(value))
+    return " ".join(text.casefold().split())
+
+
+def resolve_premalignant(table_value: str, policy: str, paper_default: str) -> str:
+    """Turn a table value into benign/malignant/exclude under the premalignant policy."""
+    if table_value != "premalignant":
+        return table_value
+    if policy == "paper":
+        return paper_default
+    return policy
+
+
+def apply_label_table(
+    frame: pd.DataFrame, table: dict[str, str], policy: str, paper_default: str, source: str
+) -> tuple[pd.DataFrame, list[Exclusion], dict[str, str]]:
+    """Label every row by exact normalised lookup of ``label_key``.
+
+    An unknown value is an error listing every unknown value with its count: a published
+    dataset's table is complete, and guessing (e.g. by substring) is how "melanose solar"
+    became malignant in the study's hospital set.
+    Returns (labelled frame, exclusions, the mapping as applied: key -> final label).
+    """
+    if policy not in PREMALIGNANT_POLICIES:
+        raise ValueError(f"premalignant policy {policy!r}; choose one of {', '.join(PREMALIGNANT_POLICIES)}")
+    norm_table = {normalise_key(k): v for k, v in table.items()}
+    bad_values = sorted({v for v in norm_table.values() if v not in TABLE_VALUES})
+    if bad_values:
+        raise ValueError(f"{source}: label table maps to {bad_values}; allowed: {', '.join(TABLE_VALUES)}")
+    keys = frame["label_key"].map(lambda v: None if pd.isna(v) else normalise_key(v))
+    unknown = keys[~keys.isin(list(norm_table)) & keys.notna()]
+    if len(unknown):
+        counts = unknown.value_counts()
+        listing = ", ".join(f"{k!r} ({n})" for k, n in counts.items())
+        raise SourceFormatError(
+            f"{source}: {len(counts)} diagnosis value(s) are not in the label table: {listing}. "
+            f"Add them to the mapping table (exact names; nothing is matched by substring).")
+    applied = {k: resolve_premalignant(v, policy, paper_default) for k, v in norm_table.items()}
+    table_value = keys.map(lambda k: None if k is None else norm_table[k])
+    final = keys.map(lambda k: None if k is None else applied[k])
+    excluded: list[Exclusion] = []
+    missing = final.isna()
+    if missing.any():
+        excluded += exclusions_for(frame.loc[missing, "img_id"], "missing_diagnosis",
+                                   "no value in the labelled column")
+    premal = (final == "exclude") & (table_value == "premalignant")
+    if premal.any():
+        excluded += exclusions_for(frame.loc[premal, "img_id"], "premalignant_excluded",
+                                   "premalignant policy 'exclude'")
+    other = (final == "exclude") & (table_value == "exclude")
+    if other.any():
+        classes = sorted(set(keys[other]))
+        excluded += exclusions_for(frame.loc[other, "img_id"], "excluded_class",
+                                   "classes the label table excludes: " + ", ".join(classes))
+    keep = final.isin([BENIGN, MALIGNANT])
+    out = frame.loc[keep].copy()
+    out["benign_malignant"] = final[keep]
+    return out, excluded, applied
+
+
+def format_mapping(table: dict[str, str], applied: dict[str, str], counts: pd.Series | None = None) -> str:
+    """The label mapping as a printable table (published value, table entry, final label, rows)."""
+    rows = []
+    width = max([len("published value")] + [len(k) for k in table]) + 2
+    rows.append(f"  {'published value':<{width}}{'table':<14}{'label':<11}rows")
+    for key, value in table.items():
+        nk = normalise_key(key)
+        n = int(counts.get(nk, 0)) if counts is not None else ""
+        rows.append(f"  {key:<{width}}{value:<14}{applied.get(nk, value):<11}{n}")
+    return "\n".join(rows)

@@ -1,0 +1,220 @@
+"""``dermbench prepare``: a dataset as published -> a contract folder, the same steps for every source.
+
+read the published files -> attach image files -> label by the source's table under the
+premalignant policy -> drop rows without an image -> the paper's subsampling (ISIC 2024,
+SD-198) -> drop duplicate file names -> official or grouped stratified split -> write atomically
+with ``dataset.json`` and ``excluded.csv``. Every dropped row is an
+:class:`~dermbench.data.exclusions.Exclusion`, listed on the console and in the card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ... import SPLITS
+from ...errors import SourceFormatError
+from ...utils.console import get_logger
+from ..exclusions import Exclusion, count_by_reason, exclusion_frame, exclusions_for, summarise_by_reason
+from ..splits import SplitSpec, split_frame
+from ..writer import CONTRACT_ORDER, LINK_MODES, absolute, check_out_dir, counts_table, write_dataset
+from .base import Source, SourceRows
+from .labels import apply_label_table, format_mapping, normalise_key
+from .raw import attach_image_files, with_file_extension
+
+_log = get_logger("prepare")
+
+
+@dataclass
+class _Prepared:
+    """The rows of a source on their way to the contract, and what happened to the others."""
+
+    frame: pd.DataFrame
+    excluded: list[Exclusion] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # image files no metadata row refers to
+    n_read: int = 0
+    applied: dict[str, str] = field(default_factory=dict)  # label key -> final label
+    key_counts: pd.Series | None = None
+    subsample_policy: str = ""
+
+
+def prepare(
+    source: str | Source,
+    raw: str | Path,
+    out: str | Path,
+    *,
+    seed: int = 42,
+    premalignant: str = "paper",
+    link: str = "copy",
+    overwrite: bool = False,
+    ratios: Sequence[float] | None = None,
+    options: dict[str, Any] | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Turn a dataset as published into a contract folder; returns the written card.
+
+    ``quiet`` keeps the label mapping, exclusions and counts off the console (they are in the card).
+    """
+    src, meta = _source(source, options)
+    raw = Path(raw).expanduser()
+    out = absolute(out)
+    _check_paths(raw, out, overwrite, link)
+    rows = src.read(raw)
+    prepared = _attach_images(rows, src.name)
+    _label(prepared, src, premalignant)
+    _drop_rows_without_image(prepared)
+    _subsample(prepared, src, seed, raw)
+    _drop_duplicate_files(prepared)
+    split_names, split_policy = _split(prepared.frame, src, seed, ratios)
+    if prepared.subsample_policy:
+        split_policy = f"{prepared.subsample_policy}; {split_policy}"
+    splits = _contract_splits(prepared.frame, split_names)
+    if not quiet:
+        _report(src, raw, premalignant, prepared, rows.notes, split_policy, splits)
+    card = _card(src, meta, out, raw, premalignant, split_policy, seed, link, rows, prepared, options or {})
+    excluded_csv = exclusion_frame(prepared.excluded)
+    written = write_dataset(out, splits, link=link, overwrite=overwrite, image_bytes=rows.image_bytes, card=card,
+                            extra_files={"excluded.csv": excluded_csv} if len(excluded_csv) else None)
+    if not quiet:
+        _log.info(f"wrote {out} ({written['n_images']} images, fingerprint {written['fingerprint'][:12]})")
+    return written
+
+
+def _source(source: str | Source, options: dict[str, Any] | None) -> tuple[Source, dict[str, Any]]:
+    """The source object and its registry entry's metadata (licence, url)."""
+    from . import SOURCES
+
+    if not isinstance(source, str):
+        return source, {}
+    entry = SOURCES.entry(source)
+    return entry.load()(dict(options or {})), entry.meta
+
+
+def _check_paths(raw: Path, out: Path, overwrite: bool, link: str) -> None:
+    if not raw.exists():
+        raise SourceFormatError(f"--raw {raw} does not exist")
+    if out.resolve() == raw.resolve() or out.resolve() in raw.resolve().parents:
+        raise SourceFormatError(f"--out {out} would replace the raw files in --raw {raw}; write the dataset "
+                                f"to another folder")
+    check_out_dir(out, overwrite)
+    if link not in LINK_MODES:
+        raise ValueError(f"--link {link!r}; choose one of {', '.join(LINK_MODES)}")
+
+
+def _attach_images(rows: SourceRows, source: str) -> _Prepared:
+    """Give every row its image file (``src``), looked up in the source's image index if needed."""
+    frame = rows.frame.reset_index(drop=True)
+    prepared = _Prepared(frame=frame, excluded=list(rows.excluded))
+    if "src" not in frame.columns:
+        if rows.image_index is None:
+            raise TypeError(f"source {source}: read() returned neither a src column nor an image_index")
+        lookup = "image_lookup" if "image_lookup" in frame.columns else "img_id"
+        frame["src"] = attach_image_files(frame, rows.image_index, lookup)
+        prepared.unlisted = rows.image_index.unlisted()
+        prepared.frame = frame.drop(columns=[c for c in ("image_lookup",) if c in frame.columns])
+    prepared.n_read = len(prepared.frame) + len(prepared.excluded)
+    return prepared
+
+
+def _label(prepared: _Prepared, src: Source, premalignant: str) -> None:
+    frame = prepared.frame
+    prepared.key_counts = frame["label_key"].map(lambda v: None if pd.isna(v) else normalise_key(v)).value_counts()
+    prepared.frame, excluded, prepared.applied = apply_label_table(frame, src.label_table(), premalignant,
+                                                                   src.PAPER_PREMALIGNANT, src.name)
+    prepared.excluded += excluded
+    if src.modality and "modality" not in prepared.frame.columns:
+        prepared.frame["modality"] = src.modality
+
+
+def _drop_rows_without_image(prepared: _Prepared) -> None:
+    frame = prepared.frame
+    no_image = frame["src"].isna()
+    if no_image.any():
+        prepared.excluded += exclusions_for(frame.loc[no_image, "img_id"], "missing_image",
+                                            "metadata row whose image file is not in the raw folder")
+        frame = frame.loc[~no_image].copy()
+    frame["img_id"] = [with_file_extension(str(i), str(p)) for i, p in zip(frame["img_id"], frame["src"])]
+    prepared.frame = frame
+
+
+def _subsample(prepared: _Prepared, src: Source, seed: int, raw: Path) -> None:
+    prepared.frame, excluded, prepared.subsample_policy = src.subsample(prepared.frame, np.random.default_rng(seed))
+    prepared.excluded += excluded
+    if len(prepared.frame) == 0:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in count_by_reason(prepared.excluded).items())
+        raise SourceFormatError(f"{src.name}: no usable rows in {raw} ({reasons}). Are the images under "
+                                f"--raw (or --images)?")
+
+
+def _drop_duplicate_files(prepared: _Prepared) -> None:
+    frame = prepared.frame
+    dupes = frame["img_id"].str.lower().duplicated(keep="first")
+    if dupes.any():
+        prepared.excluded += exclusions_for(frame.loc[dupes, "img_id"], "duplicate_img_id",
+                                            "same image file listed twice; first row kept")
+        prepared.frame = frame.loc[~dupes]
+
+
+def _split(frame: pd.DataFrame, src: Source, seed: int, ratios: Sequence[float] | None) -> tuple[pd.Series, str]:
+    """The official split when the source has one for every row, else the grouped stratified split."""
+    if "split" in frame.columns and frame["split"].notna().all():
+        if ratios is not None:
+            raise SourceFormatError(f"{src.name} has an official train/validation/test split; --ratios does "
+                                    f"not apply to it (drop --ratios to use the official split)")
+        return frame["split"], "official split as published"
+    spec = src.SPLIT or SplitSpec()
+    if ratios is not None:
+        spec = SplitSpec(tuple(ratios), spec.group_by, spec.stratify_by)  # type: ignore[arg-type]
+    return split_frame(frame, spec, seed=seed)
+
+
+def _contract_splits(frame: pd.DataFrame, split_names: pd.Series) -> dict[str, pd.DataFrame]:
+    cols = [c for c in CONTRACT_ORDER if c in frame.columns]
+    cols += [c for c in frame.columns if c not in cols and c not in ("label_key", "split")]
+    frame = frame[cols]
+    return {s: frame.loc[split_names == s].reset_index(drop=True) for s in SPLITS}
+
+
+def _report(src: Source, raw: Path, premalignant: str, prepared: _Prepared, notes: list[str], split_policy: str,
+            splits: dict[str, pd.DataFrame]) -> None:
+    lines = [f"{src.title or src.name}: {prepared.n_read} rows read from {raw}",
+             f"label mapping ({src.LABEL_SOURCE} -> label, premalignant policy {premalignant!r}):",
+             format_mapping(src.label_table(), prepared.applied, prepared.key_counts)]
+    for group in summarise_by_reason(prepared.excluded):
+        lines.append(f"  excluded {group['count']} row(s): {group['reason']}"
+                     + (f" ({group['detail']})" if group["detail"] else ""))
+    if prepared.unlisted:
+        lines.append(f"  {len(prepared.unlisted)} image file(s) have no metadata row (not used), e.g. "
+                     f"{prepared.unlisted[0]}")
+    lines += [f"  note: {note}" for note in notes]
+    lines += [f"split: {split_policy}", counts_table(splits)]
+    _log.info("\n".join(lines))
+
+
+def _card(src: Source, meta: dict[str, Any], out: Path, raw: Path, premalignant: str, split_policy: str, seed: int,
+          link: str, rows: SourceRows, prepared: _Prepared, options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": out.name,
+        "source": src.name,
+        "source_title": src.title,
+        "licence": src.licence or meta.get("licence", ""),
+        "url": src.url or meta.get("url", ""),
+        "raw": str(raw.resolve()),
+        "label_source": src.LABEL_SOURCE,
+        "label_mapping": prepared.applied,
+        "label_table": src.label_table(),
+        "premalignant_policy": premalignant,
+        "premalignant_paper_default": src.PAPER_PREMALIGNANT,
+        "split_policy": split_policy,
+        "seed": seed,
+        "image_link": link if rows.image_bytes is None else "written",
+        "excluded": summarise_by_reason(prepared.excluded),
+        "unlisted_images": {"count": len(prepared.unlisted), "examples": prepared.unlisted[:20]},
+        "notes": rows.notes,
+        "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items()
+                    if isinstance(v, (str, int, float, bool, Path, type(None), list))},
+    }
