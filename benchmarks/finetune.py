@@ -154,7 +154,8 @@ def data_only(ds, args) -> tuple[float, float]:
     """Input pipeline alone (no model): images/s of the study's loader and of dermbench's."""
     from torch.utils.data import DataLoader
 
-    from dermbench.data.pipeline import ResizePolicy, make_loader
+    from dermbench.data.pipeline.decode import ResizePolicy
+    from dermbench.data.pipeline.loaders import make_loader
     from dermbench.paradigms.finetune.augment import train_transform
 
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -245,7 +246,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     from dermbench.data.contract import load_dataset
-    from dermbench.data.pipeline import ResizePolicy, build_image_cache
+    from dermbench.data.pipeline.decode import ResizePolicy
+    from dermbench.data.pipeline.image_cache import build_image_cache
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

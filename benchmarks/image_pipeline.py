@@ -4,7 +4,7 @@ On generated textured JPEGs (quality 90) of 600×450 and 4000×3000 pixels it pr
 of several repeats:
 
 * images/s of (a) the study's way — ``Image.open(p).convert("RGB").resize((224, 224))`` on every
-  read — (b) reduced decoding (``dermbench.data.pipeline.load_image``: DCT-scaled JPEG decoding
+  read — (b) reduced decoding (``dermbench.data.pipeline.decode.load_image``: DCT-scaled JPEG decoding
   before the same bicubic resize) and (c) the warm image cache (memory-mapped uint8), each in a
   single process and through a ``DataLoader`` with 2 workers, as ratios against (a) single-process;
 * the tolerance of reduced decoding against full decode + the same resize (mean/p99/max absolute
@@ -88,7 +88,7 @@ class ReducedWay(StudyWay):
     def __getitem__(self, i: int):
         import torch
 
-        from dermbench.data.pipeline import ResizePolicy, load_image
+        from dermbench.data.pipeline.decode import ResizePolicy, load_image
 
         return torch.from_numpy(load_image(self.paths[i], ResizePolicy(self.size, "squash"))).permute(2, 0, 1)
 
@@ -139,7 +139,7 @@ def images_per_s(ds, workers: int, repeats: int) -> float:
 
 
 def tolerance(paths: list[str], size: int) -> tuple[float, float, int]:
-    from dermbench.data.pipeline import ResizePolicy, load_image, load_image_full
+    from dermbench.data.pipeline.decode import ResizePolicy, load_image, load_image_full
 
     diffs = []
     for p in paths:
@@ -151,7 +151,8 @@ def tolerance(paths: list[str], size: int) -> tuple[float, float, int]:
 
 
 def build_times(dataset, size: int, repeats: int, workers: int) -> dict[str, float]:
-    from dermbench.data.pipeline import ResizePolicy, build_image_cache
+    from dermbench.data.pipeline.decode import ResizePolicy
+    from dermbench.data.pipeline.image_cache import build_image_cache
 
     out = {}
     for executor in ("thread", "process"):
@@ -171,7 +172,8 @@ def loader_vs_model(dataset, size: int, batch_size: int, n_batches: int, repeats
     import timm
     from torchvision.transforms import v2
 
-    from dermbench.data.pipeline import ResizePolicy, make_loader
+    from dermbench.data.pipeline.decode import ResizePolicy
+    from dermbench.data.pipeline.loaders import make_loader
 
     train_tf = v2.Compose([
         v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip(),
@@ -240,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from dermbench.data.contract import load_dataset
-    from dermbench.data.pipeline import ResizePolicy, build_image_cache
+    from dermbench.data.pipeline.decode import ResizePolicy
+    from dermbench.data.pipeline.image_cache import build_image_cache
 
     torch.set_num_threads(os.cpu_count() or 1)
     started = time.perf_counter()

@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dermbench.utils.console import configure
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,12 +55,12 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="dermbench-probe-bench-") as tmp:
         os.environ["DERMBENCH_CACHE"] = str(Path(tmp) / "cache")
-        os.environ.setdefault("DERMBENCH_QUIET", "1")
+        configure(quiet=True)  # no progress bars in the timings
         import numpy as np
         import torch
 
         from dermbench.data.contract import load_dataset
-        from dermbench.data.pipeline import build_image_cache
+        from dermbench.data.pipeline.image_cache import build_image_cache
         from dermbench.models.backbones import build_backbone
         from dermbench.paradigms.probe.embed_cache import embed_split
         from dermbench.paradigms.probe.settings import ProbeSettings
@@ -152,7 +154,7 @@ def ham_splits(fixtures: Path, n_splits: int, batch_size: int) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="dermbench-ham-") as tmp:
         os.environ["DERMBENCH_CACHE"] = str(Path(tmp) / "cache")
-        os.environ.setdefault("DERMBENCH_QUIET", "1")
+        configure(quiet=True)  # no progress bars in the timings
         md = pd.read_csv(fixtures / "ham10000" / "HAM10000_metadata.csv")
         files = {p.stem: p for p in images.glob("*.jpg")}
         md = md[md.image_id.isin(files)].sort_values("image_id").reset_index(drop=True)

@@ -37,7 +37,7 @@ def fixture_images(fixtures_raw):
 
 
 def embed_files(embedder, files):
-    from dermbench.data.pipeline import load_image
+    from dermbench.data.pipeline.decode import load_image
 
     images = [torch.from_numpy(np.ascontiguousarray(load_image(f, embedder.policy))).permute(2, 0, 1) for f in files]
     batch = torch.stack([embedder.transform(img) for img in images])

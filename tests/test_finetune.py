@@ -258,13 +258,16 @@ def test_vit_is_built_for_the_working_resolution():
 
 
 def test_images_the_cache_could_not_decode_become_reported_exclusions(synth_small):
+    from dermbench.data.exclusions import Exclusion
     from dermbench.runs.evaluate import without_unreadable as _without_unreadable
 
     victim = synth_small.split("test")["img_id"].iloc[0]
-    kept, excluded = _without_unreadable(synth_small, [("test", victim, "truncated_image", "cut at byte 100")])
+    failed = Exclusion(split="test", img_id=victim, reason="truncated_image", detail="cut at byte 100", row=2)
+    kept, excluded = _without_unreadable(synth_small, [failed, failed])
     assert victim not in set(kept.split("test")["img_id"])
     assert len(kept.split("test")) == len(synth_small.split("test")) - 1
+    assert len(kept.split("test").attrs["csv_lines"]) == len(kept.split("test"))
     assert len(kept.split("train")) == len(synth_small.split("train"))
-    assert excluded == [{"split": "test", "row": None, "img_id": victim, "reason": "truncated_image",
-                         "detail": "image cache: cut at byte 100"}]
+    assert excluded == [Exclusion(split="test", img_id=victim, reason="truncated_image",
+                                  detail="image cache: cut at byte 100", row=2)]
     assert kept.fingerprint == synth_small.fingerprint

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermbench.data.images import (REASON_CORRUPT, REASON_MISSING, REASON_TRUNCATED, REASON_UNSUPPORTED,
-                                   ImageReadError, check_image, open_rgb)
-from dermbench.data.pipeline import ResizePolicy, load_image
+from dermbench.data.exclusions import (REASON_MISSING_IMAGE, REASON_TRUNCATED, REASON_UNREADABLE,
+                                       REASON_UNSUPPORTED)
+from dermbench.data.images import ImageReadError, check_image, open_rgb
+from dermbench.data.pipeline.decode import ResizePolicy, load_image
 
 
 def _gradient(w: int = 64, h: int = 48) -> np.ndarray:
@@ -192,10 +193,10 @@ def test_garbage_missing_and_unsupported(tmp_path):
     p.write_bytes(b"this is not an image at all" * 10)
     with pytest.raises(ImageReadError) as err:
         load_image(p, ResizePolicy(32))
-    assert err.value.reason == REASON_CORRUPT
+    assert err.value.reason == REASON_UNREADABLE
     with pytest.raises(ImageReadError) as err:
         open_rgb(tmp_path / "none.jpg")
-    assert err.value.reason == REASON_MISSING
+    assert err.value.reason == REASON_MISSING_IMAGE
     gif = tmp_path / "x.jpg"
     Image.new("RGB", (4, 4)).save(gif, "GIF")
     with pytest.raises(ImageReadError) as err:

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError
+from .exclusions import (REASON_EMPTY, REASON_MISSING_IMAGE, REASON_TRUNCATED, REASON_UNREADABLE,
+                         REASON_UNSUPPORTED)
 
 # A truncated file must fail loudly rather than decode to a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -30,12 +32,6 @@ for _module in ("TiffImagePlugin", "JpegImagePlugin", "PngImagePlugin", "Image",
 
 ALLOWED_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
-#: Reason codes used in exclusion reports.
-REASON_MISSING = "missing_image"
-REASON_UNSUPPORTED = "unsupported_format"
-REASON_CORRUPT = "unreadable_image"
-REASON_TRUNCATED = "truncated_image"
-REASON_EMPTY = "empty_image"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -73,7 +69,7 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
     """Open, fully decode, EXIF-orient and convert an image to RGB.
 
     ``draft_size`` lets JPEG decoding use DCT scaling to a size no smaller than requested (see
-    :mod:`dermbench.data.pipeline` for the measured tolerance); other formats ignore it.
+    :mod:`dermbench.data.pipeline.decode` for the measured tolerance); other formats ignore it.
     """
     path = Path(path)
     if path.suffix.lower() not in ALLOWED_EXTENSIONS:
@@ -90,17 +86,17 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
             # is independent of the file closed below and needs no further copy.
             rgb = to_rgb(ImageOps.exif_transpose(img))
     except FileNotFoundError as exc:
-        raise ImageReadError(path, REASON_MISSING) from exc
+        raise ImageReadError(path, REASON_MISSING_IMAGE) from exc
     except ImageReadError:
         raise
     except UnidentifiedImageError as exc:
-        raise ImageReadError(path, REASON_CORRUPT, "not a recognisable image") from exc
+        raise ImageReadError(path, REASON_UNREADABLE, "not a recognisable image") from exc
     except OSError as exc:
         msg = str(exc)
-        reason = REASON_TRUNCATED if "truncated" in msg.lower() or "broken data stream" in msg.lower() else REASON_CORRUPT
+        reason = REASON_TRUNCATED if "truncated" in msg.lower() or "broken data stream" in msg.lower() else REASON_UNREADABLE
         raise ImageReadError(path, reason, msg) from exc
     except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageReadError(path, REASON_CORRUPT, str(exc)) from exc
+        raise ImageReadError(path, REASON_UNREADABLE, str(exc)) from exc
     if rgb.width == 0 or rgb.height == 0:
         raise ImageReadError(path, REASON_EMPTY)
     return rgb

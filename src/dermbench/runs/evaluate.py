@@ -14,7 +14,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from ..data.contract import LesionDataset
+from ..data.dataset import LesionDataset
+from ..data.exclusions import Exclusion, count_by_reason, exclusion_frame
 from ..data.splits import bootstrap_groups
 from .provenance import collect_provenance
 from .record import RunRecorder
@@ -57,30 +58,20 @@ def attach_labels(dataset: LesionDataset, split: str, scores: pd.DataFrame) -> p
     return merged
 
 
-def without_unreadable(dataset: LesionDataset, errors: list[tuple[str, str, str, str]]
-                       ) -> tuple[LesionDataset, list[dict[str, Any]]]:
-    """The dataset minus images a paradigm could not decode (``(split, img_id, reason, detail)``
-    from the image cache), and those images as exclusion rows for ``finalize_cell``.
+def without_unreadable(dataset: LesionDataset, errors: Iterable[Exclusion]
+                       ) -> tuple[LesionDataset, list[Exclusion]]:
+    """The dataset minus images a paradigm could not decode (the image cache's or loader's
+    ``errors``), and those images as exclusions for ``finalize_cell`` (once each).
 
     The loader decode-checks every image first, so this is rare (a file changed or broke after
     loading); such an image is excluded and reported like any other unreadable image, the same
     way in every paradigm."""
-    import dataclasses
-
-    if not errors:
+    excluded: dict[tuple[str, str], Exclusion] = {}
+    for e in errors:
+        excluded.setdefault((e.split, e.img_id), e.with_detail_prefix("image cache"))
+    if not excluded:
         return dataset, []
-    failed: dict[str, set[str]] = {}
-    for split, img_id, _reason, _detail in errors:
-        failed.setdefault(split, set()).add(img_id)
-    splits = {s: df[~df["img_id"].isin(failed.get(s, set()))].reset_index(drop=True)
-              for s, df in dataset.splits.items()}
-    seen: set[tuple[str, str]] = set()
-    excluded = []
-    for s, i, r, d in errors:
-        if (s, i) not in seen:
-            seen.add((s, i))
-            excluded.append({"split": s, "row": None, "img_id": i, "reason": r, "detail": f"image cache: {d}"})
-    return dataclasses.replace(dataset, splits=splits), excluded
+    return dataset.without(excluded.values()), list(excluded.values())
 
 
 def subgroup_tables(frame: pd.DataFrame, threshold: float, min_n: int = 30,
@@ -151,7 +142,7 @@ def finalize_cell(
     timing: dict[str, float] | None = None,
     extra: dict[str, Any] | None = None,
     cell: dict[str, Any] | None = None,
-    excluded_images: list[dict[str, Any]] | None = None,
+    excluded_images: Iterable[Exclusion] = (),
 ) -> dict[str, Any]:
     """Score, record and complete a cell. ``scores`` maps split name to ``img_id, p_malignant``.
 
@@ -185,11 +176,8 @@ def finalize_cell(
 
     if subgroup_parts:
         recorder.save_frame("subgroups.csv", pd.concat(subgroup_parts, ignore_index=True))
-    exclusions = dataset.exclusion_frame()
-    if excluded_images:
-        exclusions = pd.concat([exclusions, pd.DataFrame(excluded_images)], ignore_index=True)
-    recorder.save_frame("exclusions.csv", exclusions)
-    by_reason = exclusions["reason"].value_counts().to_dict() if len(exclusions) else {}
+    exclusions = [*dataset.exclusions, *excluded_images]
+    recorder.save_frame("exclusions.csv", exclusion_frame(exclusions))
 
     timing = dict(timing or {})
     timing["evaluate_s"] = round(time.perf_counter() - t0, 3)
@@ -202,7 +190,7 @@ def finalize_cell(
         "splits": split_metrics,
         "subgroups": {"file": "subgroups.csv" if subgroup_parts else None, "min_n": subgroup_min_n,
                       "notes": sorted(set(subgroup_notes))},
-        "exclusions": {"count": int(len(exclusions)), "by_reason": by_reason, "file": "exclusions.csv"},
+        "exclusions": {"count": len(exclusions), "by_reason": count_by_reason(exclusions), "file": "exclusions.csv"},
         "extra": extra or {},
         "timing": timing,
         "provenance": collect_provenance(dataset_fingerprint=dataset.fingerprint, **(provenance or {})),

@@ -40,7 +40,7 @@ class Embedder:
 
     @property
     def policy(self) -> Any:
-        from ...data.pipeline import ResizePolicy
+        from ...data.pipeline.decode import ResizePolicy
 
         return ResizePolicy(size=int(self.image_size), mode=self.resize_mode)
 
@@ -49,7 +49,7 @@ class Embedder:
         """Per-image transform the loader applies to a uint8 CHW tensor."""
         if self.input_kind == "uint8":
             return _keep_uint8
-        from ...data.pipeline import eval_transform
+        from ...data.pipeline.loaders import eval_transform
 
         return eval_transform(self.mean, self.std)
 

@@ -48,7 +48,9 @@ def misclassified(frame: pd.DataFrame, threshold: float, paths: pd.Series | None
 def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     """Train and evaluate one finetune cell; returns the metrics written to ``metrics.json``."""
     from ...data.contract import load_dataset
-    from ...data.pipeline import ResizePolicy, build_image_cache, eval_transform, make_loader
+    from ...data.pipeline.decode import ResizePolicy
+    from ...data.pipeline.image_cache import build_image_cache
+    from ...data.pipeline.loaders import eval_transform, make_loader
     from ...runs.evaluate import finalize_cell
     from ...utils.atomic import atomic_write_bytes
     import torch

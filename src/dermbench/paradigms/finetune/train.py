@@ -277,7 +277,8 @@ def fit(
     """
     import torch
 
-    from ...data.pipeline import ResizePolicy, eval_transform, make_loader
+    from ...data.pipeline.decode import ResizePolicy
+    from ...data.pipeline.loaders import eval_transform, make_loader
     from .augment import train_transform
     from ...models.classifier import set_train_mode
     from ...utils.device import choose_device

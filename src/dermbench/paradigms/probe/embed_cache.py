@@ -24,17 +24,20 @@ whatever the batch size, shard size or DataLoader workers — and shared by ever
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from ...data.dataset import LesionDataset
+from ...data.exclusions import Exclusion, stored_exclusion
 from ...utils.atomic import atomic_path, atomic_write_text
+from ...utils.console import progress as progress_bar
+from ...utils.locks import exclusive_lock
 from ...utils.paths import cache_dir, safe_name
 
 FORMAT_VERSION = 1
@@ -46,8 +49,8 @@ AUGMENTATION_PRESETS = ("paper",)
 class EmbeddingSet:
     """The embeddings of one split: ``vectors[i]`` belongs to ``img_ids[i]``.
 
-    ``errors`` lists ``(split, img_id, reason, detail)`` of images that could not be read (they
-    have no vector; report them as exclusions). ``hit`` is True when nothing had to be embedded.
+    ``errors`` lists the images that could not be read as :class:`~dermbench.data.exclusions.Exclusion`
+    records (they have no vector; report them with the run). ``hit`` is True when nothing had to be embedded.
     """
 
     split: str
@@ -56,7 +59,7 @@ class EmbeddingSet:
     path: Path
     img_ids: list[str]
     vectors: np.ndarray
-    errors: list[tuple[str, str, str, str]] = field(default_factory=list)
+    errors: list[Exclusion] = field(default_factory=list)
     hit: bool = False
     seconds: float = 0.0
     images_embedded: int = 0
@@ -66,12 +69,12 @@ class EmbeddingSet:
         return self.images_embedded / self.seconds if self.seconds > 0 and self.images_embedded else 0.0
 
 
-def embedding_key(embedder: Any, dataset: Any, split: str, view: int = 0, augmentation: str = "paper") -> str:
+def embedding_key(embedder: Any, dataset: LesionDataset, split: str, view: int = 0, augmentation: str = "paper") -> str:
     """Folder name of a cache entry: readable prefix + hash of everything that changes the vectors."""
     if not getattr(dataset, "fingerprint", ""):
         raise ValueError("the dataset has no fingerprint; load it with dermbench.data.contract.load_dataset")
-    from ...data.pipeline import FORMAT_VERSION as PIXEL_FORMAT
-    from ...data.pipeline import cache_key as pixel_cache_key
+    from ...data.pipeline.image_cache import FORMAT_VERSION as PIXEL_FORMAT
+    from ...data.pipeline.image_cache import cache_key as pixel_cache_key
 
     material = {
         "embedder": embedder.identity,
@@ -148,7 +151,7 @@ class _SeededView:
         return self.images[i]
 
 
-def embed_split(embedder: Any, dataset: Any, split: str, *, view: int = 0, augmentation: str = "paper",
+def embed_split(embedder: Any, dataset: LesionDataset, split: str, *, view: int = 0, augmentation: str = "paper",
                 batch_size: int = 64, workers: int = 0, progress: bool = True,
                 shard_size: int = DEFAULT_SHARD_SIZE) -> EmbeddingSet:
     """Embeddings of ``dataset``'s ``split`` with ``embedder``, from the cache or computed now.
@@ -163,7 +166,7 @@ def embed_split(embedder: Any, dataset: Any, split: str, *, view: int = 0, augme
         return done
     # Cells of the same backbone running in parallel (several heads in a grid) wait for one
     # extraction instead of repeating it.
-    with _exclusive_lock(folder.parent / f"{key}.lock"):
+    with exclusive_lock(folder.parent / f"{key}.lock"):
         done = _read_complete(folder, split, view, key)
         if done is not None:
             return done
@@ -171,92 +174,42 @@ def embed_split(embedder: Any, dataset: Any, split: str, *, view: int = 0, augme
                         batch_size=batch_size, workers=workers, progress=progress, shard_size=shard_size)
 
 
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """``fcntl.flock`` on ``path`` (no-op where unavailable: shards are atomic either way)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "a") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        except OSError:
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _extract(embedder: Any, dataset: Any, split: str, key: str, folder: Path, *, view: int, augmentation: str,
-             batch_size: int, workers: int, progress: bool, shard_size: int) -> EmbeddingSet:
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    from ...data.pipeline import make_loader
+def _extract(embedder: Any, dataset: LesionDataset, split: str, key: str, folder: Path, *, view: int,
+             augmentation: str, batch_size: int, workers: int, progress: bool, shard_size: int) -> EmbeddingSet:
+    from ...data.pipeline.loaders import make_loader
 
     t0 = time.perf_counter()
     base = embedder.loader_transform
     transform = base if view == 0 else augmentation_transform(augmentation, base)
     loader = make_loader(dataset, split, policy=embedder.policy, transform=transform, batch_size=batch_size,
                          workers=0, use_cache=True, progress=progress)
-    images = loader.dataset
-    img_ids = list(images.img_ids)
-    errors = [tuple(e) for e in loader.errors]
-
-    plan_path = folder / "plan.json"
-    plan = {"key": key, "img_ids": img_ids, "shard_size": int(shard_size), "identity": embedder.identity}
-    if plan_path.is_file():
-        old = json.loads(plan_path.read_text())
-        if old.get("img_ids") == img_ids and old.get("key") == key:
-            plan = old  # resume with the original shard layout
-        else:
-            for stale in folder.glob("shard-*.npy"):
-                stale.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(plan_path, json.dumps(plan))
-    size = int(plan["shard_size"])
-    n_shards = (len(img_ids) + size - 1) // size
-    pending = [s for s in range(n_shards) if not _shard_ok(folder, s, size, len(img_ids), embedder.embed_dim)]
-    bar = _progress_bar(len(img_ids), f"embed {embedder.name} {split}" + (f" view{view}" if view else ""),
-                        progress, initial=len(img_ids) - sum(min(size, len(img_ids) - s * size) for s in pending))
+    images = loader.dataset if view == 0 else _SeededView(loader.dataset, view)
+    img_ids = list(loader.dataset.img_ids)
+    size = _shard_plan(folder, key, img_ids, shard_size, embedder.identity)
+    n = len(img_ids)
+    n_shards = (n + size - 1) // size
+    pending = [s for s in range(n_shards) if not _shard_ok(folder, s, size, n, embedder.embed_dim)]
+    done_before = n - sum(min(size, n - s * size) for s in pending)
     embedded = 0
     embed_seconds = 0.0
-    for shard in pending:
-        start, stop = shard * size, min((shard + 1) * size, len(img_ids))
-        generator = torch.Generator().manual_seed(_seed_for(view, shard))
-        kwargs: dict[str, Any] = {}
-        if workers > 0:
-            kwargs.update(num_workers=workers, persistent_workers=False, prefetch_factor=4)
-        source = images if view == 0 else _SeededView(images, view)
-        shard_loader = DataLoader(Subset(source, range(start, stop)), batch_size=batch_size, shuffle=False,
-                                  generator=generator, pin_memory=str(embedder.device).startswith("cuda"), **kwargs)
-        parts = []
-        ids_seen: list[str] = []
-        t_shard = time.perf_counter()
-        # Augmented views seed torch's global RNG per image (_SeededView); fork_rng keeps the
-        # caller's RNG state untouched.
-        with torch.random.fork_rng(devices=[]):
-            for batch in shard_loader:
-                parts.append(embedder(batch["image"]))
-                ids_seen += list(batch["img_id"])
-                bar.update(len(batch["img_id"]))
-        embed_seconds += time.perf_counter() - t_shard
-        if ids_seen != img_ids[start:stop]:
-            raise RuntimeError(f"embedding shard {shard} of {split}: loader order changed; delete {folder} and retry")
-        vectors = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, embedder.embed_dim), np.float32)
-        with atomic_path(folder / f"shard-{shard:05d}.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, vectors)
-        embedded += stop - start
-    bar.close()
+    desc = f"embed {embedder.name} {split}" + (f" view{view}" if view else "")
+    with progress_bar(n, desc, enabled=progress, initial=done_before) as bar:
+        for shard in pending:
+            start, stop = shard * size, min((shard + 1) * size, n)
+            t_shard = time.perf_counter()
+            vectors = _embed_shard(embedder, images, img_ids, view, shard, start, stop, batch_size=batch_size,
+                                   workers=workers, bar=bar)
+            embed_seconds += time.perf_counter() - t_shard
+            if vectors is None:
+                raise RuntimeError(f"embedding shard {shard} of {split}: loader order changed; delete {folder} "
+                                   f"and retry")
+            with atomic_path(folder / f"shard-{shard:05d}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, vectors)
+            embedded += stop - start
     meta = {"key": key, "split": split, "view": int(view), "augmentation": augmentation if view else None,
-            "n": len(img_ids), "embed_dim": int(embedder.embed_dim), "shards": n_shards, "shard_size": size,
-            "errors": [list(e) for e in errors], "identity": embedder.identity,
+            "n": n, "embed_dim": int(embedder.embed_dim), "shards": n_shards, "shard_size": size,
+            "errors": [e.as_dict() for e in loader.errors], "identity": embedder.identity,
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
             "seconds": round(time.perf_counter() - t0, 3), "embed_seconds": round(embed_seconds, 3),
             "images_embedded_this_run": embedded}
@@ -268,6 +221,50 @@ def _extract(embedder: Any, dataset: Any, split: str, key: str, folder: Path, *,
     result.seconds = time.perf_counter() - t0
     result.images_embedded = embedded
     return result
+
+
+def _shard_plan(folder: Path, key: str, img_ids: list[str], shard_size: int, identity: Any) -> int:
+    """Write ``plan.json`` (row order and shard size) and return the shard size. A plan left by an
+    interrupted extraction of the same rows is kept, so its finished shards are reused; any other
+    plan's shards are deleted."""
+    plan_path = folder / "plan.json"
+    plan = {"key": key, "img_ids": img_ids, "shard_size": int(shard_size), "identity": identity}
+    if plan_path.is_file():
+        old = json.loads(plan_path.read_text())
+        if old.get("img_ids") == img_ids and old.get("key") == key:
+            plan = old  # resume with the original shard layout
+        else:
+            for stale in folder.glob("shard-*.npy"):
+                stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan_path, json.dumps(plan))
+    return int(plan["shard_size"])
+
+
+def _embed_shard(embedder: Any, images: Any, img_ids: list[str], view: int, shard: int, start: int, stop: int, *,
+                 batch_size: int, workers: int, bar: Any) -> np.ndarray | None:
+    """Vectors of rows ``start:stop``, or None when the loader did not yield exactly those images."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    generator = torch.Generator().manual_seed(_seed_for(view, shard))
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs.update(num_workers=workers, persistent_workers=False, prefetch_factor=4)
+    shard_loader = DataLoader(Subset(images, range(start, stop)), batch_size=batch_size, shuffle=False,
+                              generator=generator, pin_memory=str(embedder.device).startswith("cuda"), **kwargs)
+    parts = []
+    ids_seen: list[str] = []
+    # Augmented views seed torch's global RNG per image (_SeededView); fork_rng keeps the
+    # caller's RNG state untouched.
+    with torch.random.fork_rng(devices=[]):
+        for batch in shard_loader:
+            parts.append(embedder(batch["image"]))
+            ids_seen += list(batch["img_id"])
+            bar.update(len(batch["img_id"]))
+    if ids_seen != img_ids[start:stop]:
+        return None
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, embedder.embed_dim), np.float32)
 
 
 def _shard_ok(folder: Path, shard: int, size: int, n: int, dim: int) -> bool:
@@ -297,24 +294,4 @@ def _read_complete(folder: Path, split: str, view: int, key: str) -> EmbeddingSe
     if vectors.shape != (len(plan["img_ids"]), dim):
         return None
     return EmbeddingSet(split=split, view=view, key=key, path=folder, img_ids=list(plan["img_ids"]),
-                        vectors=vectors, errors=[tuple(e) for e in meta.get("errors", [])], hit=True)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, desc: str, enabled: bool, initial: int = 0) -> Any:
-    import os
-
-    if not enabled or os.environ.get("DERMBENCH_QUIET"):
-        return _NoBar()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return _NoBar()
-    return tqdm(total=total, initial=initial, desc=desc, unit="img", leave=False)
+                        vectors=vectors, errors=[stored_exclusion(e) for e in meta.get("errors", [])], hit=True)
