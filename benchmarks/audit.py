@@ -3,7 +3,7 @@
     python benchmarks/audit.py [--n 10000] [--size 128] [--workers N] [--keep DIR]
 
 Builds a contract dataset of small JPEGs (smooth random colour fields, distinct perceptual
-hashes; ``--generator synth`` uses ``dermbench.data.synth`` instead), plants one lesion leak and
+hashes; ``--generator synth`` uses ``dermbench.data.synth`` instead), plants one lesion leak (simple) and
 one re-encoded near duplicate, then times ``audit_datasets`` (cold: sha256 and pHash of every
 image) and again warm (sha256 memoised; pHash recomputed). Prints the wall times.
 """
@@ -35,19 +35,28 @@ def build_simple(root: Path, n: int, size: int, seed: int = 0) -> None:
         img.save(root / "images" / name, quality=85)
         rows.append({"img_id": name, "benign_malignant": "malignant" if rng.random() < 0.3 else "benign",
                      "lesion_id": f"L{i}", "split": splits[i]})
-    # plant a leak: lesion L0 again in another split, and a re-encoded copy of image 1
+    # plant a leak: lesion L0 again in another split
     first_split = rows[0]["split"]
     other = "test" if first_split != "test" else "train"
     rows[2]["lesion_id"] = "L0"
     rows[2]["split"] = other
-    buf = io.BytesIO()
-    Image.open(root / "images" / "img00001.jpg").resize((size - 16, size - 16)).save(buf, format="JPEG", quality=60)
-    (root / "images" / "near_copy.jpg").write_bytes(buf.getvalue())
-    rows.append({"img_id": "near_copy.jpg", "benign_malignant": "benign", "lesion_id": "Lcopy",
-                 "split": "test" if rows[1]["split"] != "test" else "train"})
     frame = pd.DataFrame(rows)
     for s in ("train", "validation", "test"):
         frame[frame["split"] == s].drop(columns="split").to_csv(root / f"{s}_metadata.csv", index=False)
+
+
+def plant_near_copy(root: Path, size: int) -> None:
+    """A resized, re-encoded copy of the first training image, added to the test split."""
+    train = pd.read_csv(root / "train_metadata.csv", dtype=str)
+    source = train.iloc[0]
+    buf = io.BytesIO()
+    Image.open(root / "images" / source["img_id"]).resize((size - 16, size - 16)).save(buf, format="JPEG", quality=60)
+    (root / "images" / "near_copy.jpg").write_bytes(buf.getvalue())
+    test = pd.read_csv(root / "test_metadata.csv", dtype=str)
+    copy = {**source.to_dict(), "img_id": "near_copy.jpg", "lesion_id": "Lcopy"}
+    if "patient_id" in copy:
+        copy["patient_id"] = "Pcopy"
+    pd.concat([test, pd.DataFrame([copy])]).to_csv(root / "test_metadata.csv", index=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 make_synthetic_dataset(root, n=args.n, size=args.size, progress=False)
             else:
                 build_simple(root, args.n, args.size)
+            plant_near_copy(root, args.size)
             print(f"built {args.n} images ({args.size} px) in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         for run in ("cold", "warm"):
             t = time.perf_counter()

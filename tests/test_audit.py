@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dermbench.data.audit import audit_datasets, format_report, image_phash, phash_numpy
+from dermbench.data.audit import audit_datasets, format_report, image_phash
 
 
 def smooth_image(seed: int, size: int = 96) -> Image.Image:
@@ -118,14 +118,35 @@ def test_duplicate_within_one_split_is_not_leakage(tmp_path):
     assert not report.leakage
 
 
-def test_numpy_phash_matches_imagehash(tmp_path):
-    imagehash = pytest.importorskip("imagehash")
-    for seed in range(5):
-        img = smooth_image(seed, size=70)
-        assert phash_numpy(img) == int(str(imagehash.phash(img)), 16)
+def test_phash_is_imagehash_phash(tmp_path):
+    """One pHash, from the imagehash library (a dependency): the audit's hash of a file is
+    imagehash's hash of the decoded image, and the report names the method."""
+    import imagehash
+
     smooth_image(3).save(tmp_path / "x.png")
     h, reason, _ = image_phash(str(tmp_path / "x.png"))
-    assert reason == "" and isinstance(h, int)
+    assert reason == "" and h == int(str(imagehash.phash(smooth_image(3))), 16)
+    rows, images = clean_rows(5)
+    report = audit_datasets([make_dataset(tmp_path / "d", rows, images)])
+    assert report.phash["method"].startswith("imagehash")
+
+
+def test_planted_copy_in_the_synthetic_dataset_is_the_only_near_duplicate(tmp_path):
+    """Distinct synthetic lesions (small lesions on plain skin, close in pHash) are not flagged;
+    a resized, re-encoded copy of a training image planted in test is, as leakage."""
+    from dermbench.data.synth import make_synthetic_dataset
+
+    root = make_synthetic_dataset(tmp_path / "synth", n=80, size=96, seed=5, progress=False)
+    train = pd.read_csv(root / "train_metadata.csv")
+    source = train.iloc[0]
+    Image.open(root / "images" / source["img_id"]).resize((80, 80)).save(root / "images" / "planted.jpg", quality=70)
+    test = pd.read_csv(root / "test_metadata.csv")
+    planted = {**source.to_dict(), "img_id": "planted.jpg", "patient_id": "SPX", "lesion_id": "SLX"}
+    pd.concat([test, pd.DataFrame([planted])]).to_csv(root / "test_metadata.csv", index=False)
+    report = audit_datasets([root])
+    pairs = [{d["a"]["img_id"], d["b"]["img_id"]} for d in report.near_duplicates]
+    assert pairs == [{source["img_id"], "planted.jpg"}], report.near_duplicates
+    assert report.near_duplicates[0]["across_splits"] and report.leakage
 
 
 def test_exact_duplicates_found_through_a_symlinked_dataset_path(tmp_path):

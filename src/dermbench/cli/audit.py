@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 HELP = "find patient/lesion overlap, exact and near duplicates, label imbalance and unreadable images"
 
@@ -36,16 +35,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.audit import audit_datasets, format_report
-    from ..data.contract import DatasetError
     from ..utils.atomic import atomic_write_text
 
-    try:
-        report = audit_datasets(args.datasets, phash_threshold=args.phash_threshold,
-                                colour_threshold=args.colour_threshold, workers=args.workers,
-                                near_duplicates=not args.no_near_duplicates)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    # a dataset that cannot be loaded raises DatasetError: the CLI prints it and exits 2
+    report = audit_datasets(args.datasets, phash_threshold=args.phash_threshold,
+                            colour_threshold=args.colour_threshold, workers=args.workers,
+                            near_duplicates=not args.no_near_duplicates)
     print(format_report(report, max_list=args.max_list))
     if args.json_out:
         atomic_write_text(args.json_out, json.dumps(report.as_dict(), indent=2) + "\n")

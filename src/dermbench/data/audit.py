@@ -6,9 +6,8 @@ What it checks, within each dataset and across all datasets given:
   key is ``(source, id)``, since ids of different datasets are unrelated);
 - **exact duplicates**: files with the same sha256 (taken from the dataset manifest, which is
   memoised, so a re-audit does not re-read unchanged files);
-- **near duplicates**: a 64-bit perceptual hash (pHash: 32×32 grey DCT, 8×8 low frequencies
-  against their median; ``imagehash.phash`` when importable, else an identical numpy
-  implementation) with Hamming distance <= ``phash_threshold`` (default 6 of 64 bits), *confirmed*
+- **near duplicates**: a 64-bit perceptual hash (``imagehash.phash``: 32×32 grey DCT, 8×8 low
+  frequencies against their median) with Hamming distance <= ``phash_threshold`` (default 6 of 64 bits), *confirmed*
   by the layout of colour: the mean absolute difference of 8×8 RGB thumbnails with each
   channel's mean removed must be <= ``colour_threshold`` (default 3 of 255). A re-encoded,
   resized or re-lit copy lands at pHash 0–4 and colour 0.8–1.6; distinct lesion photographs
@@ -35,49 +34,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import imagehash
 import numpy as np
+import pandas as pd
+from PIL import Image
 
 from .. import SPLITS
+from ..errors import ImageReadError
+from .contract import load_dataset
+from .dataset import LesionDataset
+from .exclusions import IMAGE_REASONS
+from .images import open_rgb
 
 DEFAULT_PHASH_THRESHOLD = 6
 DEFAULT_COLOUR_THRESHOLD = 3.0
 THUMB_SIDE = 8
 #: decode JPEGs at >= this size (DCT scaling); the hash works on 32×32 anyway
 DRAFT_SIZE = (32, 32)
+PHASH_METHOD = f"imagehash {imagehash.__version__} phash (hash_size 8, 32x32 DCT)"
 
 
-def _phash_backend() -> tuple[str, Any]:
-    try:
-        import imagehash  # noqa: F401
-
-        return "imagehash.phash (hash_size 8, 32x32 DCT)", imagehash
-    except ImportError:
-        return "numpy DCT pHash (same algorithm as imagehash.phash, 32x32 DCT)", None
-
-
-_DCT_CACHE: dict[int, np.ndarray] = {}
-
-
-def _dct_matrix(n: int) -> np.ndarray:
-    """Unnormalised DCT-II matrix, as ``scipy.fftpack.dct`` computes it."""
-    if n not in _DCT_CACHE:
-        k = np.arange(n)[:, None]
-        i = np.arange(n)[None, :]
-        _DCT_CACHE[n] = 2.0 * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
-    return _DCT_CACHE[n]
-
-
-def phash_numpy(img, hash_size: int = 8, highfreq_factor: int = 4) -> int:
-    """64-bit pHash of a PIL image as an int (bit order as imagehash: row-major, MSB first)."""
-    from PIL import Image
-
-    size = hash_size * highfreq_factor
-    grey = np.asarray(img.convert("L").resize((size, size), Image.Resampling.LANCZOS), dtype=np.float64)
-    c = _dct_matrix(size)
-    dct = c @ grey @ c.T
-    low = dct[:hash_size, :hash_size]
-    bits = (low > np.median(low)).ravel()
-    return int("".join("1" if b else "0" for b in bits), 2)
+def phash(img: Image.Image) -> int:
+    """64-bit pHash of a PIL image as an int (imagehash's bit order: row-major, first bit highest)."""
+    return int(str(imagehash.phash(img)), 16)
 
 
 def image_phash(path: str) -> tuple[int | None, str, str]:
@@ -86,26 +65,20 @@ def image_phash(path: str) -> tuple[int | None, str, str]:
     return h, reason, detail
 
 
-def colour_layout(img) -> np.ndarray:
+def colour_layout(img: Image.Image) -> np.ndarray:
     """8×8 RGB thumbnail with each channel's mean removed (a brightness or white-balance shift of
     a copy is not a difference; a different lesion is)."""
-    from PIL import Image
-
     thumb = np.asarray(img.resize((THUMB_SIDE, THUMB_SIDE), Image.BOX), dtype=np.float32)
     return thumb - thumb.mean(axis=(0, 1))
 
 
 def image_signature(path: str) -> tuple[int | None, str, str, np.ndarray | None]:
     """(pHash, error reason, detail, colour layout) of one image file, decoded once at reduced size."""
-    from .images import ImageReadError, open_rgb
-
     try:
         img = open_rgb(path, draft_size=DRAFT_SIZE)
     except ImageReadError as err:
         return None, err.reason, err.detail, None
-    _, backend = _phash_backend()
-    h = int(str(backend.phash(img)), 16) if backend is not None else phash_numpy(img)
-    return h, "", "", colour_layout(img)
+    return phash(img), "", "", colour_layout(img)
 
 
 @dataclass
@@ -159,9 +132,7 @@ class AuditReport:
         }
 
 
-def _group_overlap(name: str, splits: dict) -> list[dict[str, Any]]:
-    import pandas as pd
-
+def _group_overlap(name: str, splits: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     frames = [df.assign(_split=s) for s, df in splits.items() if len(df)]
     if not frames:
         return []
@@ -199,96 +170,107 @@ def _near_pairs(hashes: np.ndarray, threshold: int, block: int = 1024) -> list[t
     return pairs
 
 
+@dataclass
+class _Images:
+    """Every image of the audited datasets, in one order: where it is, its file, its sha256."""
+
+    refs: list[ImageRef] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    shas: list[str] = field(default_factory=list)
+
+
 def audit_datasets(roots: Sequence[str | Path], *, phash_threshold: int = DEFAULT_PHASH_THRESHOLD,
                    colour_threshold: float = DEFAULT_COLOUR_THRESHOLD,
                    workers: int | None = None, near_duplicates: bool = True) -> AuditReport:
     """Audit dataset folders; see the module docstring for what is checked."""
-    from .contract import load_dataset
-
     t0 = time.perf_counter()
     report = AuditReport()
-    method, _ = _phash_backend()
-    report.phash = {"method": method, "bits": 64, "threshold": int(phash_threshold),
+    report.phash = {"method": PHASH_METHOD, "bits": 64, "threshold": int(phash_threshold),
                     "colour_confirmation": f"mean |diff| of mean-removed {THUMB_SIDE}x{THUMB_SIDE} RGB "
                                            f"thumbnails <= {colour_threshold:g}",
                     "colour_threshold": float(colour_threshold)}
-    refs: list[ImageRef] = []
-    paths: list[str] = []
-    shas: list[str] = []
+    images = _Images()
     names_seen: dict[str, int] = {}
     for root in roots:
         ds = load_dataset(Path(os.path.abspath(Path(root).expanduser())), check_images=False, quiet=True)
-        name = ds.name
-        if name in names_seen:  # two folders with the same name: keep them apart
-            names_seen[name] += 1
-            name = f"{name}#{names_seen[name]}"
-        else:
-            names_seen[name] = 1
-        # ds paths are absolute but not symlink-resolved (as ds.root): compare like with like, or a
-        # root reached through a symlink would match no manifest entry and hide every duplicate.
-        images_dir = ds.root / "images"
-        counts = ds.counts()
-        report.datasets.append({
-            "name": name, "root": str(Path(root)), "fingerprint": ds.fingerprint,
-            "n_images": int(sum(len(df) for df in ds.splits.values())),
-            "counts": counts,
-            "prevalence": {s: (c["malignant"] / (c["benign"] + c["malignant"]) if c["benign"] + c["malignant"] else None)
-                           for s, c in counts.items()},
-            "premalignant_policy": ds.card.get("premalignant_policy"),
-            "load_exclusions": [e.as_dict() for e in ds.exclusions],
-            "warnings": ds.warnings,
-        })
-        for e in ds.exclusions:
-            if e.reason in ("missing_image", "unreadable_image", "truncated_image", "empty_image",
-                            "unsupported_format"):
-                report.unreadable.append({"dataset": name, "split": e.split, "img_id": e.img_id,
-                                          "reason": e.reason, "detail": e.detail})
+        names_seen[ds.name] = names_seen.get(ds.name, 0) + 1
+        name = ds.name if names_seen[ds.name] == 1 else f"{ds.name}#{names_seen[ds.name]}"  # same name twice
+        report.datasets.append(_dataset_entry(ds, name, root))
+        report.unreadable += [{"dataset": name, "split": e.split, "img_id": e.img_id, "reason": e.reason,
+                               "detail": e.detail} for e in ds.exclusions if e.reason in IMAGE_REASONS]
         report.group_overlap += _group_overlap(name, ds.splits)
-        for split, df in ds.splits.items():
-            for img_id, path in zip(df["img_id"], df["path"]):
-                refs.append(ImageRef(name, split, str(img_id)))
-                paths.append(path)
-                rel = Path(path).relative_to(images_dir).as_posix() if Path(path).is_relative_to(images_dir) else None
-                shas.append(ds.manifest.get(rel, "") if rel else "")
+        _add_images(images, ds, name)
     report.timing_s["load_and_sha256"] = round(time.perf_counter() - t0, 3)
-
-    # exact duplicates
-    by_sha: dict[str, list[int]] = {}
-    for i, sha in enumerate(shas):
-        if sha:
-            by_sha.setdefault(sha, []).append(i)
-    for sha, members in sorted(by_sha.items()):
-        if len(members) > 1:
-            report.exact_duplicates.append(_cluster_entry(members, refs, sha256=sha))
-
-    if near_duplicates and paths:
-        t1 = time.perf_counter()
-        n_workers = workers or min(8, 2 * (os.cpu_count() or 2))
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            results = list(pool.map(image_signature, paths, chunksize=64))
-        report.timing_s["phash"] = round(time.perf_counter() - t1, 3)
-        ok = [i for i, r in enumerate(results) if r[0] is not None]
-        for i, (h, reason, detail, _thumb) in enumerate(results):
-            if h is None:
-                report.unreadable.append({**refs[i].as_dict(), "reason": reason, "detail": detail})
-        t2 = time.perf_counter()
-        hashes = np.asarray([results[i][0] for i in ok], dtype=np.uint64)
-        for a, b, dist in _near_pairs(hashes, phash_threshold):
-            ia, ib = ok[a], ok[b]
-            if shas[ia] and shas[ia] == shas[ib]:
-                continue  # already an exact duplicate
-            colour = float(np.abs(results[ia][3] - results[ib][3]).mean())
-            if colour > colour_threshold:
-                continue  # alike in pHash only: distinct lesions on similar plain skin
-            entry = {"distance": dist, "colour_difference": round(colour, 2),
-                     "a": refs[ia].as_dict(), "b": refs[ib].as_dict(),
-                     "across_splits": refs[ia].split != refs[ib].split,
-                     "across_datasets": refs[ia].dataset != refs[ib].dataset}
-            report.near_duplicates.append(entry)
-        report.near_duplicates.sort(key=lambda d: (not d["across_splits"], d["distance"]))
-        report.timing_s["near_duplicate_search"] = round(time.perf_counter() - t2, 3)
+    report.exact_duplicates = _exact_duplicates(images)
+    if near_duplicates and images.paths:
+        _find_near_duplicates(report, images, phash_threshold, colour_threshold, workers)
     report.timing_s["total"] = round(time.perf_counter() - t0, 3)
     return report
+
+
+def _dataset_entry(ds: LesionDataset, name: str, root: str | Path) -> dict[str, Any]:
+    counts = ds.counts()
+    return {
+        "name": name, "root": str(Path(root)), "fingerprint": ds.fingerprint,
+        "n_images": int(sum(len(df) for df in ds.splits.values())),
+        "counts": counts,
+        "prevalence": {s: (c["malignant"] / (c["benign"] + c["malignant"]) if c["benign"] + c["malignant"] else None)
+                       for s, c in counts.items()},
+        "premalignant_policy": ds.card.get("premalignant_policy"),
+        "load_exclusions": [e.as_dict() for e in ds.exclusions],
+        "warnings": ds.warnings,
+    }
+
+
+def _add_images(images: _Images, ds: LesionDataset, name: str) -> None:
+    # ds paths are absolute but not symlink-resolved (as ds.root): compare like with like, or a
+    # root reached through a symlink would match no manifest entry and hide every duplicate.
+    images_dir = ds.root / "images"
+    for split, df in ds.splits.items():
+        for img_id, path in zip(df["img_id"], df["path"]):
+            images.refs.append(ImageRef(name, split, str(img_id)))
+            images.paths.append(path)
+            rel = Path(path).relative_to(images_dir).as_posix() if Path(path).is_relative_to(images_dir) else None
+            images.shas.append(ds.manifest.get(rel, "") if rel else "")
+
+
+def _exact_duplicates(images: _Images) -> list[dict[str, Any]]:
+    by_sha: dict[str, list[int]] = {}
+    for i, sha in enumerate(images.shas):
+        if sha:
+            by_sha.setdefault(sha, []).append(i)
+    return [_cluster_entry(members, images.refs, sha256=sha)
+            for sha, members in sorted(by_sha.items()) if len(members) > 1]
+
+
+def _find_near_duplicates(report: AuditReport, images: _Images, phash_threshold: int, colour_threshold: float,
+                          workers: int | None) -> None:
+    """Hash every image, then list the pairs within ``phash_threshold`` whose colour layouts
+    also agree (exact duplicates are already listed)."""
+    t1 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 2))) as pool:
+        results = list(pool.map(image_signature, images.paths, chunksize=64))
+    report.timing_s["phash"] = round(time.perf_counter() - t1, 3)
+    refs, shas = images.refs, images.shas
+    for i, (h, reason, detail, _thumb) in enumerate(results):
+        if h is None:
+            report.unreadable.append({**refs[i].as_dict(), "reason": reason, "detail": detail})
+    t2 = time.perf_counter()
+    ok = [i for i, r in enumerate(results) if r[0] is not None]
+    hashes = np.asarray([results[i][0] for i in ok], dtype=np.uint64)
+    for a, b, dist in _near_pairs(hashes, phash_threshold):
+        ia, ib = ok[a], ok[b]
+        if shas[ia] and shas[ia] == shas[ib]:
+            continue  # already an exact duplicate
+        colour = float(np.abs(results[ia][3] - results[ib][3]).mean())
+        if colour > colour_threshold:
+            continue  # alike in pHash only: distinct lesions on similar plain skin
+        report.near_duplicates.append({"distance": dist, "colour_difference": round(colour, 2),
+                                       "a": refs[ia].as_dict(), "b": refs[ib].as_dict(),
+                                       "across_splits": refs[ia].split != refs[ib].split,
+                                       "across_datasets": refs[ia].dataset != refs[ib].dataset})
+    report.near_duplicates.sort(key=lambda d: (not d["across_splits"], d["distance"]))
+    report.timing_s["near_duplicate_search"] = round(time.perf_counter() - t2, 3)
 
 
 def _cluster_entry(members: Iterable[int], refs: list[ImageRef], **extra: Any) -> dict[str, Any]:
