@@ -79,5 +79,6 @@ def test_prepare_writes_its_dropped_rows_as_exclusion_records(tmp_path: Path):
                                            na_values=[""]))
     assert {(e.img_id, e.reason) for e in excluded} == {("absent", "missing_image")} | {
         (f"im{i}", "excluded_class") for i in range(2, 24, 3)}
-    by_reason = {e["reason"]: e["count"] for e in json.loads((tmp_path / "out" / "dataset.json").read_text())["excluded"]}
+    written_card = json.loads((tmp_path / "out" / "dataset.json").read_text())
+    by_reason = {e["reason"]: e["count"] for e in written_card["excluded"]}
     assert by_reason == {"excluded_class": 8, "missing_image": 1} == {e["reason"]: e["count"] for e in card["excluded"]}

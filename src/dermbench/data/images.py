@@ -93,7 +93,8 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
         raise ImageReadError(path, REASON_UNREADABLE, "not a recognisable image") from exc
     except OSError as exc:
         msg = str(exc)
-        reason = REASON_TRUNCATED if "truncated" in msg.lower() or "broken data stream" in msg.lower() else REASON_UNREADABLE
+        truncated = "truncated" in msg.lower() or "broken data stream" in msg.lower()
+        reason = REASON_TRUNCATED if truncated else REASON_UNREADABLE
         raise ImageReadError(path, reason, msg) from exc
     except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ImageReadError(path, REASON_UNREADABLE, str(exc)) from exc

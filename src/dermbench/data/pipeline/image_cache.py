@@ -318,7 +318,8 @@ def _build_into(tmp: Path, dataset: LesionDataset, policy: ResizePolicy, split_n
     pixels = tmp / _PIXELS
     arr = np.lib.format.open_memmap(pixels, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     with progress_bar(total=n, desc=f"image cache {policy.key()} {dataset.name}", enabled=progress) as bar:
-        failures = _decode_all(arr, pixels, [p for _s, _i, p in rows], policy, workers=workers, executor=executor, bar=bar)
+        failures = _decode_all(arr, pixels, [p for _s, _i, p in rows], policy, workers=workers, executor=executor,
+                               bar=bar)
     arr.flush()
     del arr
     keep = [r for r in range(n) if r not in failures]

@@ -35,39 +35,40 @@ def label_subset(labels: np.ndarray, *, fraction: float = 1.0, k_shot: int | Non
 
 def undersample(labels: np.ndarray, *, mode: str = "min_class", max_per_class: int | None = None,
                 ratio: float = 1.0, seed: int = 0) -> np.ndarray:
-    """Sorted positions kept by random undersampling.
+    """Sorted positions kept by random undersampling (imbalanced-learn's ``RandomUnderSampler``).
 
     ``min_class``: every class down to the size of the smallest; ``max_per_class``: every class
-    capped at ``max_per_class``; ``ratio``: the majority class down to ``ratio`` × the minority.
+    capped at ``max_per_class``; ``ratio``: every class capped at ``ratio`` × the minority's size,
+    i.e. majority:minority at most ``ratio``.
     """
+    from imblearn.under_sampling import RandomUnderSampler
+
     labels = np.asarray(labels).astype(int)
-    rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     if mode == "min_class":
-        caps = {c: int(counts.min()) for c in classes}
+        cap = int(counts.min())
     elif mode == "max_per_class":
         if not max_per_class:
             raise ValueError("undersample mode max_per_class needs max_per_class")
-        caps = {c: int(max_per_class) for c in classes}
+        cap = int(max_per_class)
     elif mode == "ratio":
         if ratio < 1.0:
             raise ValueError(f"undersampling ratio is majority:minority and must be >= 1, got {ratio}")
-        caps = {c: int(np.ceil(ratio * counts.min())) for c in classes}
+        cap = int(np.ceil(ratio * counts.min()))
     else:
         raise ValueError(f"unknown undersampling mode {mode!r}; use min_class, max_per_class or ratio")
-    kept = []
-    for cls in classes:
-        members = np.flatnonzero(labels == cls)
-        kept.append(np.sort(rng.choice(members, size=min(caps[cls], len(members)), replace=False)))
-    return np.sort(np.concatenate(kept))
+    if len(classes) < 2:  # imbalanced-learn refuses a single class: cap it with the same seed
+        return np.sort(np.random.default_rng(seed).choice(len(labels), size=min(cap, len(labels)), replace=False))
+    target = {int(c): min(cap, int(n)) for c, n in zip(classes, counts)}
+    sampler = RandomUnderSampler(sampling_strategy=target, random_state=seed)
+    sampler.fit_resample(np.zeros((len(labels), 1)), labels)
+    return np.sort(sampler.sample_indices_)
 
 
 def smote(X: np.ndarray, y: np.ndarray, *, k: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """SMOTE oversampling of the minority class in embedding space (imbalanced-learn)."""
-    try:
-        from imblearn.over_sampling import SMOTE
-    except ImportError as exc:
-        raise ImportError("balance=smote needs imbalanced-learn: pip install imbalanced-learn") from exc
+    from imblearn.over_sampling import SMOTE
+
     minority = int(np.bincount(np.asarray(y).astype(int)).min())
     if minority < 2:
         raise ValueError("SMOTE needs at least 2 training images of the minority class")
