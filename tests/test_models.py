@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from dermbench.errors import ConfigError, UnknownNameError
-from dermbench.models import KINDS, ModelSpec, catalog, model_names, prefixes, resolve, weights_for
+from dermbench.models import KINDS, ModelSpec, catalog, prefixes, resolve, weights_for
 from dermbench.models.catalog import _entry_spec
 from dermbench.models.frameworks import BUILDER_NAMES, FRAMEWORKS
 
@@ -109,7 +109,8 @@ def test_prefix_names_resolve_to_a_canonical_name(kind, name, canonical, framewo
 
 
 def test_prefix_specs_say_how_they_run():
-    assert resolve("zeroshot", "clip:x/y").backend == "hf-clip" and resolve("zeroshot", "clip:x/y").zeroshot_kind == "dual"
+    clip = resolve("zeroshot", "clip:x/y")
+    assert clip.backend == "hf-clip" and clip.zeroshot_kind == "dual"
     assert resolve("zeroshot", "siglip:x/y").backend == "hf-siglip"
     assert resolve("zeroshot", "hf:x/y").zeroshot_kind == "generative"
     assert resolve("zeroshot", "open_clip:ViT-B-32").zeroshot_kind == "dual"
@@ -182,7 +183,8 @@ def test_specs_are_hashable_and_travel_to_worker_processes():
 def test_prefixes_per_kind():
     assert [p.prefix for p in prefixes("classifier")] == ["timm"]
     assert [p.prefix for p in prefixes("backbone")] == ["timm", "hf", "open_clip", "hf-hub"]
-    assert {p.prefix for p in prefixes("zeroshot")} == {"hf", "open_clip", "hf-hub", "clip", "siglip", "ollama", "openai"}
+    assert {p.prefix for p in prefixes("zeroshot")} == {"hf", "open_clip", "hf-hub", "clip", "siglip", "ollama",
+                                                          "openai"}
     for prefix in prefixes():
         assert resolve(prefix.kinds[0], prefix.example).registered is False
 

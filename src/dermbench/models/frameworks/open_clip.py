@@ -54,7 +54,7 @@ def _register_config(model_cfg: dict[str, Any]) -> str:
 
 
 def split_model_id(model_id: str) -> tuple[str, str | None]:
-    """``"hf-hub:org/repo"`` -> (itself, None); ``"arch/tag"`` -> (``arch``, ``tag``); ``"arch"`` -> (``arch``, None)."""
+    """(name, pretrained tag): ``hf-hub:org/repo`` -> (itself, None), ``arch/tag`` -> (arch, tag)."""
     if model_id.startswith("hf-hub:"):
         return model_id, None
     arch, _, tag = model_id.partition("/")
@@ -67,7 +67,8 @@ def create_open_clip(model_id: str, weights: str, model_cfg: dict[str, Any] | No
     if weights == "random":
         arch = _register_config(model_cfg) if model_cfg else name
         if arch.startswith("hf-hub:"):
-            raise ValueError("a random-init open_clip model needs an architecture name (open_clip:ViT-B-16) or a model_cfg")
+            raise ValueError("a random-init open_clip model needs an architecture name (open_clip:ViT-B-16) "
+                             "or a model_cfg")
         return open_clip.create_model(arch, pretrained=None), "random init"
     if weights != "default":
         path = Path(weights).expanduser()
@@ -123,7 +124,8 @@ def _from_tag(arch: str, tag: str | None) -> tuple[Any, str]:
     tags = open_clip.list_pretrained_tags_by_model(arch)
     tag = tag or (tags[0] if tags else None)
     if not tag:
-        raise WeightsNotFoundError(f"open_clip architecture {arch!r} has no pretrained tag; pass --weights PATH or random")
+        raise WeightsNotFoundError(f"open_clip architecture {arch!r} has no pretrained tag; "
+                                   f"pass --weights PATH or random")
     if tag not in tags:
         raise WeightsNotFoundError(f"open_clip {arch!r} has no pretrained tag {tag!r}; available: {', '.join(tags)}")
     hf_id = open_clip.get_pretrained_cfg(arch, tag).get("hf_hub", "").rstrip("/")

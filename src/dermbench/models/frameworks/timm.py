@@ -101,7 +101,8 @@ def _from_file(name: str, weights: str, num_classes: int, kwargs: dict[str, Any]
         converted = _timm_filter(model, state)
         if converted is None:
             raise
-        load_state_dict_strict(model, converted, f"{path} (after timm's checkpoint conversion)", allowed_missing=fresh_head)
+        load_state_dict_strict(model, converted, f"{path} (after timm's checkpoint conversion)",
+                               allowed_missing=fresh_head)
     return model, data_config(model), file_identity(path)
 
 

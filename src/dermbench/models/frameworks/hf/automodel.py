@@ -97,7 +97,8 @@ def build_embedder(spec: ModelSpec, *, weights: str, pooling: str | None = None,
     """The model's pooled image features (``pooling``: the entry's, else ``pooler``); ``config``: a
     transformers config (object or dict with ``model_type``) for a random-init model without a hub id."""
     if options:
-        raise ValueError(f"Hugging Face backbones take pooling, image_size, resize_mode and config; got {sorted(options)}")
+        raise ValueError(f"Hugging Face backbones take pooling, image_size, resize_mode and config; "
+                         f"got {sorted(options)}")
     pooling = pooling or spec.options.get("pooling", "pooler")
     model_id = spec.model_id
     if pooling not in POOLINGS:

@@ -16,7 +16,6 @@ Phi-3.5-vision predates the image-text-to-text API: its catalog entry sets
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
