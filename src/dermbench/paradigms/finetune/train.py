@@ -270,21 +270,85 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` (2 logits) on ``dataset``'s train split, early-stopping on validation.
 
-    ``work_dir`` holds ``last.pt`` (resume state), ``best.pt`` (best weights) and the per-epoch
+    ``work_dir`` holds ``last.pt`` (resume state), the best epoch's weights and the per-epoch
     ``train_log.csv``; an existing ``last.pt`` with the same ``run_key`` is resumed. On return
     the model holds the weights of the best epoch. ``on_epoch_end(epoch, row)`` is called after
     each epoch's checkpoint is written (epochs count from 1).
     """
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    run = _setup(model, dataset, settings, seed=seed, mean=mean, std=std, device=device, progress=progress)
+    state = _resume(work / CHECKPOINT, run, run_key, settings, log)
+    stopped_early = bool(state.history and state.history[-1].get("stopped_early"))
+    train_seconds = sum(float(r["seconds"]) for r in state.history)
+    images_seen = sum(int(r.get("train_images", 0)) for r in state.history)
+    for epoch in range(state.start_epoch, settings.epochs + 1):
+        if stopped_early:
+            break
+        t0 = time.perf_counter()
+        loss_sum, seen, train_time = _train_epoch(run, dataset, settings, seed=seed, epoch=epoch, progress=progress)
+        row = _finish_epoch(run, state, settings, epoch=epoch, t0=t0, train_time=train_time, loss_sum=loss_sum,
+                            seen=seen, work=work, run_key=run_key)
+        train_seconds += train_time
+        images_seen += seen
+        if progress:
+            log(f"epoch {epoch:>3}/{settings.epochs}  train_loss {row['train_loss']:.4f}  "
+                f"val_loss {row['val_loss']:.4f}  val_auroc {row['val_auroc']:.4f}  lr {row['lr']:.2e}  "
+                f"{row['seconds']:.1f}s" + ("  *" if row["best"] else ""))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, row)
+        if row["stopped_early"]:
+            stopped_early = True
+            break
+    _restore_best(run, state, work)
+    return TrainResult(history=state.history, best_epoch=int(state.best["epoch"]),
+                       best_val_loss=float(state.best["val_loss"]), epochs_run=len(state.history),
+                       stopped_early=stopped_early, resumed_from_epoch=state.resumed_from,
+                       train_seconds=round(train_seconds, 3),
+                       train_images_per_s=round(images_seen / train_seconds, 2) if train_seconds > 0 else 0.0,
+                       checkpoint=str(work / CHECKPOINT), notes=state.notes)
+
+
+@dataclass
+class _Run:
+    """What every epoch of one training run uses, built once by :func:`_setup`."""
+
+    model: Any                   # the module whose weights are trained and checkpointed
+    net: Any                     # what batches go through: the module, or its torch.compile wrapper
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    criterion: Any
+    device: Any
+    autocast: Any                # autocast dtype, None for float32
+    channels_last: bool
+    policy: Any                  # ResizePolicy of the image cache
+    train_transform: Any
+    val_loader: Any
+    train_labels: np.ndarray
+
+
+@dataclass
+class _Progress:
+    """Where training stands: what a checkpoint saves and a resumed run continues from."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_loss": math.inf, "epoch": 0, "bad_epochs": 0})
+    start_epoch: int = 1
+    resumed_from: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _setup(model: Any, dataset: Any, settings: FinetuneSettings, *, seed: int, mean: tuple[float, float, float],
+           std: tuple[float, float, float], device: Any, progress: bool) -> _Run:
+    """Model on its device, AdamW + cosine schedule + grad scaler, loss, transforms, validation loader."""
     import torch
 
     from ...data.pipeline.decode import ResizePolicy
     from ...data.pipeline.loaders import eval_transform, make_loader
-    from .augment import train_transform
-    from ...models.classifier import set_train_mode
     from ...utils.device import choose_device
+    from .augment import train_transform
 
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
     device = device or torch.device(choose_device("auto"))
     policy = ResizePolicy(settings.image_size, settings.resize)
     autocast_dtype = amp_dtype(device, settings.amp)
@@ -304,131 +368,134 @@ def fit(
     train_labels = dataset.split("train")["label"].to_numpy(dtype=np.int64)
     criterion = make_criterion(settings, train_labels, device)
     train_tf = train_transform(settings.augment, settings.image_size, mean, std)
-    eval_tf = eval_transform(mean, std)
     eval_bs = settings.eval_batch_size or settings.batch_size
-    val_loader = make_loader(dataset, "validation", policy=policy, transform=eval_tf, batch_size=eval_bs,
-                             workers=settings.workers, seed=seed, device=device, progress=progress)
+    val_loader = make_loader(dataset, "validation", policy=policy, transform=eval_transform(mean, std),
+                             batch_size=eval_bs, workers=settings.workers, seed=seed, device=device, progress=progress)
+    return _Run(model=raw_model, net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler, criterion=criterion,
+                device=device, autocast=autocast_dtype, channels_last=channels_last, policy=policy,
+                train_transform=train_tf, val_loader=val_loader, train_labels=train_labels)
 
-    history: list[dict[str, Any]] = []
-    best = {"val_loss": math.inf, "epoch": 0, "bad_epochs": 0}
-    start_epoch = 1
-    resumed_from = None
-    notes: list[str] = []
-    ckpt_path = work / CHECKPOINT
-    if ckpt_path.is_file():
-        try:
-            state = load_checkpoint(ckpt_path)
-        except Exception as exc:  # unreadable checkpoint: start over rather than fail the cell
-            state = None
-            notes.append(f"ignored unreadable checkpoint {ckpt_path.name} ({type(exc).__name__}: {exc})")
-        if state is not None and state.get("run_key") != run_key:
-            notes.append(f"ignored checkpoint {ckpt_path.name} of another configuration "
-                         f"(key {state.get('run_key')} != {run_key})")
-            state = None
-        if state is not None:
-            raw_model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            history = list(state["history"])
-            best = dict(state["best"])
-            start_epoch = int(state["epoch"]) + 1
-            resumed_from = int(state["epoch"])
-            log(f"resuming from epoch {resumed_from} ({ckpt_path})")
-            if state.get("finished"):
-                start_epoch = settings.epochs + 1  # nothing left to train
 
-    stopped_early = bool(history and history[-1].get("stopped_early"))
-    n_train = len(train_labels)
+def _resume(ckpt_path: Path, run: _Run, run_key: str, settings: FinetuneSettings,
+            log: Callable[[str], None]) -> _Progress:
+    """The state of ``ckpt_path`` loaded into ``run`` when it belongs to ``run_key``, else a fresh start.
+    An unreadable checkpoint or one of another configuration is noted and ignored, never fatal."""
+    state = _Progress()
+    if not ckpt_path.is_file():
+        return state
+    try:
+        saved = load_checkpoint(ckpt_path)
+    except Exception as exc:  # unreadable checkpoint: start over rather than fail the cell
+        state.notes.append(f"ignored unreadable checkpoint {ckpt_path.name} ({type(exc).__name__}: {exc})")
+        return state
+    if saved.get("run_key") != run_key:
+        state.notes.append(f"ignored checkpoint {ckpt_path.name} of another configuration "
+                           f"(key {saved.get('run_key')} != {run_key})")
+        return state
+    run.model.load_state_dict(saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.scaler.load_state_dict(saved["scaler"])
+    _set_rng_state(saved["rng"])
+    state.history = list(saved["history"])
+    state.best = dict(saved["best"])
+    state.start_epoch = int(saved["epoch"]) + 1
+    state.resumed_from = int(saved["epoch"])
+    log(f"resuming from epoch {state.resumed_from} ({ckpt_path})")
+    if saved.get("finished"):
+        state.start_epoch = settings.epochs + 1  # nothing left to train
+    return state
+
+
+def _train_epoch(run: _Run, dataset: Any, settings: FinetuneSettings, *, seed: int, epoch: int,
+                 progress: bool) -> tuple[float, int, float]:
+    """One pass over the train split; returns (sum of per-image losses, images seen, seconds).
+
+    The epoch's randomness (global RNGs, sampler draws, loader order and worker seeds) derives from
+    ``(seed, epoch)`` alone, so a resumed run repeats it exactly. Gradients are accumulated over
+    ``settings.accumulate`` micro-batches (a shorter last group is scaled by its own length)."""
+    import torch
+
+    from ...data.pipeline.loaders import make_loader
+    from ...models.classifier import set_train_mode
+
+    t0 = time.perf_counter()
+    seed_everything(derive_seed(seed, epoch))
+    sampler = make_sampler(settings, run.train_labels, derive_seed(seed, epoch, 1))
     micro = settings.micro_batch_size
-    train_seconds = sum(float(r["seconds"]) for r in history)
-    images_seen = sum(int(r.get("train_images", 0)) for r in history)
-    for epoch in range(start_epoch, settings.epochs + 1):
-        if stopped_early:
-            break
-        t0 = time.perf_counter()
-        epoch_seed = derive_seed(seed, epoch)
-        seed_everything(epoch_seed)
-        sampler = make_sampler(settings, train_labels, derive_seed(seed, epoch, 1))
-        # A last batch of one image breaks BatchNorm in train mode; drop only that case.
-        train_loader = make_loader(dataset, "train", policy=policy, transform=train_tf, batch_size=micro,
-                                   shuffle=sampler is None, sampler=sampler, workers=settings.workers,
-                                   seed=derive_seed(seed, epoch, 2), drop_last=(n_train % micro == 1),
-                                   device=device, progress=progress)
-        set_train_mode(raw_model)
-        n_batches = len(train_loader)
-        loss_sum, seen = 0.0, 0
-        optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(train_loader):
-            x = batch["image"].to(device, non_blocking=True)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = batch["label"].to(device, non_blocking=True)
-            group_start = (i // settings.accumulate) * settings.accumulate
-            group_len = min(settings.accumulate, n_batches - group_start)
-            with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = net(x)
-                loss = criterion(logits.float(), y)
-            scaler.scale(loss / group_len).backward()
-            if i - group_start + 1 == group_len:
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += float(loss.detach()) * int(y.numel())
-            seen += int(y.numel())
-        train_time = time.perf_counter() - t0
-        lr_used = float(optimizer.param_groups[0]["lr"])
-        scheduler.step()
-        val_frame, val_loss = predict(net, val_loader, device, amp=autocast_dtype, channels_last=channels_last)
-        val_auc = auroc(val_frame["label"].to_numpy(), val_frame["p_malignant"].to_numpy())
-        if not math.isfinite(val_loss):
-            raise FloatingPointError(f"validation loss is {val_loss} at epoch {epoch}; lower the learning rate")
-        improved = val_loss < best["val_loss"] - settings.min_delta
-        if improved:
-            best = {"val_loss": float(val_loss), "epoch": epoch, "bad_epochs": 0}
-            save_checkpoint(work / BEST_WEIGHTS.format(epoch=epoch),
-                            {"model": _cpu_state_dict(raw_model), "epoch": epoch, "run_key": run_key})
-        else:
-            best["bad_epochs"] = int(best["bad_epochs"]) + 1
-        stop = best["bad_epochs"] >= settings.patience
-        seconds = time.perf_counter() - t0
-        train_seconds += train_time
-        images_seen += seen
-        row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": float(val_loss),
-               "val_auroc": val_auc, "lr": lr_used, "seconds": round(seconds, 3),
-               "train_images_per_s": round(seen / train_time, 2) if train_time > 0 else float("nan"),
-               "best": bool(improved), "train_images": seen, "stopped_early": bool(stop)}
-        history.append(row)
-        finished = stop or epoch == settings.epochs
-        save_checkpoint(ckpt_path, {
-            "model": _cpu_state_dict(raw_model), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-            "epoch": epoch, "best": best, "history": history, "run_key": run_key, "finished": bool(finished),
-        })
-        _remove_stale_best(work, keep=int(best["epoch"]))
-        write_log(work / LOG_CSV, history)
-        if progress:
-            log(f"epoch {epoch:>3}/{settings.epochs}  train_loss {row['train_loss']:.4f}  val_loss {val_loss:.4f}  "
-                f"val_auroc {val_auc:.4f}  lr {lr_used:.2e}  {seconds:.1f}s" + ("  *" if improved else ""))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-        if stop:
-            stopped_early = True
-            break
+    # A last batch of one image breaks BatchNorm in train mode; drop only that case.
+    train_loader = make_loader(dataset, "train", policy=run.policy, transform=run.train_transform, batch_size=micro,
+                               shuffle=sampler is None, sampler=sampler, workers=settings.workers,
+                               seed=derive_seed(seed, epoch, 2), drop_last=(len(run.train_labels) % micro == 1),
+                               device=run.device, progress=progress)
+    set_train_mode(run.model)
+    n_batches = len(train_loader)
+    loss_sum, seen = 0.0, 0
+    run.optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(train_loader):
+        x = batch["image"].to(run.device, non_blocking=True)
+        if run.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = batch["label"].to(run.device, non_blocking=True)
+        group_start = (i // settings.accumulate) * settings.accumulate
+        group_len = min(settings.accumulate, n_batches - group_start)
+        with torch.autocast(device_type=run.device.type, dtype=run.autocast, enabled=run.autocast is not None):
+            logits = run.net(x)
+            loss = run.criterion(logits.float(), y)
+        run.scaler.scale(loss / group_len).backward()
+        if i - group_start + 1 == group_len:
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+        loss_sum += float(loss.detach()) * int(y.numel())
+        seen += int(y.numel())
+    return loss_sum, seen, time.perf_counter() - t0
 
-    if not history:
+
+def _finish_epoch(run: _Run, state: _Progress, settings: FinetuneSettings, *, epoch: int, t0: float,
+                  train_time: float, loss_sum: float, seen: int, work: Path, run_key: str) -> dict[str, Any]:
+    """Step the schedule, validate, track the best epoch (early stopping), write the checkpoint and
+    the log; returns the epoch's log row (appended to ``state.history``)."""
+    lr_used = float(run.optimizer.param_groups[0]["lr"])
+    run.scheduler.step()
+    val_frame, val_loss = predict(run.net, run.val_loader, run.device, amp=run.autocast,
+                                  channels_last=run.channels_last)
+    val_auc = auroc(val_frame["label"].to_numpy(), val_frame["p_malignant"].to_numpy())
+    if not math.isfinite(val_loss):
+        raise FloatingPointError(f"validation loss is {val_loss} at epoch {epoch}; lower the learning rate")
+    improved = val_loss < state.best["val_loss"] - settings.min_delta
+    if improved:
+        state.best = {"val_loss": float(val_loss), "epoch": epoch, "bad_epochs": 0}
+        save_checkpoint(work / BEST_WEIGHTS.format(epoch=epoch),
+                        {"model": _cpu_state_dict(run.model), "epoch": epoch, "run_key": run_key})
+    else:
+        state.best["bad_epochs"] = int(state.best["bad_epochs"]) + 1
+    stop = state.best["bad_epochs"] >= settings.patience
+    row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "val_loss": float(val_loss),
+           "val_auroc": val_auc, "lr": lr_used, "seconds": round(time.perf_counter() - t0, 3),
+           "train_images_per_s": round(seen / train_time, 2) if train_time > 0 else float("nan"),
+           "best": bool(improved), "train_images": seen, "stopped_early": bool(stop)}
+    state.history.append(row)
+    save_checkpoint(work / CHECKPOINT, {
+        "model": _cpu_state_dict(run.model), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(), "rng": _rng_state(),
+        "epoch": epoch, "best": state.best, "history": state.history, "run_key": run_key,
+        "finished": bool(stop or epoch == settings.epochs),
+    })
+    _remove_stale_best(work, keep=int(state.best["epoch"]))
+    write_log(work / LOG_CSV, state.history)
+    return row
+
+
+def _restore_best(run: _Run, state: _Progress, work: Path) -> None:
+    """Load the best epoch's weights into the model (and write the final log)."""
+    if not state.history:
         raise RuntimeError("no epoch was trained (settings.epochs < 1?)")
-    best_path = work / BEST_WEIGHTS.format(epoch=int(best["epoch"]))
+    best_path = work / BEST_WEIGHTS.format(epoch=int(state.best["epoch"]))
     if not best_path.is_file():
         raise RuntimeError(f"the best weights {best_path} are missing; delete {work} to train this cell again")
-    raw_model.load_state_dict(load_checkpoint(best_path)["model"])
-    write_log(work / LOG_CSV, history)
-    return TrainResult(history=history, best_epoch=int(best["epoch"]), best_val_loss=float(best["val_loss"]),
-                       epochs_run=len(history), stopped_early=stopped_early, resumed_from_epoch=resumed_from,
-                       train_seconds=round(train_seconds, 3),
-                       train_images_per_s=round(images_seen / train_seconds, 2) if train_seconds > 0 else 0.0,
-                       checkpoint=str(ckpt_path), notes=notes)
+    run.model.load_state_dict(load_checkpoint(best_path)["model"])
+    write_log(work / LOG_CSV, state.history)
 
 
 def _remove_stale_best(work: Path, keep: int) -> None:
