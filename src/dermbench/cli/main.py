@@ -68,12 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     configure(quiet=args.quiet)
-    if args.quiet:
-        # still read by modules not yet on utils.console.is_quiet(); goes when none reads it
-        os.environ["DERMBENCH_QUIET"] = "1"
     if not sys.stderr.isatty():
         # progress bars written to a log file: one update every 30 s rather than many per second
-        # (utils.console.progress does this itself; for the tqdm bars made elsewhere)
+        # (utils.console.progress does this itself; this is for other libraries' bars, e.g. downloads)
         os.environ.setdefault("TQDM_MININTERVAL", "30")
     try:
         return int(args.func(args) or 0)
