@@ -35,13 +35,13 @@ def make_ham_fixture_dataset(raw: Path, out: Path, seed: int = 0) -> Path:
 
 def finetune_test_auroc(dataset_root: Path, runs: Path, weights: str) -> dict:
     from dermbench.paradigms.finetune.settings import FinetuneSettings
-    from dermbench.runner.cell import CellSpec, execute_cell
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
     from dermbench.runs.record import read_metrics
 
     settings = FinetuneSettings.from_preset("demo", image_size=128, epochs=6, patience=6, batch_size=16,
                                             lr=5e-4, augment="flip", weights=weights)
     spec = CellSpec("ham_fixture", "finetune", "efficientnet_lite0", str(dataset_root), seed=42,
-                    variant="pretrained" if weights != "random" else "random",
                     settings=settings.model_dump(mode="json"), n_boot=200, quiet=True)
     result = execute_cell(spec, runs)
     assert result.status == "done", result.error

@@ -11,7 +11,8 @@ import torch
 
 from dermbench.paradigms.finetune import train as ft  # noqa: E402
 from dermbench.paradigms.finetune.settings import FinetuneSettings  # noqa: E402
-from dermbench.runner.cell import CellSpec, execute_cell  # noqa: E402
+from dermbench.runner.cell import execute_cell  # noqa: E402
+from dermbench.runs.cell import CellSpec  # noqa: E402
 from dermbench.runs.record import is_complete, read_metrics, read_predictions  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def synth_root(tmp_path_factory):
 def _spec(root) -> CellSpec:
     settings = FinetuneSettings.from_preset("smoke", image_size=32, epochs=3, patience=5, batch_size=16,
                                             accumulate=2, augment="paper", weights="random")
-    return CellSpec("resume", "finetune", "test_resnet", str(root), seed=7, variant="balanced_aug",
+    return CellSpec("resume", "finetune", "test_resnet", str(root), seed=7,
                     settings=settings.model_dump(mode="json"), n_boot=20, quiet=True)
 
 

@@ -144,7 +144,15 @@ def test_training_set_record_and_views():
 
 
 def test_settings_validation_and_variant():
-    assert ProbeSettings(head="rf", k_shot=5, balance="smote", train_views=2).variant() == "rf+5shot+smote+aug2"
+    from dermbench.runs.cell import cell_identity
+
+    ident = cell_identity("probe", "handcrafted", {"head": "rf", "k_shot": 5, "balance": "smote", "train_views": 2})
+    assert (ident.variant, ident.curve, ident.label) == ("rf+smote+aug2", {"axis": "k_shot", "value": 5},
+                                                          "handcrafted+rf+smote+aug2+5shot")
+    assert cell_identity("probe", "handcrafted", {"head": "rf", "balance": "undersample", "undersample": "ratio",
+                                                  "ratio": 2, "feature_transform": "power"}).variant == "rf+under2+power"
+    with pytest.raises(ValueError, match="Did you mean: logreg"):
+        ProbeSettings(head="logreq")
     with pytest.raises(ValueError):
         ProbeSettings(k_shot=5, label_fraction=0.5)
     with pytest.raises(ValueError):
@@ -234,10 +242,10 @@ def test_embedding_cache_resumes_after_a_kill(synth_dataset):
 
 # ------------------------------------------------------------------------------- cells
 def _spec(dataset, backbone, settings, seed=0, experiment="t"):
-    from dermbench.runner.cell import CellSpec
+    from dermbench.runs.cell import CellSpec
 
     s = ProbeSettings(**settings)
-    return CellSpec(experiment, "probe", model=backbone, dataset=str(dataset), seed=seed, variant=s.variant(),
+    return CellSpec(experiment, "probe", model=backbone, dataset=str(dataset), seed=seed,
                     settings=s.model_dump(mode="json"), n_boot=50, quiet=True, device="cpu")
 
 
@@ -327,7 +335,7 @@ def test_probe_cli_unknown_names_are_clear(synth_dataset, capsys):
     assert "logreg" in capsys.readouterr().err
     # embed: an out-of-range option is one readable line, not a pydantic traceback
     assert main(["embed", "--backbone", "handcrafted", "--dataset", str(synth_dataset), "--train-views", "100"]) == 2
-    assert "invalid embed settings: train_views" in capsys.readouterr().err
+    assert "invalid probe settings: train_views" in capsys.readouterr().err
 
 
 def test_augmented_views_are_reproducible(synth_dataset):

@@ -50,16 +50,16 @@ def build_ham_contract(raw: Path, out: Path, seed: int = 0, fractions=(0.5, 0.25
 
 def run_three(dataset: Path, runs: Path, feature_transform: str = "power") -> dict[str, float]:
     from dermbench.paradigms.probe.settings import ProbeSettings
-    from dermbench.runner.cell import CellSpec, execute_cell
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
     from dermbench.runs.record import read_metrics
 
     results = {}
     for label, backbone, weights in (("lite0_imagenet", "efficientnet_lite0_imagenet", None),
                                      ("handcrafted", "handcrafted", None),
                                      ("lite0_random", "efficientnet_lite0_imagenet", "random")):
-        settings = ProbeSettings(head="logreg", weights=weights, feature_transform=feature_transform)
+        settings = ProbeSettings(head="logreg", weights=weights or "default", feature_transform=feature_transform)
         spec = CellSpec("ham", "probe", model=backbone, dataset=str(dataset), seed=0,
-                        variant=settings.variant() + ("+random" if weights else ""),
                         settings=settings.model_dump(mode="json"), n_boot=200, quiet=True, device="cpu")
         result = execute_cell(spec, runs)
         assert result.status == "done", (result.path / "error.txt").read_text() if result.status == "failed" else ""

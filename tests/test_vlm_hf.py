@@ -12,7 +12,8 @@ from PIL import Image  # noqa: E402
 
 from dermbench.models.vlm.base import VLMRequest  # noqa: E402
 from dermbench.paradigms.zeroshot.parsing import score_answer  # noqa: E402
-from dermbench.runner.cell import CellSpec, execute_cell  # noqa: E402
+from dermbench.runner.cell import execute_cell  # noqa: E402
+from dermbench.runs.cell import CellSpec  # noqa: E402
 from dermbench.runs.record import is_complete, read_metrics, read_predictions  # noqa: E402
 
 # "malignant" is token 0: a model whose final norm is zeroed has all-zero logits and greedy
@@ -138,8 +139,8 @@ def test_hf_cell_end_to_end_from_a_saved_tiny_model(tmp_path, llava_folder):
     from dermbench.data.synth import make_synthetic_dataset
 
     synth = make_synthetic_dataset(tmp_path / "synth", n=30, size=32, progress=False)
-    spec = CellSpec("t", "zeroshot", model=f"hf:{llava_folder}", dataset=str(synth), seed=42, variant="simple",
-                    settings={"batch_size": 4, "max_new_tokens": 2, "top_logprobs": 3}, n_boot=10,
+    spec = CellSpec("t", "zeroshot", model=f"hf:{llava_folder}", dataset=str(synth), seed=42,
+                    settings={"prompt_set": "simple", "batch_size": 4, "max_new_tokens": 2, "top_logprobs": 3}, n_boot=10,
                     device="cpu", quiet=True)
     result = execute_cell(spec, tmp_path / "runs")
     assert result.status == "done", result.error

@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("httpx")
 
 from dermbench.models.vlm.testing import FakeVLMServer  # noqa: E402
-from dermbench.runner.cell import CellSpec, execute_cell  # noqa: E402
+from dermbench.runner.cell import execute_cell  # noqa: E402
+from dermbench.runs.cell import CellSpec  # noqa: E402
 from dermbench.runs.record import is_complete, read_metrics, read_predictions  # noqa: E402
 
 
@@ -28,9 +29,10 @@ def server():
 
 
 def _spec(synth, model, url, prompt="simple", **settings):
-    base = {"url": url, "timeout_s": 2.0, "max_retries": 1, "backoff_s": 0.01, "concurrency": 3}
+    base = {"prompt_set": prompt, "url": url, "timeout_s": 2.0, "max_retries": 1, "backoff_s": 0.01,
+            "concurrency": 3}
     base.update(settings)
-    return CellSpec("t", "zeroshot", model=model, dataset=str(synth), seed=42, variant=prompt,
+    return CellSpec("t", "zeroshot", model=model, dataset=str(synth), seed=42,
                     settings=base, n_boot=20, quiet=True)
 
 
@@ -165,7 +167,7 @@ def test_cli_zeroshot(tmp_path, synth, server, capsys):
 
 
 def test_cli_rejects_wrong_prompt_kind(synth):
-    from dermbench.errors import UsageError
+    from dermbench.errors import UnknownNameError, UsageError
     from dermbench.cli.zeroshot import add_parser, build_specs
     import argparse
 
@@ -175,7 +177,7 @@ def test_cli_rejects_wrong_prompt_kind(synth):
     with pytest.raises(UsageError, match="dual model"):
         build_specs(args)
     args = parser.parse_args(["zeroshot", "--model", "clip_vit_b23", "--dataset", str(synth)])
-    with pytest.raises(UsageError, match="clip_vit_b32"):
+    with pytest.raises(UnknownNameError, match="Did you mean: clip_vit_b32"):
         build_specs(args)
 
 

@@ -11,7 +11,8 @@ transformers = pytest.importorskip("transformers")
 
 from dermbench.models.vlm.dual import p_malignant_from_embeddings  # noqa: E402
 from dermbench.paradigms.zeroshot.settings import ZeroshotSettings  # noqa: E402
-from dermbench.runner.cell import CellSpec, execute_cell  # noqa: E402
+from dermbench.runner.cell import execute_cell  # noqa: E402
+from dermbench.runs.cell import CellSpec  # noqa: E402
 from dermbench.runs.record import is_complete, read_metrics, read_predictions  # noqa: E402
 
 WORDS = ("[PAD] [UNK] [EOS] a an of the is this photo image close-up clinical dermoscopic dermatology showing "
@@ -80,8 +81,8 @@ def open_clip_tiny(tmp_path_factory):
 
 
 def _run(tmp_path, synth, model, prompt, **settings):
-    spec = CellSpec("t", "zeroshot", model=model, dataset=str(synth), seed=42, variant=prompt,
-                    settings={"batch_size": 4, **settings}, n_boot=20, device="cpu", quiet=True)
+    spec = CellSpec("t", "zeroshot", model=model, dataset=str(synth), seed=42,
+                    settings={"prompt_set": prompt, "batch_size": 4, **settings}, n_boot=20, device="cpu", quiet=True)
     result = execute_cell(spec, tmp_path)
     assert result.status == "done", result.error
     assert is_complete(result.path)
