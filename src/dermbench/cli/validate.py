@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
         path = Path(raw)
         if path.suffix.lower() in (".yaml", ".yml"):
             from ..runner.config import load_config
+            from ..runner.grid import expand_grid
 
-            cfg = load_config(path)
-            print(f"{path}: valid run config ({type(cfg).__name__})")
+            cells = expand_grid(load_config(path))  # also refuses two cells sharing a folder
+            print(f"{path}: valid run config ({len(cells)} cell(s))")
             continue
         if not path.is_dir():
             raise UsageError(f"{path} is neither a dataset folder nor a .yaml config")

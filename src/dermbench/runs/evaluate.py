@@ -183,6 +183,7 @@ def finalize_cell(
     timing["evaluate_s"] = round(time.perf_counter() - t0, 3)
     metrics = {
         "cell": cell or {},
+        "identity": (cell or {}).get("identity"),  # dermbench.runs.cell.CellIdentity.as_record(): how the report groups
         "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint,
                     "counts": dataset.counts(), "warnings": dataset.warnings,
                     "premalignant_policy": dataset.card.get("premalignant_policy")},

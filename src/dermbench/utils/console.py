@@ -39,7 +39,8 @@ def configure(*, quiet: bool = False) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     for handler in logger.handlers:
         if getattr(handler, "_dermbench", False):
-            handler.setStream(sys.stderr)  # pytest swaps stderr between tests
+            # pytest swaps stderr between tests; not setStream, which flushes the old (maybe closed) stream
+            handler.stream = sys.stderr
             break
     else:
         handler = logging.StreamHandler(sys.stderr)

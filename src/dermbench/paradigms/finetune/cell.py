@@ -15,16 +15,18 @@ learning rate, time), ``training_curves.png``, ``false_benign.csv`` and ``false_
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 import pandas as pd
 
-from ...runner.cell import CellSpec
+from ...runs.cell import CellSpec
 from ...runs.evaluate import operating_threshold, without_unreadable
 from ...runs.record import RunRecorder
+from ...utils.console import get_logger
 from .settings import FinetuneSettings
+
+logger = get_logger("finetune")
 
 ERROR_FILES = {"false_benign": "false_benign.csv", "false_malignant": "false_malignant.csv"}
 
@@ -59,12 +61,11 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     from ...utils.device import choose_device
     from .train import CHECKPOINT, amp_dtype, curves_png, fit, log_frame, predict, seed_everything, settings_key
 
-    settings = FinetuneSettings(**spec.settings) if spec.settings else FinetuneSettings.from_preset("paper")
+    settings = FinetuneSettings(**spec.settings)
     quiet = spec.quiet
 
     def log(msg: str) -> None:
-        if not quiet:
-            print(f"[finetune {spec.model_label} seed {spec.seed}] {msg}", file=sys.stderr, flush=True)
+        logger.info("[finetune %s seed %s] %s", spec.label, spec.seed, msg)
 
     t_start = time.perf_counter()
     device = torch.device(choose_device(spec.device))
@@ -115,7 +116,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     recorder.save_frame("train_log.csv", log_frame(result.history))
     try:
         atomic_write_bytes(recorder.path / "training_curves.png",
-                           curves_png(result.history, f"{spec.model_label} on {spec.dataset_name}, seed {spec.seed}"))
+                           curves_png(result.history, f"{spec.label} on {spec.dataset_name}, seed {spec.seed}"))
         curves = "training_curves.png"
     except Exception as exc:  # a plot must never fail a finished training run
         curves = f"not written ({type(exc).__name__}: {exc})"
@@ -147,8 +148,9 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                 "predict_s": round(predict_s, 3), "total_s": round(time.perf_counter() - t_start, 3)},
         extra=extra, cell=spec.to_dict(), excluded_images=excluded)
     if abs(float(metrics["threshold"]["value"]) - threshold) > 1e-12:
-        log(f"warning: error analysis used threshold {threshold} but the record chose "
-            f"{metrics['threshold']['value']}; false_benign/false_malignant.csv do not match the record")
+        logger.warning("[finetune %s seed %s] error analysis used threshold %s but the record chose %s; "
+                       "false_benign/false_malignant.csv do not match the record",
+                       spec.label, spec.seed, threshold, metrics["threshold"]["value"])
     if not settings.keep_last_checkpoint:
         # Complete now: the resume state (optimizer moments: 2x the weights) is no longer needed.
         (recorder.work / CHECKPOINT).unlink(missing_ok=True)

@@ -10,25 +10,17 @@ validation, computes metrics with CIs and completes the record.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ...runs.cell import CellSpec
 from ...runs.record import RunRecorder
 from .settings import ProbeSettings
 
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device in ("auto", "", None):
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    return device
+if TYPE_CHECKING:
+    from ...data.dataset import LesionDataset
 
 
 def build_embedder(backbone: str, settings: ProbeSettings, device: str, seed: int = 42) -> Any:
@@ -42,7 +34,7 @@ def build_embedder(backbone: str, settings: ProbeSettings, device: str, seed: in
     options = dict(settings.backbone_options)
     if settings.image_size is not None:
         options["image_size"] = settings.image_size
-    options.setdefault("resize_mode", settings.resize_mode)
+    options.setdefault("resize_mode", settings.resize)
     torch.manual_seed(seed)
     embedder = build_backbone(backbone, weights=settings.weights, **options)
     if embedder.weights_identity == "random init":
@@ -50,7 +42,7 @@ def build_embedder(backbone: str, settings: ProbeSettings, device: str, seed: in
     return embedder.to(device)
 
 
-def embed_dataset(embedder: Any, dataset: Any, settings: ProbeSettings, *, train_views: int = 0,
+def embed_dataset(embedder: Any, dataset: LesionDataset, settings: ProbeSettings, *, train_views: int = 0,
                   progress: bool = True) -> dict[str, Any]:
     """Embedding sets ``{"train": [view0, view1, ...], "validation": [view0], "test": [view0]}``."""
     from .embed_cache import embed_split
@@ -64,15 +56,17 @@ def embed_dataset(embedder: Any, dataset: Any, settings: ProbeSettings, *, train
     return out
 
 
-def _labels_for(dataset: Any, split: str, img_ids: list[str]) -> np.ndarray:
+def _labels_for(dataset: LesionDataset, split: str, img_ids: list[str]) -> np.ndarray:
     frame = dataset.split(split).set_index("img_id")
-    from ...utils.device import choose_device
     return frame.loc[img_ids, "label"].to_numpy().astype(int)
 
 
-def run_cell(spec: Any, recorder: RunRecorder) -> dict[str, Any]:
+def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
+    """Embed, fit the head chosen on validation, score validation and test; returns the metrics
+    written to ``metrics.json``."""
     from ...data.contract import load_dataset
     from ...models.embedders.base import compute_precision
+    from ...utils.device import choose_device
     from ...runs.evaluate import finalize_cell, without_unreadable
     from .head_models import get_head, select_head
 

@@ -17,33 +17,40 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
+from ...runs.cell import CellSpec
+from ...runs.record import RunRecorder
 from ...utils.atomic import atomic_write_text
+from ...utils.console import get_logger
 from .parsing import FAILED, UNPARSED, TokenLogprob, score_answer
 from .prompts import DEFAULT_PROMPT_SET, PromptSet, PromptSetError, load_prompt_set, metadata_fields_from_mapping
 from .settings import ZeroshotSettings
 
+if TYPE_CHECKING:
+    from ...data.dataset import LesionDataset
+
+logger = get_logger("zeroshot")
 EVAL_SPLITS = ("validation", "test")
 ANSWER_CACHE = "answers.jsonl"
 
 
-def run_cell(spec: Any, recorder: Any) -> dict[str, Any]:
-    """Score the validation and test splits with ``spec.model`` and prompt set ``spec.variant``."""
+def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
+    """Score the validation and test splits with ``spec.model`` and the settings' prompt set;
+    returns the metrics written to ``metrics.json``."""
     from ...data.contract import load_dataset
-    from ...models.zeroshot import resolve_zeroshot_model
+    from ...models import build_zeroshot, resolve
     from ...runs.evaluate import finalize_cell
 
     t0 = time.perf_counter()
     settings = ZeroshotSettings.model_validate(spec.settings or {})
-    entry = resolve_zeroshot_model(spec.model)
-    kind = entry.meta["kind"]
-    prompt_set = load_prompt_set(spec.variant or DEFAULT_PROMPT_SET[kind])
+    model_spec = resolve("zeroshot", spec.model)
+    kind = model_spec.zeroshot_kind
+    prompt_set = load_prompt_set(settings.prompt_set or DEFAULT_PROMPT_SET[kind])
     if prompt_set.kind != kind:
         raise PromptSetError(f"model {spec.model!r} is a {kind} model but prompt set {prompt_set.name!r} is for "
                              f"{prompt_set.kind} models; use e.g. {DEFAULT_PROMPT_SET[kind]!r}")
@@ -53,35 +60,26 @@ def run_cell(spec: Any, recorder: Any) -> dict[str, Any]:
     if kind == "generative":  # before loading a model: a metadata prompt on a dataset without metadata
         columns = sorted(set().union(*(f.columns for f in frames.values())))
         prompt_set.check_dataset_columns(columns, dataset.name, fields)
-    factory = entry.load()
-    meta = {k: v for k, v in entry.meta.items() if k not in ("kind", "backend", "model_id", "licence", "source")}
     t_load = time.perf_counter()
-    model = factory(entry.meta["model_id"], settings, device=spec.device, seed=spec.seed, **meta)
+    model = build_zeroshot(model_spec, settings, device=spec.device, seed=spec.seed)
     load_s = time.perf_counter() - t_load
-    log = _logger(spec.quiet)
+    log = logger.info
 
     if kind == "dual":
         scores, extra = _score_dual(model, prompt_set, frames, settings, dataset.fingerprint, log)
     else:
         scores, extra = _score_generative(model, prompt_set, frames, settings, recorder.work, spec, fields, log,
                                           image_digest=lambda path: _image_digest(dataset, path))
-    extra.update({"kind": kind, "backend": entry.meta["backend"], "prompt_set": prompt_set.name,
+    extra.update({"kind": kind, "backend": model_spec.backend, "prompt_set": prompt_set.name,
                   "prompt_set_hash": prompt_set.content_hash, "prompt_set_version": prompt_set.version})
     identity = model.identity()
     provenance = {"weights": identity.get("weights", identity.get("model")), "model_identity": identity,
-                  "licence": entry.meta.get("licence"), "source": entry.meta.get("source"),
+                  "licence": model_spec.licence, "source": model_spec.source,
                   "device": identity.get("device", "server"), "batch_size": identity.get("batch_size"),
                   "dtype": identity.get("dtype")}
     timing = {"load_model_s": round(load_s, 3), "score_s": round(time.perf_counter() - t0 - load_s, 3)}
     return finalize_cell(recorder, dataset, scores, threshold_policy=spec.threshold_policy, n_boot=spec.n_boot,
                          seed=spec.seed, provenance=provenance, timing=timing, extra=extra, cell=spec.to_dict())
-
-
-def _logger(quiet: bool) -> Callable[[str], None]:
-    def log(message: str) -> None:
-        if not quiet:
-            print(message, file=sys.stderr, flush=True)
-    return log
 
 
 # -- dual encoders ---------------------------------------------------------------------------------
@@ -155,7 +153,7 @@ class AnswerCache:
             self._fh = None
 
 
-def _image_digest(dataset: Any, path: str) -> str:
+def _image_digest(dataset: LesionDataset, path: str) -> str:
     """The image's sha256 from the dataset's manifest (the path itself when it is not listed)."""
     try:
         rel = Path(path).relative_to(Path(dataset.root) / "images").as_posix()
@@ -164,7 +162,7 @@ def _image_digest(dataset: Any, path: str) -> str:
     return (getattr(dataset, "manifest", None) or {}).get(rel) or str(path)
 
 
-def _request_key(spec: Any, settings: ZeroshotSettings, identity: dict[str, Any], system: str, prompt: str,
+def _request_key(spec: CellSpec, settings: ZeroshotSettings, identity: dict[str, Any], system: str, prompt: str,
                  prompt_set_hash: str = "", image: str = "") -> str:
     """Everything that changes an answer: model, seed, settings, the prompt set (its content, incl.
     the answer schema), the rendered system and user prompt, and the image's content."""
@@ -175,7 +173,7 @@ def _request_key(spec: Any, settings: ZeroshotSettings, identity: dict[str, Any]
 
 
 def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFrame],
-                      settings: ZeroshotSettings, work: Path, spec: Any, fields: Any,
+                      settings: ZeroshotSettings, work: Path, spec: CellSpec, fields: Any,
                       log: Callable[[str], None], image_digest: Callable[[str], str] = str
                       ) -> tuple[dict[str, pd.DataFrame], dict]:
     from ...models.vlm.base import VLMRequest
