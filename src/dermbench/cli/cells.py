@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -138,7 +137,7 @@ def run_and_summarise(specs: list[CellSpec], args: argparse.Namespace,
         result = execute_cell(spec, args.runs, force=args.force)
         name = f"{spec.label} seed {spec.seed}"
         if result.status == "failed":
-            print(f"{name}: FAILED ({result.error}); details in {result.path / 'error.txt'}", file=sys.stderr)
+            print(f"{name}: FAILED ({result.error}); details in {result.path / 'error.txt'}")  # a result line, like `run`'s
             status = 1
             continue
         metrics = read_metrics(result.path)
