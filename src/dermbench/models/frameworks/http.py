@@ -324,8 +324,7 @@ def _common_kwargs(settings: Any, seed: int) -> dict[str, Any]:
 BACKENDS: dict[str, type[HttpVLMBackend]] = {"ollama": OllamaBackend, "openai": OpenAIBackend}
 
 
-def build_generative(spec: ModelSpec, settings: Any, *, weights: str, device: str = "cpu",
-                     seed: int = 42) -> HttpVLMBackend:
+def build_generative(spec: ModelSpec, settings: Any, *, weights: str, device: str, seed: int = 42) -> HttpVLMBackend:
     """A client of the server that runs ``spec.model_id`` (the device is the server's, not ours)."""
     if weights != "default":
         raise ValueError(f"{spec.name} runs on a server, which decides its weights; weights={weights!r} cannot "
