@@ -10,8 +10,9 @@ from PIL import Image
 
 from dermbench.data.exclusions import (REASON_MISSING_IMAGE, REASON_TRUNCATED, REASON_UNREADABLE,
                                        REASON_UNSUPPORTED)
-from dermbench.data.images import ImageReadError, check_image, open_rgb
+from dermbench.data.images import check_image, open_rgb
 from dermbench.data.pipeline.decode import ResizePolicy, load_image
+from dermbench.errors import ImageReadError
 
 
 def _gradient(w: int = 64, h: int = 48) -> np.ndarray:

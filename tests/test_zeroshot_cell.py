@@ -125,6 +125,13 @@ def test_failed_requests_below_the_limit_are_counted(tmp_path, synth, server):
     preds = read_predictions(result.path, "test")
     assert (preds["parse_status"] == "failed").all() and preds["error"].str.contains("HTTP 500").all()
     assert (preds["p_malignant"] == 1 - preds["label"]).all()
+    # the failures are recorded as the package's one exclusion record (scored wrong, not dropped)
+    from dermbench.data.exclusions import read_exclusions
+
+    failed = read_exclusions(pd.read_csv(result.path / "work" / "failed_requests.csv", keep_default_na=False,
+                                         na_values=[""]))
+    assert {(e.reason, e.split) for e in failed if e.img_id in set(preds["img_id"])} == {("request_failed", "test")}
+    assert all("HTTP 500" in e.detail for e in failed)
 
 
 def test_metadata_prompt_renders_rows_and_refuses_missing_columns(tmp_path, synth, server):

@@ -2,9 +2,11 @@
 
 Every place that leaves an image out writes an :class:`Exclusion`: the contract loader (a row it
 cannot use), the decode check and the image cache (a file that does not decode), a paradigm that
-finds an image unreadable at training or embedding time, ``dermbench prepare`` (rows of the
-published metadata it drops) and a zeroshot cell (requests that failed). A run writes them to
-``exclusions.csv`` with :func:`exclusion_frame`; nothing is dropped without one.
+finds an image unreadable at training or embedding time, and ``dermbench prepare`` (rows of the
+published metadata it drops). A run writes them to ``exclusions.csv`` with :func:`exclusion_frame`;
+nothing is dropped without one. A zeroshot cell records its failed requests with the same record
+(``work/failed_requests.csv``, reason ``request_failed``), though those images stay in the
+evaluation, scored as wrong.
 
 The reason codes are stable strings: they appear in run records, cards and reports.
 """

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pandas as pd
 
+from ...data.exclusions import REASON_REQUEST_FAILED, Exclusion, exclusion_frame
 from ...runs.cell import CellSpec
 from ...runs.record import RunRecorder
 from ...utils.atomic import atomic_write_text
@@ -230,8 +231,9 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
             f"asked again when the cell is re-run. Is the server running and the model pulled? (--url / "
             f"OLLAMA_HOST / OPENAI_BASE_URL){hint}")
     if failures:
-        (Path(work) / "failed_requests.json").parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(work) / "failed_requests.json", json.dumps(failures, indent=2) + "\n")
+        failed = [Exclusion(split=split, img_id=str(i), reason=REASON_REQUEST_FAILED, detail=failures[str(i)])
+                  for split, frame in frames.items() for i in frame["img_id"] if str(i) in failures]
+        atomic_write_text(Path(work) / "failed_requests.csv", exclusion_frame(failed).to_csv(index=False))
         log(f"zeroshot: {n_failed} request(s) failed and are scored as wrong; e.g. {next(iter(failures.values()))}")
 
     scores = {}
