@@ -32,11 +32,6 @@ FORBIDDEN = {
     "data": {"models", "paradigms", "runner"},
 }
 
-#: the rules fail until the issue-12 tracks have moved their modules; the lead removes this mark then
-RULES_PENDING = pytest.mark.xfail(strict=False, reason="issue 12: models/, paradigms/, runner/ and data/ are "
-                                                     "still being rearranged")
-
-
 def _module_name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -156,7 +151,6 @@ def test_cycle_finder_finds_cycles_and_only_cycles() -> None:
 
 
 # --- the rules -----------------------------------------------------------------------------------
-@RULES_PENDING
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
 def test_layer_does_not_import_the_layers_above_it(layer: str) -> None:
     graph = import_graph()
@@ -165,7 +159,6 @@ def test_layer_does_not_import_the_layers_above_it(layer: str) -> None:
     assert not offences, f"{layer}/ must not import {sorted(FORBIDDEN[layer])}:\n  " + "\n  ".join(offences)
 
 
-@RULES_PENDING
 def test_no_cycle_between_subpackages() -> None:
     graph = import_graph()
     packages: dict[str, set[str]] = {}
@@ -181,7 +174,6 @@ def test_no_cycle_between_subpackages() -> None:
     assert not cycles, f"cycles between subpackages {cycles}:\n  " + "\n  ".join(detail)
 
 
-@RULES_PENDING
 def test_no_cycle_between_modules() -> None:
     graph = import_graph()
     cycles = _cycles({source: set(targets) for source, targets in graph.items()})
