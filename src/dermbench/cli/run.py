@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray address: auto, ray://HOST:10001, or local (start one here)")
     p.add_argument("--force", action="store_true", help="redo complete cells too")
     p.add_argument("--dry-run", action="store_true", help="list the cells and their state; run nothing")
+    add_var_argument(p)
     p.add_argument("--only", action="append", default=[], metavar="GLOB",
                    help="run only cells whose key paradigm/label/dataset/seedK matches (repeatable), "
                         "e.g. 'finetune/resnet18+*/*/*' (labels as in --dry-run's path column)")
@@ -39,10 +40,31 @@ def run(args: argparse.Namespace) -> int:
     from ..runner.config import load_config
     from ..utils.console import is_quiet
 
-    config = load_config(args.config)  # ConfigError: one message naming every problem
+    config = load_config(args.config, parse_variables(args.var))  # ConfigError: one message naming every problem
     return run_config(config, runs=args.runs, data_root=args.data_root, executor=args.executor,
                       workers=args.workers, address=args.address, force=args.force, dry_run=args.dry_run,
                       only=args.only, quiet=is_quiet())
+
+
+def add_var_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a variable the config declares under `variables:` (repeatable), e.g. "
+                        "--var study_repo=~/derm-bench for configs/paper.yaml")
+
+
+def parse_variables(items: list[str]) -> dict[str, str]:
+    """``--var NAME=VALUE`` items as a mapping; a malformed or repeated item is a UsageError."""
+    from ..errors import UsageError
+
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--var expects NAME=VALUE (e.g. --var study_repo=~/derm-bench), got {item!r}")
+        if name.strip() in out:
+            raise UsageError(f"--var gives {name.strip()!r} twice")
+        out[name.strip()] = value
+    return out
 
 
 def run_config(config, *, runs: str | None = None, data_root: str | None = None, executor: str | None = None,

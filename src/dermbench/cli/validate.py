@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
+from .run import add_var_argument, parse_variables
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-image-check", action="store_true", help="do not decode images (faster, misses corrupt files)")
     p.add_argument("--write-card", action="store_true", help="(re)write dataset.json with counts, manifest and fingerprint")
     p.add_argument("--json", metavar="FILE", help="also write the exclusions and counts as JSON")
+    add_var_argument(p)
     p.set_defaults(func=run)
     return p
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
             from ..runner.config import load_config
             from ..runner.grid import expand_grid
 
-            cells = expand_grid(load_config(path))  # also refuses two cells sharing a folder
+            cells = expand_grid(load_config(path, parse_variables(args.var)))  # also refuses two cells sharing a folder
             print(f"{path}: valid run config ({len(cells)} cell(s))")
             continue
         if not path.is_dir():

@@ -16,6 +16,8 @@
     resources: {num_cpus: 1, num_gpus: 0}   # per cell: Ray request, worker sizing and torch CPU threads
     executor: {kind: local, workers: 1}
     imports: []                     # extra modules to import first (your own plugins)
+    variables:                      # named values set once, used as ${name} in any string below
+      weights_dir: ~/models         # (`--var weights_dir=/data/models` on the command line overrides)
     grid:                           # one block per paradigm run; its keys are the paradigm's own
       - paradigm: finetune
         models: [resnet18]
@@ -30,6 +32,11 @@ this module builds the schema from the registered paradigms and names none of th
 block has: ``settings``, ``model_settings`` (per-model overrides), ``datasets``, ``seeds``,
 ``resources``, ``threshold_policy``.
 
+``variables`` are plain text substitution before validation: every ``${name}`` in a string value
+of the config becomes the variable's value (a path set once, such as where the study's repository
+or a model's local weights are); a ``${name}`` that is not declared is an error, as is a ``--var``
+override of a name the config does not declare. No YAML anchors are needed for this.
+
 Every mapping forbids unknown keys; an unknown key, a wrong type or a model name that
 ``dermbench.models.resolve`` does not know is a :class:`ConfigError` that names the key and lists
 what is allowed. Nothing here imports torch (except to check a bare timm model name).
@@ -38,8 +45,9 @@ what is allowed. Nothing here imports torch (except to check a bare timm model n
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Mapping, Union
 
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator, model_validator
@@ -97,6 +105,8 @@ class RunConfig(StrictModel):
     executor: Executor = Field(default_factory=Executor)
     imports: list[str] = Field(default_factory=list, description="modules imported before validation "
                                                                   "and in every worker (plugins)")
+    variables: dict[str, str] = Field(default_factory=dict, description="values substituted for ${name} in the "
+                                                                         "config's strings (see the module doc)")
     grid: list[GridBlock] = Field(min_length=1)
 
     @model_validator(mode="before")
@@ -205,10 +215,67 @@ def _loc(loc: tuple, tags: set[str]) -> str:
     return ".".join(parts)
 
 
-def parse_config(data: Any, source: str = "config") -> RunConfig:
-    """Validate a run config mapping; a :class:`ConfigError` lists every problem with its key."""
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def substitute_variables(data: dict[str, Any], overrides: Mapping[str, str] | None = None,
+                         source: str = "config") -> dict[str, Any]:
+    """``data`` with every ``${name}`` in its string values replaced by the variable's value.
+
+    Values come from the config's ``variables`` mapping, then ``overrides`` (``--var NAME=VALUE``),
+    which may only name declared variables (a typo would otherwise be silently ignored). Keys are
+    not substituted, nor are variables inside variable values. The returned mapping's ``variables``
+    holds the values used, so the resolved config records them."""
+    declared = data.get("variables") or {}
+    if not isinstance(declared, dict):
+        raise ConfigError(f"{source}: variables must be a mapping of name: value, got {type(declared).__name__}")
+    problems = []
+    values: dict[str, str] = {}
+    for name, value in declared.items():
+        if not _VARIABLE_NAME.fullmatch(str(name)):
+            problems.append(f"variables: {name!r} is not a valid name (letters, digits and _, not starting with a digit)")
+        elif isinstance(value, (dict, list)) or value is None:
+            problems.append(f"variables.{name}: a variable is one value (text, number), got {value!r}")
+        elif _VARIABLE.search(str(value)):
+            problems.append(f"variables.{name}: a variable's value cannot use other variables ({value!r})")
+        else:
+            values[str(name)] = str(value)
+    for name, value in (overrides or {}).items():
+        if name not in declared:
+            problems.append(f"--var {name}: the config declares no variable {name!r} "
+                            f"(it declares: {', '.join(map(str, declared)) or 'none'})")
+        else:
+            values[name] = str(value)
+
+    def substitute(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            return {k: substitute(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [substitute(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if not isinstance(value, str):
+            return value
+        unknown = [m for m in _VARIABLE.findall(value) if m not in values]
+        if unknown:
+            problems.append(f"{where}: {', '.join('${' + u + '}' for u in unknown)} is not a declared variable "
+                            f"(variables: {', '.join(values) or 'none'})")
+            return value
+        return _VARIABLE.sub(lambda m: values[m.group(1)], value)
+
+    out = substitute({k: v for k, v in data.items() if k != "variables"}, "")
+    if problems:
+        raise ConfigError(f"{source} is not a valid run config:\n  " + "\n  ".join(problems))
+    if declared:
+        out["variables"] = values
+    return out
+
+
+def parse_config(data: Any, source: str = "config", variables: Mapping[str, str] | None = None) -> RunConfig:
+    """Validate a run config mapping; a :class:`ConfigError` lists every problem with its key.
+    ``variables`` override the config's own (``--var``)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(data).__name__}")
+    data = substitute_variables(data, variables, source)
     if isinstance(data.get("imports"), list):  # plugins register their paradigms before the schema is built
         try:
             import_plugins([str(m) for m in data["imports"]])
@@ -229,11 +296,14 @@ def parse_config(data: Any, source: str = "config") -> RunConfig:
                 lines.append(f"  {msg}")  # a whole-config check: its message starts with the key
             else:
                 lines.append(f"  {loc or '(top level)'}: {msg}")
+        if data.get("variables"):  # a path built from a variable may be what is wrong: say what was used
+            used = ", ".join(f"{k}={v}" for k, v in data["variables"].items())
+            lines.append(f"  (variables used: {used}; set one with --var NAME=VALUE)")
         raise ConfigError(f"{source} is not a valid run config:\n" + "\n".join(lines)) from None
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML run config (``yaml.safe_load``)."""
+def load_config(path: str | Path, variables: Mapping[str, str] | None = None) -> RunConfig:
+    """Read and validate a YAML run config (``yaml.safe_load``); ``variables`` override its own."""
     path = Path(path)
     if not path.is_file():
         packaged = packaged_config(str(path))
@@ -245,7 +315,7 @@ def load_config(path: str | Path) -> RunConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    return parse_config(data, str(path), variables)
 
 
 def packaged_config(name: str) -> Path | None:
