@@ -143,18 +143,27 @@ def finalize_cell(
     extra: dict[str, Any] | None = None,
     cell: dict[str, Any] | None = None,
     excluded_images: Iterable[Exclusion] = (),
+    calibration: dict[str, Any] | None = None,
+    threshold: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score, record and complete a cell. ``scores`` maps split name to ``img_id, p_malignant``.
 
     ``extra`` carries paradigm-specific results (e.g. ``unparsed_rate`` of a VLM, chosen
     hyperparameters of a head); ``excluded_images`` lists images the paradigm could not read
     (e.g. from the image cache) in addition to the dataset's own exclusions.
+
+    ``calibration`` is the record :func:`calibrate_scores` returned for these scores (their
+    ``p_malignant`` calibrated, ``p_uncalibrated`` kept): ECE and Brier before and after are added
+    per split. ``threshold`` is an operating threshold already chosen elsewhere (a transfer
+    evaluation uses its training cell's, chosen on the training dataset's validation split) and
+    is used instead of applying ``threshold_policy`` here.
     """
     from ..metrics import evaluate
 
     t0 = time.perf_counter()
     frames = {split: attach_labels(dataset, split, df) for split, df in scores.items()}
-    threshold_record = operating_threshold(threshold_policy, frames.get("validation"))
+    threshold_record = dict(threshold) if threshold is not None else operating_threshold(
+        threshold_policy, frames.get("validation"))
     threshold = threshold_record["value"]
 
     split_metrics: dict[str, Any] = {}
@@ -192,9 +201,62 @@ def finalize_cell(
         "subgroups": {"file": "subgroups.csv" if subgroup_parts else None, "min_n": subgroup_min_n,
                       "notes": sorted(set(subgroup_notes))},
         "exclusions": {"count": len(exclusions), "by_reason": count_by_reason(exclusions), "file": "exclusions.csv"},
+        "calibration": _calibration_record(calibration, frames),
         "extra": extra or {},
         "timing": timing,
         "provenance": collect_provenance(dataset_fingerprint=dataset.fingerprint, **(provenance or {})),
     }
     recorder.finish(metrics)
     return metrics
+
+
+def calibrate_scores(dataset: LesionDataset, scores: dict[str, pd.DataFrame], calibration: Any
+                     ) -> tuple[dict[str, pd.DataFrame], dict[str, Any] | None]:
+    """Calibrate every split's ``p_malignant`` (``dermbench.metrics.calibration``).
+
+    ``calibration``: ``None``/``"none"`` leaves the scores alone (record None); a method name
+    (``temperature``, ``platt``, ``isotonic``) is fitted on the validation split's scores and the
+    dataset's labels; a fitted :class:`~dermbench.metrics.calibration.Calibrator` (a transfer
+    evaluation: the training cell's) is applied as it is. The returned frames hold the calibrated
+    ``p_malignant`` and the paradigm's own score as ``p_uncalibrated``; the record (for
+    :func:`finalize_cell`) holds the fitted calibrator. When the validation scores cannot fit the
+    method (one class only) the scores stay uncalibrated and the record says why.
+    """
+    from ..metrics.calibration import Calibrator, fit_calibrator
+
+    if calibration is None or calibration == "none":
+        return scores, None
+    if isinstance(calibration, Calibrator):
+        calibrator, fitted_on = calibration, "the training cell's validation split"
+    else:
+        if "validation" not in scores:
+            raise ValueError(f"{calibration} calibration is fitted on validation scores; none were given")
+        frame = attach_labels(dataset, "validation", scores["validation"])
+        try:
+            calibrator = fit_calibrator(str(calibration), frame["label"].to_numpy(), frame["p_malignant"].to_numpy())
+        except ValueError as exc:
+            if str(calibration) not in ("temperature", "platt", "isotonic"):
+                raise
+            return scores, {"method": "none", "requested": str(calibration), "fitted_on": "validation",
+                            "note": f"not calibrated: {exc}"}
+        fitted_on = "validation"
+    out = {}
+    for split, frame in scores.items():
+        frame = frame.copy()
+        raw = pd.to_numeric(frame["p_malignant"], errors="coerce").to_numpy(dtype=float)
+        frame["p_uncalibrated"] = raw
+        frame["p_malignant"] = calibrator.apply(raw)
+        out[split] = frame
+    return out, {**calibrator.as_record(), "requested": calibrator.method, "fitted_on": fitted_on, "note": ""}
+
+
+def _calibration_record(calibration: dict[str, Any] | None, frames: dict[str, pd.DataFrame]) -> dict[str, Any] | None:
+    """``metrics.json`` ``calibration``: the calibrator and, per split, ECE/Brier before and after."""
+    from ..metrics.calibration import calibration_change
+
+    if calibration is None:
+        return None
+    splits = {split: calibration_change(frame["label"].to_numpy(), frame["p_uncalibrated"].to_numpy(),
+                                        frame["p_malignant"].to_numpy())
+              for split, frame in frames.items() if "p_uncalibrated" in frame.columns}
+    return {**calibration, "splits": splits}

@@ -66,6 +66,9 @@ class FinetuneSettings(BaseModel):
     # --- evaluation ---------------------------------------------------------------------------
     tta: bool = Field(False, description="test-time augmentation: average p_malignant over identity, "
                                          "horizontal and vertical flips")
+    calibration: Literal["none", "temperature", "platt", "isotonic"] = Field(
+        "none", description="post-hoc calibration of p_malignant, fitted on the validation split "
+                            "(dermbench.metrics.calibration); part of the cell's variant when not none")
     # --- hardware -----------------------------------------------------------------------------
     amp: bool = Field(True, description="mixed precision on GPU (bf16 where supported, else fp16 + grad scaler)")
     channels_last: bool = Field(True, description="channels-last memory format on GPU")

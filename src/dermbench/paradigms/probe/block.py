@@ -91,7 +91,7 @@ class ProbeBlock(GridBlock):
 
     @classmethod
     def variant_parts(cls, settings: dict[str, Any], model: ModelSpec) -> list[str]:
-        """Head, balancing, augmented views and feature transform, then the weights."""
+        """Head, balancing, augmented views, feature transform and calibration, then the weights."""
         parts = [str(settings.get("head", ""))]
         balance = settings.get("balance", "none")
         if balance == "smote":
@@ -104,4 +104,6 @@ class ProbeBlock(GridBlock):
             parts.append(f"aug{settings['train_views']}")
         if settings.get("feature_transform", "none") != "none":
             parts.append(str(settings["feature_transform"]))
+        if settings.get("calibration", "none") != "none":
+            parts.append(f"cal-{settings['calibration']}")
         return parts + super().variant_parts(settings, model)

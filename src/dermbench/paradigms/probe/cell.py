@@ -67,8 +67,9 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     from ...data.contract import load_dataset
     from ...models.embedders.base import compute_precision
     from ...utils.device import choose_device
-    from ...runs.evaluate import finalize_cell, without_unreadable
+    from ...runs.evaluate import calibrate_scores, finalize_cell, without_unreadable
     from .head_models import get_head, select_head
+    from .head_store import head_bytes
 
     settings = ProbeSettings(**spec.settings)
     get_head(settings.head)  # an unknown head fails before any embedding work
@@ -125,9 +126,14 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     # Images the image cache could not decode are excluded and reported, as in every paradigm.
     errors = [e for views in (train_views, sets["validation"], sets["test"]) for v in views for e in v.errors]
     dataset, excluded = without_unreadable(dataset, errors)
+    scores, calibration = calibrate_scores(dataset, scores, settings.calibration)
+    # the fitted head, for transfer evaluations and `dermbench predict` (safe format + sha256 in the record)
+    head_name, head_data, head_file = head_bytes(selection.model)
+    recorder.save_bytes(head_name, head_data)
 
     extra = {
         "head": selection.record(),
+        "head_file": head_file,
         "class_weight": settings.class_weight,
         "feature_transform": settings.feature_transform,
         "head_imbalance_handling": _imbalance_note(settings),
@@ -142,7 +148,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                   "batch_size": settings.batch_size, "backbone": spec.model}
     return finalize_cell(recorder, dataset, scores, threshold_policy=spec.threshold_policy, n_boot=spec.n_boot,
                          seed=spec.seed, provenance=provenance, timing=timing, extra=extra, cell=spec.to_dict(),
-                         excluded_images=excluded)
+                         excluded_images=excluded, calibration=calibration)
 
 
 def _imbalance_note(settings: ProbeSettings) -> str:

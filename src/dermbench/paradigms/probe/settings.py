@@ -45,6 +45,9 @@ class ProbeSettings(BaseModel):
         "none", description="'power': signed square root of every embedding value before the head "
                             "(power normalisation of pooled CNN features; same for train, validation, test)")
     selection_metric: Literal["auroc", "auprc", "neg_log_loss"] = "auroc"
+    calibration: Literal["none", "temperature", "platt", "isotonic"] = Field(
+        "none", description="post-hoc calibration of p_malignant, fitted on the validation split "
+                            "(dermbench.metrics.calibration); part of the cell's variant when not none")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="override the head's declared grid")
     head_options: dict[str, Any] = Field(default_factory=dict,
                                          description="rf_trees, xgb_trees, hgb_iterations, mlp_max_epochs, mlp_patience ...")
