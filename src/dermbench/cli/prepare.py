@@ -21,7 +21,8 @@ def _source_lines() -> str:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..data.sources.labels import PREMALIGNANT_POLICIES
+    from ..data.sources.labels import DEFAULT_LABEL_DEFINITION, LABEL_DEFINITIONS, PREMALIGNANT_POLICIES
+    from ..data.splits import SPLIT_GROUPINGS
     from ..data.writer import LINK_MODES
 
     parser.add_argument("--raw", required=True, help="folder with the files as published (metadata + images)")
@@ -32,6 +33,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--premalignant", choices=PREMALIGNANT_POLICIES, default="paper",
                         help="actinic keratosis / akiec / ACK: 'paper' = what the study did per dataset "
                              "(HAM/ISIC akiec and PAD ACK malignant, SD-198 AK benign), or one rule for all")
+    parser.add_argument("--labels", choices=LABEL_DEFINITIONS, default=DEFAULT_LABEL_DEFINITION,
+                        help="label definition: 'complete' (default) = every diagnosis mapped, premalignant per "
+                             "--premalignant; 'study' = exactly what the MICCAI study evaluated (e.g. ISIC 2018 / "
+                             "HAM10000 melanoma vs nevus only, other diagnoses excluded and counted)")
+    parser.add_argument("--split", choices=SPLIT_GROUPINGS, default="grouped",
+                        help="'grouped' (default): no patient or lesion in two splits; 'ungrouped': the study's "
+                             "image-level stratified split, for comparison only (the report marks it as leaky)")
     parser.add_argument("--ratios", default=None,
                         help="train/validation/test ratios when no official split exists, e.g. 70/15/15 "
                              "(default: the source's)")
@@ -50,7 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("source", help="dataset source name (see below)")
     parser.add_argument("args", nargs=argparse.REMAINDER,
-                        help="--raw DIR --out DIR [--seed S] [--premalignant POLICY] [source options]")
+                        help="--raw DIR --out DIR [--labels complete|study] [--split grouped|ungrouped] [--seed S] "
+                             "[--premalignant POLICY] [source options]")
     parser.set_defaults(func=run)
     return parser
 
@@ -80,10 +89,11 @@ def run(args: argparse.Namespace) -> int:
     parser = source_parser(args.source)  # an unknown source: the CLI prints the did-you-mean error
     opts = parser.parse_args(args.args)
     entry = SOURCES.entry(args.source)
-    common = {"raw", "out", "seed", "premalignant", "ratios", "link", "overwrite", "quiet"}
+    common = {"raw", "out", "seed", "premalignant", "labels", "split", "ratios", "link", "overwrite", "quiet"}
     options = {k: v for k, v in vars(opts).items() if k not in common}
     try:
-        prepare(entry.name, opts.raw, opts.out, seed=opts.seed, premalignant=opts.premalignant, link=opts.link,
+        prepare(entry.name, opts.raw, opts.out, seed=opts.seed, premalignant=opts.premalignant, labels=opts.labels,
+                split=opts.split, link=opts.link,
                 overwrite=opts.overwrite, ratios=parse_ratios(opts.ratios) if opts.ratios else None,
                 options=options, quiet=opts.quiet)
     except DermbenchError:

@@ -13,6 +13,11 @@ quota it fills best (largest relative shortfall, weighted by the group's own str
 On the full HAM10000 metadata this lands within a percentage point of 75/12.5/12.5 with zero
 lesion overlap (see ``tests/test_splits.py``). It is the one split of the package: ``prepare``
 (through :func:`split_frame`) and the synthetic dataset (``dermbench synth``) both use it.
+
+The one exception is asked for by name: ``prepare --split ungrouped`` (:func:`image_level_split`)
+reproduces the study's image-level stratified split, for comparison with its numbers. The card
+records it (``split_grouping: ungrouped``) and the report marks every result on such a dataset
+with :data:`LEAKY_SPLIT_NOTE`.
 """
 
 from __future__ import annotations
@@ -24,6 +29,14 @@ import numpy as np
 import pandas as pd
 
 from .. import SPLITS
+from ..errors import UsageError
+
+#: ``prepare --split``: ``grouped`` (by patient/lesion where the data has ids; the default) or
+#: ``ungrouped`` (the study's image-level split). The card's ``split_grouping`` is one of these
+#: or ``official`` (the published split was used).
+SPLIT_GROUPINGS = ("grouped", "ungrouped")
+#: How the report marks results on a dataset split ``ungrouped``.
+LEAKY_SPLIT_NOTE = "leaky split (ungrouped, as the study)"
 
 
 @dataclass(frozen=True)
@@ -120,6 +133,44 @@ def grouped_stratified_split(
     return names[group_split[group_index]]
 
 
+def image_level_split(labels: Sequence, ratios: Sequence[float] = (0.70, 0.15, 0.15),
+                      seed: int = 42) -> np.ndarray:
+    """The study's image-level split: scikit-learn's ``train_test_split`` stratified by label,
+    first train against the rest, then the rest into validation and test, with
+    ``random_state=seed`` both times (the study's notebooks: 0.30 then 0.50, seed 42).
+
+    Images of one patient or lesion can land in different splits: this is the leaky split the
+    study used, available for comparison only. The same images as the study's cannot be
+    recovered (its row order and shuffles before splitting are not published).
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels, dtype=object)
+    ratios_arr = np.asarray(ratios, dtype=float)
+    if ratios_arr.shape != (3,) or ratios_arr.sum() <= 0 or (ratios_arr < 0).any():
+        raise ValueError(f"ratios must be three non-negative numbers, got {list(ratios)}")
+    train_r, val_r, test_r = ratios_arr / ratios_arr.sum()
+    names = np.full(len(labels), SPLITS[0], dtype=object)
+    index = np.arange(len(labels))
+    try:
+        if val_r + test_r > 0:
+            _, rest = (index[:0], index) if train_r == 0 else train_test_split(
+                index, test_size=float(val_r + test_r), stratify=labels, random_state=seed)
+            names[rest] = SPLITS[2]
+            if val_r > 0 and test_r > 0:
+                validation, _ = train_test_split(rest, test_size=float(test_r / (val_r + test_r)),
+                                                 stratify=labels[rest], random_state=seed)
+                names[validation] = SPLITS[1]
+            elif val_r > 0:
+                names[rest] = SPLITS[1]
+    except ValueError as exc:  # a class too small to appear in every split
+        counts = dict(zip(*np.unique(labels.astype(str), return_counts=True)))
+        raise UsageError(f"--split ungrouped: cannot stratify {len(labels)} images ({counts}) into "
+                         f"{'/'.join(f'{100 * r:g}' for r in (train_r, val_r, test_r))} by label ({exc}); "
+                         f"use the default grouped split") from exc
+    return names
+
+
 def group_keys(frame: pd.DataFrame, candidates: Sequence[str]) -> tuple[np.ndarray | None, list[str], int]:
     """One group key per row such that no patient and no lesion is split.
 
@@ -197,8 +248,21 @@ def _missing_id(value) -> bool:
 
 
 def split_frame(frame: pd.DataFrame, spec: SplitSpec, seed: int = 42,
-                label_col: str = "benign_malignant") -> tuple[pd.Series, str]:
-    """Split a prepared frame per ``spec``; returns (split names aligned to frame, policy text)."""
+                label_col: str = "benign_malignant", grouping: str = "grouped") -> tuple[pd.Series, str]:
+    """Split a prepared frame per ``spec``; returns (split names aligned to frame, policy text).
+
+    ``grouping="ungrouped"`` ignores ``spec.group_by`` and ``spec.stratify_by`` and makes the
+    study's image-level split (:func:`image_level_split`), stratified by label only as the study's.
+    """
+    if grouping not in SPLIT_GROUPINGS:
+        raise UsageError(f"--split {grouping!r}: choose one of {', '.join(SPLIT_GROUPINGS)}")
+    if grouping == "ungrouped":
+        names = image_level_split(frame[label_col].to_numpy(), spec.ratios, seed=seed)
+        r = "/".join(f"{100 * x:g}" for x in spec.ratios)
+        policy = (f"{r} stratified by label, image-level: ungrouped as the study (scikit-learn train_test_split, "
+                  f"random_state {seed}); {LEAKY_SPLIT_NOTE.split(' (')[0]} where a patient or lesion has "
+                  f"several images")
+        return pd.Series(names, index=frame.index, name="split"), policy
     groups, used, n_without = group_keys(frame, spec.group_by)
     group_col = " + ".join(used) or None
     if group_col and n_without:

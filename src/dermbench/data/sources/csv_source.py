@@ -73,6 +73,9 @@ class CSVSource(Source):
     licence = "as declared in the mapping file"
     LABEL_SOURCE = "diagnosis (exact, normalised match)"
     SPLIT = SplitSpec((0.70, 0.15, 0.15), group_by=("patient_id", "lesion_id"))
+    NO_STUDY_LABELS = ("a csv dataset's labels are its mapping table; the study's private hospital set was labelled "
+                       "by substring matching, which dermbench does not reproduce (STUDY.md §8.2). Write the "
+                       "mapping you mean and use --labels complete")
 
     @classmethod
     def add_arguments(cls, parser):

@@ -5,6 +5,10 @@ Published as ``ddi_metadata.csv`` with header ``,DDI_ID,DDI_file,skin_tone,malig
 (first column an unnamed pandas index), ``skin_tone`` in {12, 34, 56}, ``malignant`` as
 ``True/False`` (``TRUE/FALSE`` and CRLF in spreadsheet re-saves) and one image folder. There are
 no patient ids, so the split is image-level, stratified by label × skin tone (70/15/15).
+
+``--labels study`` labels every image by its ``malignant`` column, as the study did; the study
+evaluated a 371-image subset (316/28/27) whose selection is not published and cannot be derived,
+so the ``study`` dataset has all 656 images (the card says so).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class DDI(Source):
     PAPER_PREMALIGNANT = "malignant"
     SPLIT = SplitSpec((0.70, 0.15, 0.15), group_by=(), stratify_by=("fitzpatrick",))
     LABEL_SOURCE = "malignant"
+    STUDY_NOTE = ("all images, labelled by the malignant column as the study; the study evaluated a 371-image "
+                  "subset (316/28/27) whose selection is not published and cannot be derived, so counts differ")
 
     @classmethod
     def add_arguments(cls, parser):

@@ -51,6 +51,8 @@ class DermaMNIST(Source):
     PAPER_PREMALIGNANT = "malignant"
     SPLIT = None
     LABEL_SOURCE = "MedMNIST class"
+    NO_STUDY_LABELS = ("the study did not evaluate DermaMNIST (its HAM10000 is the ISIC 2018 task 3 pool: "
+                       "`dermbench prepare ham10000 --labels study`); use --labels complete")
 
     @classmethod
     def add_arguments(cls, parser):

@@ -29,6 +29,7 @@ class Fitzpatrick17k(Source):
     PAPER_PREMALIGNANT = "malignant"
     SPLIT = SplitSpec((0.70, 0.15, 0.15), group_by=(), stratify_by=("fitzpatrick",))
     LABEL_SOURCE = "three_partition_label"
+    NO_STUDY_LABELS = "the study did not evaluate Fitzpatrick17k; use --labels complete"
 
     @classmethod
     def add_arguments(cls, parser):

@@ -5,6 +5,12 @@ Published as ``ISIC2018_Task3_{Training,Validation,Test}_GroundTruth.csv`` (``im
 float columns ``MEL,NV,BCC,AKIEC,BKL,DF,VASC``) and ``..._Input`` image folders; optionally
 ``ISIC2018_Task3_Training_LesionGroupings.csv`` (``image,lesion_id,diagnosis_confirm_type``).
 Splits whose ground-truth file is absent stay empty (and are reported).
+
+Under ``--labels study`` the task is melanoma vs nevus, as the study evaluated it (STUDY.md §4.0):
+its labels were the ISIC Archive's ``benign_malignant``, which the Archive sets only for
+melanocytic lesions (MEL malignant, NV benign). The other five classes are excluded, each with its
+own reason code (``study_excluded_bkl``, ...): on the official test set that leaves exactly the
+study's 909 benign / 171 malignant images.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ LABEL_TABLE = {
     "DF": "benign",
     "VASC": "benign",
 }
+#: ``--labels study``: melanoma vs nevus, the classes the ISIC Archive gives a ``benign_malignant``.
+STUDY_LABEL_TABLE = {cls: {"MEL": "malignant", "NV": "benign"}.get(cls, "exclude") for cls in CLASSES}
+STUDY_LABEL_SOURCE = "one-hot ground truth class: melanoma vs nevus (the ISIC Archive's benign_malignant)"
+STUDY_NOTE = ("melanoma vs nevus only, as the study (its labels were the ISIC Archive's benign_malignant, set for "
+              "melanocytic lesions); BCC, AKIEC, BKL, DF and VASC are excluded, each with its own reason")
 
 
 def one_hot_to_class(df: pd.DataFrame, path: Path) -> pd.Series:
@@ -59,31 +70,44 @@ class ISIC2018(Source):
     PAPER_PREMALIGNANT = "malignant"
     SPLIT = None  # official
     LABEL_SOURCE = "one-hot ground truth class"
+    STUDY_LABEL_TABLE = STUDY_LABEL_TABLE
+    STUDY_LABEL_SOURCE = STUDY_LABEL_SOURCE
+    STUDY_NOTE = STUDY_NOTE
 
     def read(self, raw: Path) -> SourceRows:
-        frames = []
-        notes = []
-        search = raw if raw.is_dir() else raw.parent
-        for split, name in GROUND_TRUTH.items():
-            hits = [search / name] if (search / name).is_file() else sorted(search.rglob(name))
-            if not hits:
-                notes.append(f"{name} not found: split {split!r} is empty")
-                continue
-            path = hits[0]
-            df = read_published_csv(path)
-            check_columns(path, df.columns, ("image",) + CLASSES, "ISIC 2018 task 3 ground truth")
-            frame = pd.DataFrame({"img_id": df["image"], "diagnosis": one_hot_to_class(df, path), "split": split})
-            frames.append(frame)
-        if not frames:
+        frame, notes, missing = read_ground_truth(raw)
+        if not len(frame):
             raise SourceFormatError(f"ISIC 2018 task 3: no ground-truth file ({', '.join(GROUND_TRUTH.values())}) "
                                     f"under {raw}")
-        frame = pd.concat(frames, ignore_index=True)
-        frame["label_key"] = frame["diagnosis"]
-        frame["diagnosis"] = frame["diagnosis"].str.lower()
-        groupings = sorted(search.rglob(GROUPINGS))
-        if groupings:
-            g = read_published_csv(groupings[0])
-            check_columns(groupings[0], g.columns, ("image", "lesion_id"), "ISIC 2018 lesion groupings")
-            frame = frame.merge(g[["image", "lesion_id"]].rename(columns={"image": "img_id"}), on="img_id", how="left")
-            notes.append(f"lesion ids from {groupings[0].name}")
+        notes = [f"{name} not found: split {split!r} is empty" for split, name in missing.items()] + notes
         return SourceRows(frame=frame, notes=notes, image_index=ImageIndex(image_roots(raw, self.options)))
+
+
+def read_ground_truth(raw: Path) -> tuple[pd.DataFrame, list[str], dict[str, str]]:
+    """Every ISIC 2018 task 3 ground-truth file under ``raw`` as one frame (``img_id``,
+    ``diagnosis`` lower-case, ``label_key`` = the class, ``split`` = the part it came from, and
+    ``lesion_id`` where the lesion groupings file is present).
+    Returns (frame, notes, {split: file name} of the parts not found)."""
+    frames, notes, missing = [], [], {}
+    search = raw if raw.is_dir() else raw.parent
+    for split, name in GROUND_TRUTH.items():
+        hits = [search / name] if (search / name).is_file() else sorted(search.rglob(name))
+        if not hits:
+            missing[split] = name
+            continue
+        path = hits[0]
+        df = read_published_csv(path)
+        check_columns(path, df.columns, ("image",) + CLASSES, "ISIC 2018 task 3 ground truth")
+        frames.append(pd.DataFrame({"img_id": df["image"], "diagnosis": one_hot_to_class(df, path), "split": split}))
+    if not frames:
+        return pd.DataFrame(columns=["img_id", "diagnosis", "label_key", "split"]), notes, missing
+    frame = pd.concat(frames, ignore_index=True)
+    frame["label_key"] = frame["diagnosis"]
+    frame["diagnosis"] = frame["diagnosis"].str.lower()
+    groupings = sorted(search.rglob(GROUPINGS))
+    if groupings:
+        g = read_published_csv(groupings[0])
+        check_columns(groupings[0], g.columns, ("image", "lesion_id"), "ISIC 2018 lesion groupings")
+        frame = frame.merge(g[["image", "lesion_id"]].rename(columns={"image": "img_id"}), on="img_id", how="left")
+        notes.append(f"lesion ids from {groupings[0].name}")
+    return frame, notes, missing

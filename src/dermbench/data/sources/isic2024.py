@@ -6,6 +6,7 @@ anatom_site_general, clin_size_long_diam_mm, iddx_*`` and ~40 TBP features) with
 as a folder of ``<isic_id>.jpg`` or in ``train-image.hdf5`` (one dataset per ``isic_id`` holding
 the JPEG bytes). The study kept every malignant image and sampled benign ones up to 1,000 images
 in total, then split 70/15/15 grouped by patient; ``--total`` changes the size (0 = everything).
+``--labels study`` is that (``target``, ``--total 1000``); another ``--total`` is refused with it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ import numpy as np
 import pandas as pd
 
 from ... import BENIGN, MALIGNANT
+from ...errors import UsageError
 from ..exclusions import exclusions_for
 from ..splits import SplitSpec
 from .base import Source, SourceRows
 from .raw import ImageIndex, check_columns, clean_number, clean_text, find_file, image_roots, read_published_csv
 
 LABEL_TABLE = {"1": "malignant", "0": "benign"}
+#: the study's size: every malignant image and benign ones sampled up to this total
+STUDY_TOTAL = 1000
 
 #: published column -> contract column (kept), plus clinical columns kept under their own name
 RENAMES = {"isic_id": "img_id", "age_approx": "age", "anatom_site_general": "site", "iddx_full": "diagnosis"}
@@ -57,6 +61,8 @@ class ISIC2024(Source):
     PAPER_PREMALIGNANT = "malignant"
     SPLIT = SplitSpec((0.70, 0.15, 0.15), group_by=("patient_id",))
     LABEL_SOURCE = "target"
+    STUDY_NOTE = (f"target as published; every malignant image + benign sampled to {STUDY_TOTAL} in total (seeded), "
+                  f"70/15/15 as the study (its pandas sample cannot be replayed, so the benign images differ)")
 
     @classmethod
     def add_arguments(cls, parser):
@@ -66,6 +72,12 @@ class ISIC2024(Source):
         parser.add_argument("--total", type=int, default=1000,
                             help="keep every malignant image and sample benign ones up to this total "
                                  "(paper: 1000); 0 keeps everything")
+
+    def select_labels(self, definition: str) -> None:
+        super().select_labels(definition)
+        if definition == "study" and int(self.option("total", STUDY_TOTAL)) != STUDY_TOTAL:
+            raise UsageError(f"--total {self.option('total')} contradicts --labels study (the study sampled "
+                             f"{STUDY_TOTAL} images); drop --total, or use --labels complete")
 
     def read(self, raw: Path) -> SourceRows:
         path = find_file(raw, ["train-metadata.csv"], "ISIC 2024 metadata", self.option("metadata"))

@@ -3,10 +3,19 @@
 A table maps each published diagnosis to ``benign``, ``malignant``, ``premalignant`` or
 ``exclude``; the premalignant policy (``paper``: what the study did for this dataset, or one rule
 for all) decides what ``premalignant`` becomes.
+
+Each source has named **label definitions** (chosen with ``prepare --labels``):
+
+* ``complete`` (the default): the clinically complete binary task: every diagnosis of the dataset
+  mapped by its table, premalignant lesions per the premalignant policy.
+* ``study``: exactly what the MICCAI study evaluated (STUDY.md §4.0). For ISIC 2018 and HAM10000
+  that is melanoma vs nevus only; every class the definition leaves out is excluded with its own
+  reason code (:func:`study_exclusion_reason`), counted in the card, never dropped silently.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -17,6 +26,11 @@ from ...errors import SourceFormatError
 from ..exclusions import Exclusion, exclusions_for
 
 PREMALIGNANT_POLICIES = ("paper", "malignant", "benign", "exclude")
+#: The named label definitions of ``prepare --labels``; the first is the default.
+LABEL_DEFINITIONS = ("complete", "study")
+DEFAULT_LABEL_DEFINITION = "complete"
+#: Prefix of the reason code of a row the ``study`` definition leaves out (one code per class).
+STUDY_EXCLUDED = "study_excluded"
 #: Values a label table may map to.
 TABLE_VALUES = (BENIGN, MALIGNANT, "premalignant", "exclude")
 
@@ -25,6 +39,14 @@ def normalise_key(value: Any) -> str:
     """Exact-match key: Unicode NFC, case-folded, trimmed, inner whitespace collapsed."""
     text = unicodedata.normalize("NFC", str(value))
     return " ".join(text.casefold().split())
+
+
+def study_exclusion_reason(label_key: Any) -> str:
+    """The reason code of a row whose class the ``study`` definition leaves out: one code per
+    class, ``study_excluded_<class>`` (``BKL`` -> ``study_excluded_bkl``; ``pigmented benign
+    keratosis`` -> ``study_excluded_pigmented_benign_keratosis``)."""
+    slug = re.sub(r"[^0-9a-z]+", "_", normalise_key(label_key)).strip("_")
+    return f"{STUDY_EXCLUDED}_{slug or 'unnamed'}"
 
 
 def resolve_premalignant(table_value: str, policy: str, paper_default: str) -> str:
@@ -37,13 +59,17 @@ def resolve_premalignant(table_value: str, policy: str, paper_default: str) -> s
 
 
 def apply_label_table(
-    frame: pd.DataFrame, table: dict[str, str], policy: str, paper_default: str, source: str
+    frame: pd.DataFrame, table: dict[str, str], policy: str, paper_default: str, source: str,
+    *, per_class_detail: str | None = None,
 ) -> tuple[pd.DataFrame, list[Exclusion], dict[str, str]]:
     """Label every row by exact normalised lookup of ``label_key``.
 
     An unknown value is an error listing every unknown value with its count: a published
     dataset's table is complete, and guessing (e.g. by substring) is how "melanose solar"
     became malignant in the study's hospital set.
+    With ``per_class_detail`` (the ``study`` definition) each class the table excludes gets its
+    own reason code (:func:`study_exclusion_reason`) with that detail, instead of one
+    ``excluded_class`` record listing them all.
     Returns (labelled frame, exclusions, the mapping as applied: key -> final label).
     """
     if policy not in PREMALIGNANT_POLICIES:
@@ -73,7 +99,12 @@ def apply_label_table(
         excluded += exclusions_for(frame.loc[premal, "img_id"], "premalignant_excluded",
                                    "premalignant policy 'exclude'")
     other = (final == "exclude") & (table_value == "exclude")
-    if other.any():
+    if other.any() and per_class_detail is not None:
+        for key in sorted(set(keys[other])):
+            rows = other & (keys == key)
+            excluded += exclusions_for(frame.loc[rows, "img_id"], study_exclusion_reason(key),
+                                       f"{frame.loc[rows, 'label_key'].iloc[0]}: {per_class_detail}")
+    elif other.any():
         classes = sorted(set(keys[other]))
         excluded += exclusions_for(frame.loc[other, "img_id"], "excluded_class",
                                    "classes the label table excludes: " + ", ".join(classes))

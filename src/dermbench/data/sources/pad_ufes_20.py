@@ -5,7 +5,8 @@ diagnostic, ..., img_id, biopsed``; clinical fields empty for non-biopsied rows,
 unknown, float ``fitspatrick``, ``True/False`` strings) and ``imgs_part_1..3`` folders of PNGs,
 some RGBA. BCC, SCC (Bowen's merged in by the authors) and MEL are biopsy-proven cancers; ACK
 (actinic keratosis) is premalignant: the study's test prevalence implies it counted malignant.
-Split 75/12.5/12.5 grouped by patient (one patient, several lesions).
+Split 75/12.5/12.5 grouped by patient (one patient, several lesions). Under ``--labels study``
+ACK is malignant (the study's test prevalence, STUDY.md §4.4), whatever the premalignant policy.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class PADUFES20(Source):
     PAPER_PREMALIGNANT = "malignant"
     SPLIT = SplitSpec((0.75, 0.125, 0.125), group_by=("patient_id", "lesion_id"))
     LABEL_SOURCE = "diagnostic"
+    STUDY_LABEL_TABLE = {dx: "malignant" if value == "premalignant" else value for dx, value in LABEL_TABLE.items()}
+    STUDY_NOTE = ("ACK (actinic keratosis) counted malignant, as the study's test prevalence implies (its mapping "
+                  "is not published); split 75/12.5/12.5 as the study's")
 
     @classmethod
     def add_arguments(cls, parser):

@@ -1,9 +1,10 @@
 """``dermbench prepare``: a dataset as published -> a contract folder, the same steps for every source.
 
-read the published files -> attach image files -> label by the source's table under the
-premalignant policy -> drop rows without an image -> the paper's subsampling (ISIC 2024,
-SD-198) -> drop duplicate file names -> official or grouped stratified split -> write atomically
-with ``dataset.json`` and ``excluded.csv``. Every dropped row is an
+read the published files -> attach image files -> label by the source's table (under the label
+definition, ``complete`` or ``study``, and the premalignant policy) -> drop rows without an image
+-> the paper's subsampling (ISIC 2024, SD-198) -> drop duplicate file names -> official or grouped
+stratified split (or, asked for by name, the study's ungrouped one) -> write atomically with
+``dataset.json`` and ``excluded.csv``. Every dropped row is an
 :class:`~dermbench.data.exclusions.Exclusion`, listed on the console and in the card.
 """
 
@@ -17,13 +18,13 @@ import numpy as np
 import pandas as pd
 
 from ... import SPLITS
-from ...errors import SourceFormatError
+from ...errors import SourceFormatError, UsageError
 from ...utils.console import get_logger
 from ..exclusions import Exclusion, count_by_reason, exclusion_frame, exclusions_for, summarise_by_reason
-from ..splits import SplitSpec, split_frame
+from ..splits import SPLIT_GROUPINGS, SplitSpec, split_frame
 from ..writer import CONTRACT_ORDER, LINK_MODES, absolute, check_out_dir, counts_table, write_dataset
 from .base import Source, SourceRows
-from .labels import apply_label_table, format_mapping, normalise_key
+from .labels import DEFAULT_LABEL_DEFINITION, apply_label_table, format_mapping, normalise_key
 from .raw import attach_image_files, with_file_extension
 
 _log = get_logger("prepare")
@@ -49,6 +50,8 @@ def prepare(
     *,
     seed: int = 42,
     premalignant: str = "paper",
+    labels: str = DEFAULT_LABEL_DEFINITION,
+    split: str = "grouped",
     link: str = "copy",
     overwrite: bool = False,
     ratios: Sequence[float] | None = None,
@@ -57,9 +60,15 @@ def prepare(
 ) -> dict[str, Any]:
     """Turn a dataset as published into a contract folder; returns the written card.
 
+    ``labels`` names the label definition (``complete``: clinically complete, premalignant per
+    ``premalignant``; ``study``: what the MICCAI study evaluated, premalignant fixed by it).
+    ``split="ungrouped"`` makes the study's image-level split instead of the grouped one.
     ``quiet`` keeps the label mapping, exclusions and counts off the console (they are in the card).
     """
     src, meta = _source(source, options)
+    _select_labels(src, labels, premalignant)
+    if split not in SPLIT_GROUPINGS:
+        raise UsageError(f"--split {split!r}: choose one of {', '.join(SPLIT_GROUPINGS)}")
     raw = Path(raw).expanduser()
     out = absolute(out)
     _check_paths(raw, out, overwrite, link)
@@ -69,13 +78,14 @@ def prepare(
     _drop_rows_without_image(prepared)
     _subsample(prepared, src, seed, raw)
     _drop_duplicate_files(prepared)
-    split_names, split_policy = _split(prepared.frame, src, seed, ratios)
+    split_names, split_policy, split_grouping = _split(prepared.frame, src, seed, ratios, split)
     if prepared.subsample_policy:
         split_policy = f"{prepared.subsample_policy}; {split_policy}"
     splits = _contract_splits(prepared.frame, split_names)
     if not quiet:
         _report(src, raw, premalignant, prepared, rows.notes, split_policy, splits)
-    card = _card(src, meta, out, raw, premalignant, split_policy, seed, link, rows, prepared, options or {})
+    card = _card(src, meta, out, raw, premalignant, split_policy, split_grouping, seed, link, rows, prepared,
+                 options or {})
     excluded_csv = exclusion_frame(prepared.excluded)
     written = write_dataset(out, splits, link=link, overwrite=overwrite, image_bytes=rows.image_bytes, card=card,
                             extra_files={"excluded.csv": excluded_csv} if len(excluded_csv) else None)
@@ -92,6 +102,16 @@ def _source(source: str | Source, options: dict[str, Any] | None) -> tuple[Sourc
         return source, {}
     entry = SOURCES.entry(source)
     return entry.load()(dict(options or {})), entry.meta
+
+
+def _select_labels(src: Source, labels: str, premalignant: str) -> None:
+    """Put the source under the label definition; the ``study`` definition fixes the premalignant
+    treatment to the study's (``paper``), so another policy contradicts it."""
+    src.select_labels(labels)
+    if labels == "study" and premalignant != "paper":
+        raise UsageError(f"--premalignant {premalignant} does not apply to --labels study: the study's definition "
+                         f"fixes what premalignant lesions are ({src.name}: {src.PAPER_PREMALIGNANT}); drop "
+                         f"--premalignant, or use --labels complete")
 
 
 def _check_paths(raw: Path, out: Path, overwrite: bool, link: str) -> None:
@@ -123,8 +143,10 @@ def _attach_images(rows: SourceRows, source: str) -> _Prepared:
 def _label(prepared: _Prepared, src: Source, premalignant: str) -> None:
     frame = prepared.frame
     prepared.key_counts = frame["label_key"].map(lambda v: None if pd.isna(v) else normalise_key(v)).value_counts()
+    per_class = "outside the study's label definition" if src.labels == "study" else None
     prepared.frame, excluded, prepared.applied = apply_label_table(frame, src.label_table(), premalignant,
-                                                                   src.PAPER_PREMALIGNANT, src.name)
+                                                                   src.PAPER_PREMALIGNANT, src.name,
+                                                                   per_class_detail=per_class)
     prepared.excluded += excluded
     if src.modality and "modality" not in prepared.frame.columns:
         prepared.frame["modality"] = src.modality
@@ -159,17 +181,24 @@ def _drop_duplicate_files(prepared: _Prepared) -> None:
         prepared.frame = frame.loc[~dupes]
 
 
-def _split(frame: pd.DataFrame, src: Source, seed: int, ratios: Sequence[float] | None) -> tuple[pd.Series, str]:
-    """The official split when the source has one for every row, else the grouped stratified split."""
+def _split(frame: pd.DataFrame, src: Source, seed: int, ratios: Sequence[float] | None,
+           grouping: str) -> tuple[pd.Series, str, str]:
+    """The official split when the source has one for every row, else the grouped stratified split
+    (or the study's image-level split with ``grouping="ungrouped"``).
+    Returns (split names, policy text, the card's ``split_grouping``)."""
     if "split" in frame.columns and frame["split"].notna().all():
         if ratios is not None:
             raise SourceFormatError(f"{src.name} has an official train/validation/test split; --ratios does "
                                     f"not apply to it (drop --ratios to use the official split)")
-        return frame["split"], "official split as published"
+        if grouping == "ungrouped":
+            raise UsageError(f"--split ungrouped: {src.name} has an official train/validation/test split, which "
+                             f"is used as published; drop --split ungrouped")
+        return frame["split"], "official split as published", "official"
     spec = src.SPLIT or SplitSpec()
     if ratios is not None:
         spec = SplitSpec(tuple(ratios), spec.group_by, spec.stratify_by)  # type: ignore[arg-type]
-    return split_frame(frame, spec, seed=seed)
+    names, policy = split_frame(frame, spec, seed=seed, grouping=grouping)
+    return names, policy, grouping
 
 
 def _contract_splits(frame: pd.DataFrame, split_names: pd.Series) -> dict[str, pd.DataFrame]:
@@ -182,7 +211,9 @@ def _contract_splits(frame: pd.DataFrame, split_names: pd.Series) -> dict[str, p
 def _report(src: Source, raw: Path, premalignant: str, prepared: _Prepared, notes: list[str], split_policy: str,
             splits: dict[str, pd.DataFrame]) -> None:
     lines = [f"{src.title or src.name}: {prepared.n_read} rows read from {raw}",
-             f"label mapping ({src.LABEL_SOURCE} -> label, premalignant policy {premalignant!r}):",
+             f"label definition {src.labels!r}" + (f": {src.STUDY_NOTE}" if src.labels == "study" and src.STUDY_NOTE
+                                                   else ""),
+             f"label mapping ({src.label_source} -> label, premalignant policy {premalignant!r}):",
              format_mapping(src.label_table(), prepared.applied, prepared.key_counts)]
     for group in summarise_by_reason(prepared.excluded):
         lines.append(f"  excluded {group['count']} row(s): {group['reason']}"
@@ -195,8 +226,9 @@ def _report(src: Source, raw: Path, premalignant: str, prepared: _Prepared, note
     _log.info("\n".join(lines))
 
 
-def _card(src: Source, meta: dict[str, Any], out: Path, raw: Path, premalignant: str, split_policy: str, seed: int,
-          link: str, rows: SourceRows, prepared: _Prepared, options: dict[str, Any]) -> dict[str, Any]:
+def _card(src: Source, meta: dict[str, Any], out: Path, raw: Path, premalignant: str, split_policy: str,
+          split_grouping: str, seed: int, link: str, rows: SourceRows, prepared: _Prepared,
+          options: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": out.name,
         "source": src.name,
@@ -204,12 +236,15 @@ def _card(src: Source, meta: dict[str, Any], out: Path, raw: Path, premalignant:
         "licence": src.licence or meta.get("licence", ""),
         "url": src.url or meta.get("url", ""),
         "raw": str(raw.resolve()),
-        "label_source": src.LABEL_SOURCE,
+        "label_definition": src.labels,
+        "label_definition_note": src.STUDY_NOTE if src.labels == "study" else "",
+        "label_source": src.label_source,
         "label_mapping": prepared.applied,
         "label_table": src.label_table(),
         "premalignant_policy": premalignant,
         "premalignant_paper_default": src.PAPER_PREMALIGNANT,
         "split_policy": split_policy,
+        "split_grouping": split_grouping,
         "seed": seed,
         "image_link": link if rows.image_bytes is None else "written",
         "excluded": summarise_by_reason(prepared.excluded),

@@ -6,6 +6,8 @@ path>``) and ``image_class_labels.txt`` (``<image_idx> <class_idx>``, 1-based). 
 of six exact class names; every other class is benign except actinic keratosis, which follows the
 premalignant policy (the study counted it benign). The study undersampled benign images to the
 malignant count, then split 70/15/15; ``--balance none`` keeps every image.
+``--labels study`` is exactly that (the six classes, every other class benign including
+actinic keratosis, ``--balance undersample``); ``--balance none`` is refused with it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ... import BENIGN, MALIGNANT
-from ...errors import SourceFormatError
+from ...errors import SourceFormatError, UsageError
 from ..exclusions import exclusions_for
 from ..splits import SplitSpec
 from .base import Source, SourceRows
@@ -52,6 +54,9 @@ class SD198(Source):
     PAPER_PREMALIGNANT = "benign"
     SPLIT = SplitSpec((0.70, 0.15, 0.15), group_by=())
     LABEL_SOURCE = "class name"
+    STUDY_NOTE = ("the six malignant classes exactly, every other class benign (actinic keratosis too), benign "
+                  "undersampled to the malignant count (seeded), 70/15/15 as the study (its sklearn resample "
+                  "cannot be replayed, so the benign images differ)")
 
     @classmethod
     def add_arguments(cls, parser):
@@ -62,10 +67,17 @@ class SD198(Source):
         super().__init__(options)
         self._classes: list[str] = []
 
+    def select_labels(self, definition: str) -> None:
+        super().select_labels(definition)
+        if definition == "study" and self.option("balance", "undersample") != "undersample":
+            raise UsageError("--balance none contradicts --labels study (the study undersampled benign images to "
+                             "the malignant count); drop --balance, or use --labels complete")
+
     def label_table(self) -> dict[str, str]:
-        """Every class found, benign unless named malignant/premalignant (exact class names)."""
+        """Every class found, benign unless named malignant/premalignant (exact class names); under
+        ``study`` the premalignant classes are benign, as the study counted them."""
         table = {c: MALIGNANT for c in MALIGNANT_CLASSES}
-        table.update({c: "premalignant" for c in PREMALIGNANT_CLASSES})
+        table.update({c: "premalignant" if self.labels != "study" else BENIGN for c in PREMALIGNANT_CLASSES})
         for c in self._classes:
             table.setdefault(c, BENIGN)
         return table
