@@ -41,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, help="requests in flight at once (servers; default 4)")
     p.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 120)")
     p.add_argument("--retries", type=int, help="retries on connection errors, timeouts, 429 and 5xx (default 3)")
-    p.add_argument("--answer-format", choices=("json", "word"),
-                   help="json: ask for {label, confidence} (default); word: one word, as the study did")
+    p.add_argument("--answer-format", choices=("json", "word", "study"),
+                   help="json: ask for {label, confidence} (default); word: append a one-word instruction; study: "
+                        "append nothing (the study's prompt files always run so)")
     p.add_argument("--no-logprobs", action="store_false", dest="logprobs", default=None,
                    help="do not request token log-probabilities")
     p.add_argument("--max-new-tokens", type=int, help="tokens to generate (default 256)")

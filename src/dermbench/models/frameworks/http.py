@@ -109,7 +109,7 @@ class HttpVLMBackend(ABC):
                  temperature: float = 0.0, max_new_tokens: int = 256, logprobs: bool = True, top_logprobs: int = 5,
                  json_output: bool = True, concurrency: int = 4, timeout_s: float = 120.0, max_retries: int = 3,
                  backoff_s: float = 1.0, max_image_side: int | None = 1024, image_format: str = "jpeg",
-                 transport: Any = None):
+                 jpeg_quality: int = 95, transport: Any = None):
         self.model = model
         self.url = (url or os.environ.get(self.url_env) or self.default_url).rstrip("/")
         if "://" not in self.url:  # OLLAMA_HOST is often written as host:port
@@ -127,6 +127,7 @@ class HttpVLMBackend(ABC):
         self.backoff_s = float(backoff_s)
         self.max_image_side = max_image_side
         self.image_format = image_format
+        self.jpeg_quality = int(jpeg_quality)
         self._transport = transport
 
     # -- what a server flavour defines ---------------------------------------------------------
@@ -158,7 +159,7 @@ class HttpVLMBackend(ABC):
         t0 = time.perf_counter()
         try:
             image = load_request_image(request.image_path, self.max_image_side)
-            data, mime = encode_image(image, self.image_format)
+            data, mime = encode_image(image, self.image_format, self.jpeg_quality)
             payload = self.payload(request, base64.b64encode(data).decode("ascii"), mime)
             reply, attempts = post_with_retries(client, f"{self.url}{self.endpoint}", payload,
                                                 headers=self.headers(), max_retries=self.max_retries,
@@ -224,14 +225,40 @@ class HttpVLMBackend(ABC):
 
 
 class OllamaBackend(HttpVLMBackend):
-    """Ollama's native ``/api/chat``: base64 images, ``format`` = JSON schema, deterministic options."""
+    """Ollama's native API: base64 images, deterministic options.
+
+    ``api="chat"`` (the default): ``/api/chat`` with a system message, ``format`` = the JSON schema,
+    ``seed`` and ``num_predict``. ``api="generate"``: ``/api/generate`` as the study sent it
+    (STUDY.md §6.4): one ``prompt``, the user prompt alone or, when there is a system prompt,
+    ``"[SYSTEM PROMPT]\n{system}\n\n[USER PROMPT]\n{user}"``; ``options`` = ``{temperature}`` only
+    (the study sent no seed and no token limit); the answer is the ``response`` text, stripped as
+    the study stripped it. Log-probabilities are still requested when ``logprobs`` is on (they
+    do not change a greedy answer)."""
 
     backend = "ollama"
     default_url = DEFAULT_OLLAMA_URL
     url_env = "OLLAMA_HOST"
-    endpoint = "/api/chat"
+    APIS = ("chat", "generate")
+
+    def __init__(self, model: str, *, api: str = "chat", **kw: Any):
+        if api not in self.APIS:
+            raise ValueError(f"Ollama api must be one of {self.APIS}, got {api!r}")
+        self.api = api
+        super().__init__(model, **kw)
+
+    @property
+    def endpoint(self) -> str:  # type: ignore[override]
+        return f"/api/{self.api}"
+
+    def identity(self) -> dict[str, Any]:
+        out = super().identity()
+        if self.api != "chat":
+            out["api"] = self.api
+        return out
 
     def payload(self, request: VLMRequest, image_b64: str, mime: str) -> dict[str, Any]:
+        if self.api == "generate":
+            return self._generate_payload(request, image_b64)
         messages = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
@@ -247,7 +274,27 @@ class OllamaBackend(HttpVLMBackend):
             body["top_logprobs"] = self.top_logprobs
         return body
 
+    def _generate_payload(self, request: VLMRequest, image_b64: str) -> dict[str, Any]:
+        prompt = request.prompt
+        if request.system:
+            prompt = f"[SYSTEM PROMPT]\n{request.system}\n\n[USER PROMPT]\n{request.prompt}"
+        body: dict[str, Any] = {"model": self.model, "prompt": prompt, "images": [image_b64], "stream": False,
+                                "options": {"temperature": self.temperature}}
+        if self.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = self.top_logprobs
+        return body
+
     def read_reply(self, reply: dict[str, Any]) -> tuple[str, list[TokenLogprob] | None]:
+        if self.api == "generate":
+            if "error" in reply and "response" not in reply:
+                raise ValueError(f"server error {reply['error']!r}")
+            text = reply["response"]
+            if not isinstance(text, str):
+                raise TypeError("response is not a string")
+            tokens = _read_logprobs(reply.get("logprobs"))
+            # the study stripped the answer; keep the tokens only when they still spell it
+            return text.strip(), tokens if tokens is None or text == text.strip() else None
         if "error" in reply and "message" not in reply:
             raise ValueError(f"server error {reply['error']!r}")
         text = reply["message"]["content"]
@@ -317,7 +364,7 @@ def _common_kwargs(settings: Any, seed: int) -> dict[str, Any]:
                 top_logprobs=settings.top_logprobs, json_output=settings.answer_format == "json",
                 concurrency=settings.concurrency, timeout_s=settings.timeout_s, max_retries=settings.max_retries,
                 backoff_s=settings.backoff_s, max_image_side=settings.max_image_side,
-                image_format=settings.image_format)
+                image_format=settings.image_format, jpeg_quality=getattr(settings, "jpeg_quality", 95))
 
 
 #: ``spec.framework`` -> the client class
@@ -329,4 +376,7 @@ def build_generative(spec: ModelSpec, settings: Any, *, weights: str, device: st
     if weights != "default":
         raise ValueError(f"{spec.name} runs on a server, which decides its weights; weights={weights!r} cannot "
                          f"apply (pull or serve the model you want and name it: {spec.framework}:<model>)")
-    return BACKENDS[spec.framework](spec.model_id, **_common_kwargs(settings, seed))
+    kwargs = _common_kwargs(settings, seed)
+    if spec.framework == "ollama":
+        kwargs["api"] = getattr(settings, "ollama_api", "chat")
+    return BACKENDS[spec.framework](spec.model_id, **kwargs)

@@ -80,11 +80,11 @@ def load_request_image(path: str, max_side: int | None):
     return image
 
 
-def encode_image(image, image_format: str = "jpeg") -> tuple[bytes, str]:
-    """Encoded bytes and MIME type of a PIL image (JPEG quality 95, or lossless PNG)."""
+def encode_image(image, image_format: str = "jpeg", quality: int = 95) -> tuple[bytes, str]:
+    """Encoded bytes and MIME type of a PIL image (JPEG at ``quality``, or lossless PNG)."""
     buf = io.BytesIO()
     if image_format == "png":
         image.save(buf, format="PNG")
         return buf.getvalue(), "image/png"
-    image.save(buf, format="JPEG", quality=95)
+    image.save(buf, format="JPEG", quality=int(quality))
     return buf.getvalue(), "image/jpeg"

@@ -1,7 +1,8 @@
 """A local stand-in VLM server for tests and benchmarks (stdlib only, no model, no network).
 
 :class:`FakeVLMServer` listens on ``127.0.0.1`` on a free port in a background thread and speaks
-both ``POST /api/chat`` (Ollama) and ``POST /v1/chat/completions`` (OpenAI-compatible). What it
+``POST /api/chat`` and ``POST /api/generate`` (Ollama) and ``POST /v1/chat/completions``
+(OpenAI-compatible). What it
 answers is chosen by the **model name** of a request, so one server exercises every failure the
 clients must handle:
 
@@ -115,10 +116,14 @@ class FakeVLMServer:
 
     def respond(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], Any]:
         openai = path.rstrip("/").endswith("/chat/completions")
-        if not openai and path.rstrip("/") != "/api/chat":
+        generate = path.rstrip("/") == "/api/generate"
+        if not openai and not generate and path.rstrip("/") != "/api/chat":
             return 404, {}, {"error": f"no route {path}"}
         model = str(body.get("model", ""))
-        image_b64, prompt = _image_and_prompt(body, openai)
+        if generate:
+            image_b64, prompt = (body.get("images") or [""])[0], str(body.get("prompt", ""))
+        else:
+            image_b64, prompt = _image_and_prompt(body, openai)
         key = path + model + hashlib.sha256(image_b64.encode()).hexdigest()
         if model == "slow":
             time.sleep(self.slow_s)
@@ -137,13 +142,13 @@ class FakeVLMServer:
             return 200, {}, b"<html>proxy error</html>"
         if model == "noanswer":
             return 200, {}, {"id": "x", "object": "chat.completion"} if openai else {"done": True}
+        wants_json = ("format" in body) or ("response_format" in body)
         if model == "garbage":
             text, tokens = "I am not sure what this is.", None
         elif model == "refuse":
             text, tokens = "I'm sorry, but I can't provide a medical diagnosis. Please consult a dermatologist.", None
         else:
             label, p = self.answer(image_b64, prompt)
-            wants_json = ("format" in body) or ("response_format" in body)
             text, tokens = _answer_text(label, p, wants_json)
         if not body.get("logprobs"):
             tokens = None
@@ -153,7 +158,12 @@ class FakeVLMServer:
             if tokens is not None:
                 choice["logprobs"] = {"content": tokens}
             return 200, {}, {"id": "cmpl-fake", "object": "chat.completion", "model": model, "choices": [choice]}
-        reply: dict[str, Any] = {"model": model, "message": {"role": "assistant", "content": text}, "done": True}
+        if generate:
+            reply: dict[str, Any] = {"model": model, "response": text, "done": True}
+            if tokens is not None:
+                reply["logprobs"] = tokens
+            return 200, {}, reply
+        reply = {"model": model, "message": {"role": "assistant", "content": text}, "done": True}
         if tokens is not None:
             reply["logprobs"] = tokens
         return 200, {}, reply

@@ -11,6 +11,13 @@ image's answer is scored by :func:`dermbench.paradigms.zeroshot.parsing.score_an
 log-probabilities, else the stated confidence, else the hard label; unparsed answers and failed
 requests are scored as wrong and counted (``unparsed_rate``, ``failed_rate``). The raw answer,
 its parse status and score source are kept per image in the predictions.
+
+Beside dermbench's metrics, every cell records the study's own hard-label numbers
+(``extra.study_metrics.<split>``: ``study_macro_f1``, ``study_accuracy``; the ``study_pred``
+column of the predictions): generative answers read by the study's parser (``error`` when it finds
+no single label, a third class in the macro average; failed requests dropped, as the study
+dropped them), dual encoders by the larger of the two class scores. See
+:mod:`dermbench.metrics.study`.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from ...utils.console import get_logger
 from .parsing import FAILED, UNPARSED, TokenLogprob, score_answer
 from .prompts import DEFAULT_PROMPT_SET, PromptSet, PromptSetError, load_prompt_set, metadata_fields_from_mapping
 from .settings import ZeroshotSettings
+from .study import choose_block, missing_columns, study_parse, study_rows
 
 if TYPE_CHECKING:
     from ...data.dataset import LesionDataset
@@ -58,9 +66,14 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=spec.quiet)
     frames = {split: dataset.split(split) for split in EVAL_SPLITS}
     fields = metadata_fields_from_mapping(settings.metadata_columns) if settings.metadata_columns else None
+    answer_format, block = settings.answer_format, "none"
     if kind == "generative":  # before loading a model: a metadata prompt on a dataset without metadata
         columns = sorted(set().union(*(f.columns for f in frames.values())))
         prompt_set.check_dataset_columns(columns, dataset.name, fields)
+        answer_format = prompt_set.effective_answer_format(settings.answer_format)
+        if prompt_set.study_format and prompt_set.uses_metadata:
+            block = choose_block(dataset.card, settings.metadata_block)
+            _check_block_columns(block, columns, dataset.name, prompt_set.name)
     t_load = time.perf_counter()
     model = build_zeroshot(model_spec, settings, device=spec.device, seed=spec.seed)
     load_s = time.perf_counter() - t_load
@@ -70,9 +83,13 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         scores, extra = _score_dual(model, prompt_set, frames, settings, dataset.fingerprint, log)
     else:
         scores, extra = _score_generative(model, prompt_set, frames, settings, recorder.work, spec, fields, log,
-                                          image_digest=lambda path: _image_digest(dataset, path))
+                                          image_digest=lambda path: _image_digest(dataset, path),
+                                          answer_format=answer_format, metadata_block=block)
     extra.update({"kind": kind, "backend": model_spec.backend, "prompt_set": prompt_set.name,
                   "prompt_set_hash": prompt_set.content_hash, "prompt_set_version": prompt_set.version})
+    if prompt_set.study_format:
+        extra.update({"prompt_set_file": prompt_set.path, "study_format": True, "metadata_block": block})
+    extra["study_metrics"] = _study_metrics(frames, scores)
     identity = model.identity()
     provenance = {"weights": identity.get("weights", identity.get("model")), "model_identity": identity,
                   "licence": model_spec.licence, "source": model_spec.source,
@@ -103,7 +120,10 @@ def _score_dual(encoder: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFr
                                                    logit_scale=encoder.logit_scale, logit_bias=encoder.logit_bias)
         scores[split] = pd.DataFrame({"img_id": frame["img_id"].astype(str).to_numpy(), "p_malignant": p,
                                       "score_benign": per_class[:, 0], "score_malignant": per_class[:, 1],
-                                      "score_source": f"similarity_{scoring}"})
+                                      "score_source": f"similarity_{scoring}",
+                                      # the study's argmax over the two class scores (a tie is benign)
+                                      "study_pred": ["malignant" if m > b else "benign"
+                                                     for b, m in zip(per_class[:, 0], per_class[:, 1])]})
     extra = {"scoring": scoring, "n_prompts": {"benign": len(class_prompts[0]), "malignant": len(class_prompts[1])},
              "score_source": {f"similarity_{scoring}": 1.0}, "unparsed_rate": 0.0, "failed_rate": 0.0,
              "image_embeddings_cached": hits}
@@ -163,30 +183,75 @@ def _image_digest(dataset: LesionDataset, path: str) -> str:
     return (getattr(dataset, "manifest", None) or {}).get(rel) or str(path)
 
 
-def _request_key(spec: CellSpec, settings: ZeroshotSettings, identity: dict[str, Any], system: str, prompt: str,
+def _request_key(spec: CellSpec, key_fields: dict[str, Any], identity: dict[str, Any], system: str, prompt: str,
                  prompt_set_hash: str = "", image: str = "") -> str:
-    """Everything that changes an answer: model, seed, settings, the prompt set (its content, incl.
-    the answer schema), the rendered system and user prompt, and the image's content."""
+    """Everything that changes an answer: model, seed, the answer-changing settings (``key_fields``,
+    with the answer format in effect), the prompt set (its content, incl. the answer schema), the
+    rendered system and user prompt, and the image's content."""
     payload = {"model": spec.model, "identity": {k: identity.get(k) for k in ("backend", "model", "weights")},
-               "seed": spec.seed, "settings": settings.answer_key_fields(), "system": system, "prompt": prompt,
+               "seed": spec.seed, "settings": key_fields, "system": system, "prompt": prompt,
                "prompt_set": prompt_set_hash, "image": image}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def _check_block_columns(block: str, columns: list[str], dataset_name: str, prompt_set_name: str) -> None:
+    """A dataset with none of the columns of its study metadata block is an error (every prompt
+    would read ``None``); one with some of them is warned about (the study printed ``None`` too)."""
+    from .study import block_fields
+
+    missing = missing_columns(block, columns)
+    if not missing:
+        return
+    names = ", ".join("/".join(f.columns) for f in missing)
+    if len(missing) == len(block_fields(block)):
+        raise PromptSetError(
+            f"prompt set {prompt_set_name!r} fills its empty user prompt with the study's {block!r} metadata block, "
+            f"but dataset {dataset_name!r} has none of its columns ({names}); its columns are {', '.join(columns)}. "
+            f"The study's ISIC CSVs carried the ISIC Archive's metadata (prepare from an isic-cli download: source "
+            f"isic-archive), or set metadata_block: none")
+    logger.warning("zeroshot: dataset %r has no column for %s of the study's %r metadata block; those lines read "
+                   "'None', as the study's code printed a missing column", dataset_name, names, block)
+
+
+def _study_metrics(frames: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Per split, the study's hard-label metrics over the images it would have scored (rows whose
+    request failed have no ``study_pred`` and are dropped, as the study dropped them)."""
+    from ...metrics.study import study_classification_metrics, study_label_names
+
+    out = {}
+    for split, frame in frames.items():
+        truth = dict(zip(frame["img_id"].astype(str), study_label_names(frame["label"].astype(int))))
+        pred = scores[split].set_index("img_id")["study_pred"]
+        kept = [(truth[i], p) for i, p in pred.items() if p]
+        result = study_classification_metrics([t for t, _ in kept], [p for _, p in kept])
+        result["n_dropped"] = int(len(pred) - len(kept))
+        out[split] = result
+    out["rule"] = ("the study's hard labels (STUDY.md §5.4/§6.6): generative answers by its parser (error = a third "
+                   "class in the macro average, failed requests dropped), dual encoders by the larger class score")
+    return out
+
+
 def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFrame],
                       settings: ZeroshotSettings, work: Path, spec: CellSpec, fields: Any,
-                      log: Callable[[str], None], image_digest: Callable[[str], str] = str
+                      log: Callable[[str], None], image_digest: Callable[[str], str] = str,
+                      answer_format: str | None = None, metadata_block: str = "none"
                       ) -> tuple[dict[str, pd.DataFrame], dict]:
     from ...models.vlm.base import VLMRequest
 
     identity = backend.identity()
-    schema = prompt_set.json_schema() if settings.answer_format == "json" else None
+    answer_format = answer_format or settings.answer_format
+    schema = prompt_set.json_schema() if answer_format == "json" else None
+    key_fields = {**settings.answer_key_fields(), "answer_format": answer_format}
     cache = AnswerCache(Path(work) / ANSWER_CACHE)
     requests, keys = [], {}
     for frame in frames.values():
-        for row in frame.to_dict("records"):
-            prompt = prompt_set.render(row, answer_format=settings.answer_format, fields=fields)
-            key = _request_key(spec, settings, identity, prompt_set.system, prompt, prompt_set.content_hash,
+        records = frame.to_dict("records")
+        # the study's block prints cells as pandas typed them (55.0, nan, False): see .study.study_rows
+        typed = study_rows(frame) if metadata_block != "none" else records
+        for row, shown in zip(records, typed):
+            prompt = prompt_set.render(shown, answer_format=answer_format, fields=fields,
+                                       metadata_block=metadata_block)
+            key = _request_key(spec, key_fields, identity, prompt_set.system, prompt, prompt_set.content_hash,
                                image_digest(str(row["path"])))
             keys[str(row["img_id"])] = key
             if cache.get(row["img_id"], key) is None:
@@ -250,6 +315,7 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
             scored = score_answer(text, int(row["label"]), tokens=tokens, failed=record is None)
             rows.append({"img_id": img_id, "p_malignant": scored.p_malignant,
                          "answer_label": scored.label,
+                         "study_pred": study_parse(text) if record else "",
                          "parse_status": scored.parse_status, "score_source": scored.score_source,
                          "raw_answer": text if text is not None else "",
                          "error": failures.get(img_id, "") if record is None else "",
@@ -269,7 +335,7 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
         "parse_status": {s: statuses.count(s) for s in sorted(set(statuses))},
         "score_source": {s: round(sources.count(s) / n, 6) for s in sorted(set(sources))},
         "scored_wrong": "unparsed answers and failed requests get p_malignant = 1 - label (wrong at every threshold)",
-        "answer_format": settings.answer_format,
+        "answer_format": answer_format,
         "answers_cached": total - len(requests),
         "requests": len(requests),
         "requests_per_s": round(len(requests) / max(time.perf_counter() - t0, 1e-9), 3) if requests else None,

@@ -5,12 +5,22 @@ Two kinds:
 * ``dual`` - for dual encoders: ``templates`` x ``classes`` (class names per label). The study
   used the bare words (``bare_words``); the default is a dermatology template ensemble
   (``derm_ensemble``).
-* ``generative`` - for generative VLMs: an optional ``system`` message and a ``prompt``; the
-  study's four settings ship as ``image_only``, ``simple``, ``patient_metadata`` and ``abcde``.
+* ``generative`` - for generative VLMs: an optional ``system`` message and a ``prompt``.
+  dermbench ships its own wording: ``simple``, ``patient_metadata`` and ``abcde`` after the
+  study's three settings, and ``image_only`` (dermbench's; the study had no such setting).
   A ``{metadata}`` placeholder is filled from the image's row through ``metadata_fields``
   (column -> label [+ unit]); a row's missing values are left out, never printed as ``nan``.
   The answer instruction (JSON or one word) is appended by :meth:`PromptSet.render`, so the same
   set works with backends that do and do not constrain output to JSON.
+
+**The study's own prompt files** load as they are, by path (``vlm_prompt_simple.yaml``,
+``vlm_prompt_patient_info.yaml``, ``vlm_prompt_abcde_rules.yaml``: keys ``system_prompt`` and
+``user_prompt``; ``vlm_dual_encoder.yaml``: ``labels``), so a user holding the study's repository
+reproduces its prompts verbatim without dermbench carrying their text. Such a set is
+``study_format``: its text is sent unchanged (not even stripped), nothing is appended to it
+(answer format ``study``: the text itself asks for one word), and an empty ``user_prompt`` is
+filled with the study's metadata block for the dataset (:mod:`.study`), or left empty where the
+study had none.
 
 ``PROMPT_SETS`` entries point at :data:`BUILTIN` attributes, so listing them reads only the
 small YAML headers; ``load_prompt_set(name_or_path)`` also accepts a path to a user's YAML file.
@@ -73,13 +83,17 @@ class PromptSet:
     reasoning: bool = False
     metadata_fields: tuple[MetadataField, ...] = ()
     path: str = ""
+    study_format: bool = False  # a prompt file of the study, sent verbatim (see the module docstring)
 
     # -- identity ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "version": self.version, "templates": list(self.templates),
-                "classes": {k: list(v) for k, v in self.classes.items()}, "system": self.system,
-                "prompt": self.prompt, "reasoning": self.reasoning,
-                "metadata_fields": [vars(f) for f in self.metadata_fields]}
+        out = {"name": self.name, "kind": self.kind, "version": self.version, "templates": list(self.templates),
+               "classes": {k: list(v) for k, v in self.classes.items()}, "system": self.system,
+               "prompt": self.prompt, "reasoning": self.reasoning,
+               "metadata_fields": [vars(f) for f in self.metadata_fields]}
+        if self.study_format:  # only then: the content hashes of dermbench's own sets stay what they were
+            out["study_format"] = True
+        return out
 
     @property
     def content_hash(self) -> str:
@@ -88,7 +102,22 @@ class PromptSet:
 
     @property
     def uses_metadata(self) -> bool:
+        """Whether a row's metadata goes into the prompt: a ``{metadata}`` placeholder, or the
+        empty user prompt of a study prompt file (filled with the study's block, if the dataset has one)."""
+        if self.study_format:
+            return self.kind == "generative" and not self.prompt.strip()
         return "{metadata}" in self.prompt
+
+    def effective_answer_format(self, requested: str) -> str:
+        """The answer format a cell uses with this set. A study prompt file asks for one word in its
+        own text: it runs as ``study`` (nothing appended) under the default ``json`` too, and
+        ``word`` (which would append a second instruction) is refused."""
+        if not self.study_format:
+            return requested
+        if requested == "word":
+            raise PromptSetError(f"prompt set {self.name!r} is one of the study's prompt files, whose own text "
+                                 f"asks for one word; use answer_format study (nothing appended), not word")
+        return "study"
 
     # -- dual encoders ------------------------------------------------------------------------
     def class_prompts(self) -> dict[int, list[str]]:
@@ -101,6 +130,9 @@ class PromptSet:
 
     # -- generative VLMs ----------------------------------------------------------------------
     def answer_instruction(self, answer_format: str) -> str:
+        """What is appended to the prompt: nothing for ``study`` (the study appended nothing)."""
+        if answer_format == "study" or self.study_format:
+            return ""
         key = answer_format + ("_reasoning" if self.reasoning else "")
         return ANSWER_INSTRUCTIONS[key]
 
@@ -117,13 +149,25 @@ class PromptSet:
         return {"type": "object", "properties": props, "required": required, "additionalProperties": False}
 
     def render(self, row: Mapping[str, Any] | None = None, *, answer_format: str = "json",
-               fields: tuple[MetadataField, ...] | None = None) -> str:
-        """The user prompt for one image (its metadata row when the set uses ``{metadata}``)."""
+               fields: tuple[MetadataField, ...] | None = None, metadata_block: str = "none") -> str:
+        """The user prompt for one image (its metadata row when the set uses metadata).
+
+        A study prompt file's user prompt is returned verbatim, or, when it is empty, the study's
+        ``metadata_block`` for the row (:func:`.study.render_block`; the row typed by
+        :func:`.study.study_rows`); nothing is appended. Other sets fill ``{metadata}`` and append
+        the answer instruction of ``answer_format`` (nothing for ``study``)."""
         self._require("generative")
+        if self.study_format:
+            if self.uses_metadata and metadata_block != "none":
+                from .study import render_block
+
+                return render_block(metadata_block, row or {})
+            return self.prompt
         text = self.prompt.strip()
         if self.uses_metadata:
             text = text.replace("{metadata}", render_metadata(row or {}, fields or self.metadata_fields))
-        return f"{text}\n{self.answer_instruction(answer_format)}"
+        instruction = self.answer_instruction(answer_format)
+        return f"{text}\n{instruction}" if instruction else text
 
     def check_dataset_columns(self, columns: list[str], dataset_name: str,
                               fields: tuple[MetadataField, ...] | None = None) -> list[str]:
@@ -132,7 +176,7 @@ class PromptSet:
         The shipped mapping covers several datasets, so a dataset may have only some of its columns;
         a mapping given for this dataset (``fields``, the ``metadata_columns`` setting) must match
         every column, so a typo is an error instead of a field silently left out of every prompt."""
-        if not self.uses_metadata:
+        if not self.uses_metadata or self.study_format:  # a study file's block: see .study.missing_columns
             return []
         explicit = fields is not None
         fields = fields or self.metadata_fields
@@ -211,9 +255,42 @@ def metadata_fields_from_mapping(mapping: Mapping[str, str]) -> tuple[MetadataFi
 
 # -- loading -------------------------------------------------------------------------------------
 
+STUDY_KEYS = {"system_prompt", "user_prompt", "labels"}
+
+
+def parse_study_prompt_file(data: dict[str, Any], where: str) -> PromptSet:
+    """A prompt file of the study (keys ``system_prompt``/``user_prompt``, or only ``labels``)."""
+    unknown = sorted(set(data) - STUDY_KEYS)
+    if unknown:
+        raise PromptSetError(f"{where}: a study prompt file has only {', '.join(sorted(STUDY_KEYS))}; "
+                             f"unknown key(s) {unknown}")
+    common = dict(name=Path(where).stem, version=1, path=where, study_format=True,
+                  source=f"the study's prompt file {Path(where).name} (MICCAI 2026, loaded verbatim)")
+    if not ({"system_prompt", "user_prompt"} & set(data)):
+        labels = data.get("labels")
+        if not isinstance(labels, list) or sorted(str(v).strip().lower() for v in labels) != ["benign", "malignant"]:
+            raise PromptSetError(f"{where}: labels must list benign and malignant (the study's dual-encoder file); "
+                                 f"got {labels!r}")
+        # The study's wrappers scored the bare words whatever this list said; it says them too.
+        return PromptSet(kind="dual", description="the study's dual-encoder prompts: the bare label words",
+                         templates=("{}",), classes={"benign": ("benign",), "malignant": ("malignant",)}, **common)
+    texts = {}
+    for key in ("system_prompt", "user_prompt"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise PromptSetError(f"{where}: {key} must be text, got {type(value).__name__}")
+        texts[key] = value or ""
+    if not texts["system_prompt"].strip() and not texts["user_prompt"].strip():
+        raise PromptSetError(f"{where}: both system_prompt and user_prompt are empty")
+    return PromptSet(kind="generative", description="the study's prompt, verbatim", system=texts["system_prompt"],
+                     prompt=texts["user_prompt"], **common)
+
+
 def parse_prompt_set(data: Any, where: str) -> PromptSet:
     if not isinstance(data, dict):
         raise PromptSetError(f"{where}: a prompt set is a YAML mapping")
+    if set(data) & STUDY_KEYS and "kind" not in data:
+        return parse_study_prompt_file(data, where)
     allowed = {"name", "kind", "version", "description", "source", "templates", "classes", "system", "prompt",
                "reasoning", "metadata_fields"}
     unknown = sorted(set(data) - allowed)

@@ -37,9 +37,10 @@ class ZeroshotSettings(BaseModel):
         "auto", description="auto: softmax for CLIP-style models, sigmoid for SigLIP-style models")
 
     # -- generative VLMs ------------------------------------------------------------------------------
-    answer_format: Literal["json", "word"] = Field(
+    answer_format: Literal["json", "word", "study"] = Field(
         "json", description="json: ask for {label, confidence} (constrained where the backend can); "
-                            "word: ask for one word, as the study did")
+                            "word: append 'answer with one word'; study: append nothing (the prompt's own text "
+                            "asks, as in the study; a study prompt file always runs as study)")
     temperature: float = Field(0.0, ge=0.0, description="sampling temperature sent to servers (0: greedy); "
                                                          "local Hugging Face generation is always greedy")
     max_new_tokens: int = Field(256, ge=1, description="tokens to generate (Ollama num_predict, OpenAI max_tokens)")
@@ -48,6 +49,16 @@ class ZeroshotSettings(BaseModel):
     max_image_side: int | None = Field(1024, ge=32, description="downscale larger images before sending "
                                                                 "(None: send at full size)")
     image_format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = Field(95, ge=1, le=100, description="JPEG quality of images sent to servers (the "
+                                                             "study re-encoded at Pillow's default, 75)")
+    metadata_block: Literal["auto", "isic", "isic2024", "pad", "none"] = Field(
+        "auto", description="the study's metadata block that fills a study prompt file's empty user prompt: "
+                            "auto = by the dataset card's source (isic2018/isic-archive: isic, isic2024, "
+                            "pad-ufes-20: pad, others: none)")
+    ollama_api: Literal["chat", "generate"] = Field(
+        "chat", description="Ollama endpoint: chat (/api/chat, system message, JSON schema, seed, num_predict) or "
+                            "generate (/api/generate as the study sent it: '[SYSTEM PROMPT]...[USER PROMPT]...' in "
+                            "one prompt, options {temperature} only)")
     metadata_columns: dict[str, str] | None = Field(
         None, description="dataset column -> label shown in a metadata prompt ('Label [unit]' adds a unit); "
                           "replaces the prompt set's mapping")
@@ -79,7 +90,13 @@ class ZeroshotSettings(BaseModel):
         return v
 
     def answer_key_fields(self) -> dict[str, object]:
-        """The fields that change what a generative model answers (part of the answer cache key)."""
-        return {k: getattr(self, k) for k in ("answer_format", "temperature", "max_new_tokens", "logprobs",
-                                             "top_logprobs", "max_image_side", "image_format",
-                                             "metadata_columns", "weights", "dtype")}
+        """The fields that change what a generative model answers (part of the answer cache key).
+        Fields added later enter the key only away from their default, so answers cached before
+        they existed stay valid."""
+        out: dict[str, object] = {k: getattr(self, k) for k in (
+            "answer_format", "temperature", "max_new_tokens", "logprobs", "top_logprobs", "max_image_side",
+            "image_format", "metadata_columns", "weights", "dtype")}
+        for key, default in (("jpeg_quality", 95), ("metadata_block", "auto"), ("ollama_api", "chat")):
+            if getattr(self, key) != default:
+                out[key] = getattr(self, key)
+        return out
