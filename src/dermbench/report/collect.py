@@ -36,6 +36,8 @@ class CellRecord:
     curve_value: float | None = None
     entry: str = ""         # how the report names the cell: paradigm/label (+ experiment)
     config_entry: str = ""  # how the report names its configuration: paradigm/config_label (+ experiment)
+    label_definition: str = ""  # the dataset's label definition (prepare --labels): complete | study | "" unknown
+    split_grouping: str = ""    # grouped | ungrouped (the study's leaky image-level split) | official | "" unknown
 
     @property
     def is_full_data(self) -> bool:
@@ -132,6 +134,8 @@ def _read_cell(folder: Path, root: Path) -> CellRecord:
         label=identity["label"],
         curve_axis=identity["curve_axis"],
         curve_value=identity["curve_value"],
+        label_definition=str((metrics.get("dataset") or {}).get("label_definition") or ""),
+        split_grouping=str((metrics.get("dataset") or {}).get("split_grouping") or ""),
     )
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..data.splits import LEAKY_SPLIT_NOTE
 from ..utils.paths import safe_name
-from .collect import RunsIndex
+from .collect import CellRecord, RunsIndex
 from .html import Table, fmt, render, table
 from .plots import colour
 from .tables import RANKING_SCOPE, TIE_RULE, format_ci
@@ -106,8 +107,10 @@ def dataset_section(content: ReportContent, ds: str) -> dict[str, Any]:
     summary = content.summary
     n_images = summary[(summary["dataset"] == ds) & (summary["split"] == content.split)]["n"].max()
     delong = content.delong[content.delong["dataset"] == ds] if len(content.delong) else content.delong
+    cells = [c for c in content.index.cells if c.dataset == ds]
     return {
         "anchor": f"ds-{safe_name(ds)}", "name": ds, "n_models": len(content.boards[ds]), "n_images": fmt(n_images),
+        **dataset_labels(cells),
         "markdown": f"leaderboards/{safe_name(ds)}.md", "board": leaderboard_table(content.boards[ds], content.metric),
         "bars": content.rel(figures.get("bars")), "roc": content.rel(figures.get("roc")),
         "reliability": content.rel(figures.get("reliability")),
@@ -116,6 +119,14 @@ def dataset_section(content: ReportContent, ds: str) -> dict[str, Any]:
                                  "p_holm", "n", "note"],
                         headers={"ci_low": "diff CI low", "ci_high": "diff CI high"}) if len(delong) else None,
     }
+
+
+def dataset_labels(cells: list[CellRecord]) -> dict[str, str]:
+    """What a dataset section says about its labels and split: the label definition(s) its cells'
+    records name (``prepare --labels``), and the leaky-split mark when any was split ``ungrouped``."""
+    definitions = sorted({c.label_definition or "not recorded" for c in cells})
+    leaky = any(c.split_grouping == "ungrouped" for c in cells)
+    return {"label_definition": ", ".join(definitions), "split_note": LEAKY_SPLIT_NOTE if leaky else ""}
 
 
 def zeroshot_section(content: ReportContent) -> dict[str, Any] | None:

@@ -26,7 +26,7 @@ TIE_RULE = ("ranked by mean over seeds; ties broken by the conservative CI bound
             "or lower upper bound for Brier/ECE), then by name")
 
 ID_COLUMNS = ["experiment", "paradigm", "model", "variant", "config_label", "curve_axis", "curve_value", "entry",
-              "dataset", "seed"]
+              "dataset", "label_definition", "split_grouping", "seed"]
 #: columns of the seed summary that say which configuration and curve point a row is
 _SUMMARY_IDS = ["paradigm", "entry", "config_label", "curve_axis", "curve_value"]
 
@@ -53,7 +53,8 @@ def results_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
                 rows.append({
                     "experiment": c.experiment, "paradigm": c.paradigm, "model": c.model, "variant": c.variant,
                     "config_label": c.config_label, "curve_axis": c.curve_axis, "curve_value": c.curve_value,
-                    "entry": c.entry, "dataset": c.dataset, "seed": c.seed, "split": split, "metric": metric,
+                    "entry": c.entry, "dataset": c.dataset, "label_definition": c.label_definition,
+                    "split_grouping": c.split_grouping, "seed": c.seed, "split": split, "metric": metric,
                     "value": _num(m.get("value")), "ci_low": _num(m.get("ci_low")), "ci_high": _num(m.get("ci_high")),
                     "n": record.get("n"), "n_malignant": record.get("n_malignant"),
                     "n_benign": record.get("n_benign"), "threshold": threshold,

@@ -195,7 +195,11 @@ def finalize_cell(
         "identity": (cell or {}).get("identity"),  # dermbench.runs.cell.CellIdentity.as_record(): how the report groups
         "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint,
                     "counts": dataset.counts(), "warnings": dataset.warnings,
-                    "premalignant_policy": dataset.card.get("premalignant_policy")},
+                    "premalignant_policy": dataset.card.get("premalignant_policy"),
+                    # prepare --labels / --split (dataset.json): which label definition, and whether the split is the
+                    # study's leaky image-level one
+                    "label_definition": dataset.card.get("label_definition"),
+                    "split_grouping": dataset.card.get("split_grouping")},
         "threshold": threshold_record,
         "splits": split_metrics,
         "subgroups": {"file": "subgroups.csv" if subgroup_parts else None, "min_n": subgroup_min_n,
