@@ -131,10 +131,11 @@ def merge_datasets(
     check_out_dir(out, overwrite)
     loaded = _load_parts(parts, out)
     policy = _premalignant_policy(loaded, allow_mixed_premalignant)
+    definition = _label_definition(loaded)
     if not allow_cross_split_duplicates:
         _refuse_cross_split_duplicates(loaded)
     splits, renamed = _merged_splits(loaded)
-    card = _merge_card(loaded, out, policy, renamed, link, card_extra or {})
+    card = _merge_card(loaded, out, policy, renamed, link, {**definition, **(card_extra or {})})
     written = write_dataset(out, splits, link=link, overwrite=overwrite, card=card)
     if not quiet:
         _log.info(f"merged {', '.join(ds.name for ds in loaded)} -> {out} (premalignant policy {policy}; "
@@ -171,6 +172,23 @@ def _premalignant_policy(loaded: Sequence[LesionDataset], allow_mixed: bool) -> 
         raise MergeError(f"the parts use different premalignant policies ({listing}); re-prepare them with the "
                          f"same --premalignant, or pass --allow-mixed-premalignant to merge anyway")
     return known.pop() if len(known) == 1 else ("mixed" if known else "unknown")
+
+
+def _label_definition(loaded: Sequence[LesionDataset]) -> dict[str, Any]:
+    """The merged card's ``label_definition`` (the parts' common one, each part's in
+    ``label_definitions``; parts prepared under different ``--labels`` are refused: one label would
+    mean two things) and ``split_grouping`` (``ungrouped`` when any part's split is the study's
+    leaky one, which the merged set inherits)."""
+    definitions = {ds.name: ds.card.get("label_definition") for ds in loaded}
+    known = {d for d in definitions.values() if d}
+    if len(known) > 1:
+        listing = ", ".join(f"{n}: {d or 'not recorded'}" for n, d in definitions.items())
+        raise MergeError(f"the parts were prepared under different label definitions ({listing}); re-prepare them "
+                         f"with the same --labels")
+    groupings = {ds.card.get("split_grouping") for ds in loaded}
+    grouping = "ungrouped" if "ungrouped" in groupings else (groupings.pop() if len(groupings) == 1 else "mixed")
+    return {"label_definition": known.pop() if known else None, "label_definitions": definitions,
+            "split_grouping": grouping, "split_groupings": {ds.name: ds.card.get("split_grouping") for ds in loaded}}
 
 
 def _refuse_cross_split_duplicates(loaded: Sequence[LesionDataset]) -> None:

@@ -21,5 +21,7 @@ SOURCES.add("fitzpatrick17k", f"{_P}.fitzpatrick17k:Fitzpatrick17k", "Fitzpatric
             licence="CC BY-NC-SA 3.0", url="https://github.com/mattgroh/fitzpatrick17k")
 SOURCES.add("dermamnist", f"{_P}.dermamnist:DermaMNIST", "DermaMNIST .npz (28/64/128/224 px), official split",
             licence="CC BY-NC 4.0", url="https://medmnist.com/")
+SOURCES.add("isic-archive", f"{_P}.isic_archive:ISICArchive", "ISIC Archive download (isic-cli: metadata.csv + images)",
+            licence="CC-0 / CC-BY / CC-BY-NC per image", url="https://www.isic-archive.com/")
 SOURCES.add("csv", f"{_P}.csv_source:CSVSource", "any CSV + image folder + YAML diagnosis mapping table",
             licence="as declared", url="")
