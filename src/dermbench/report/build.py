@@ -12,6 +12,7 @@
       tables/overall_best_by_<metric>.csv best model per dataset, overall and per paradigm
       tables/delong.csv                  paired DeLong tests of the top models per dataset
       tables/incomplete_cells.csv        failed or partial cells
+      comparison.html, comparison_with_paper.csv   our numbers beside the paper's (when a cell matches one)
       plots/*.png  errors/*.html  thumbs/*.jpg
 
 Rankings (leaderboards, best-model tables, heatmap, DeLong, ROC) have one row per configuration
@@ -34,6 +35,7 @@ from ..utils.console import get_logger
 from ..utils.paths import safe_name
 from . import plots
 from .collect import CellRecord, RunsIndex, collect_runs
+from .comparison import write_comparison
 from .error_pages import write_error_pages
 from .index_page import ReportContent, index_page
 from .tables import (curve_points, delong_table, leaderboard, leaderboard_markdown, metric_matrix, metric_names,
@@ -86,10 +88,13 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
     files += _write_leaderboards(boards, out, opts)
     best, delong, table_files = _write_summary_tables(index, summary, datasets, out / "tables", opts)
     files += table_files
+    comparison, comparison_files = write_comparison(index, out, _csv)  # only when a cell matches a published one
+    files += comparison_files
     content = ReportContent(index=index, out=out, metric=opts.metric, split=opts.split, top_k=opts.top_k,
                             notes=list(opts.notes), boards=boards, best=best, summary=summary, delong=delong,
                             failures=_parse_failure_rows(index.cells),
-                            curve_points=curve_points(index.cells, opts.metric, opts.split))
+                            curve_points=curve_points(index.cells, opts.metric, opts.split),
+                            comparison=comparison if comparison.any_match else None)
 
     log("report: drawing plots")
     content.figures = _draw_figures(content, out / "plots")

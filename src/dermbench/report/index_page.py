@@ -44,6 +44,7 @@ class ReportContent:
     curve_points: pd.DataFrame           # tables.curve_points of the ranking metric
     figures: dict[str, Any] = field(default_factory=dict)
     error_links: list[dict[str, Any]] = field(default_factory=list)
+    comparison: Any = None               # comparison.Comparison when a cell matches a published one
 
     def rel(self, path: Path | None) -> str | None:
         return str(path.relative_to(self.out)) if path else None
@@ -62,7 +63,8 @@ def index_page(content: ReportContent) -> str:
         heatmap=content.rel(content.figures.get("heatmap")),
         datasets=[dataset_section(content, ds) for ds in content.boards],
         zeroshot=zeroshot_section(content), curves=curves_section(content), errors=error_table(content),
-        incomplete=incomplete_table(index), files=report_files(content.metric))
+        incomplete=incomplete_table(index), comparison=comparison_summary(content),
+        files=report_files(content.metric) + comparison_files(content))
 
 
 def navigation(content: ReportContent) -> list[tuple[str, str]]:
@@ -73,7 +75,27 @@ def navigation(content: ReportContent) -> list[tuple[str, str]]:
     labels = {"zeroshot": "zeroshot failures", "curves": "curves", "errors": "error analysis",
               "incomplete": "failed cells"}
     nav += [(f"#{anchor}", labels[anchor]) for anchor, shown in present.items() if shown]
+    if content.comparison is not None:
+        nav.append(("comparison.html", "compared with the paper"))
     return nav + [("#files", "files")]
+
+
+def comparison_summary(content: ReportContent) -> dict[str, Any] | None:
+    """Counts of the comparison with the paper for the overview (its own page has the rest)."""
+    comparison = content.comparison
+    if comparison is None:
+        return None
+    rows = comparison.rows
+    with_ci = rows[rows["paper_in_ci"].notna()] if len(rows) else rows
+    return {"href": "comparison.html", "n_matched": comparison.n_matched_cells,
+            "n_published": comparison.n_published_cells, "n_values": len(rows), "n_with_ci": len(with_ci),
+            "n_inside": int(with_ci["paper_in_ci"].sum()) if len(with_ci) else 0}
+
+
+def comparison_files(content: ReportContent) -> list[str]:
+    from .comparison import CSV_NAME, PAGE_NAME, UNMATCHED_CSV_NAME
+
+    return [PAGE_NAME, CSV_NAME, UNMATCHED_CSV_NAME] if content.comparison is not None else []
 
 
 def _with_ci(frame: pd.DataFrame, column: str) -> pd.DataFrame:
