@@ -14,6 +14,34 @@ This module imports nothing from dermbench, so every layer can raise these witho
 from __future__ import annotations
 
 
+#: At most this many characters of a user's value are quoted in a message (:func:`quote`).
+QUOTE_LIMIT = 200
+#: A message line longer than this is cut (a safety net for a value quoted without :func:`quote`).
+LINE_LIMIT = 2000
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters of the user's data
+    (``'ISIC_00…' (+149999800 more characters)``): a 150 MB id is not echoed whole."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... (+{len(value) - limit} more characters)"
+    text = repr(value)
+    if len(text) > limit:
+        return f"{text[:limit]}... (+{len(text) - limit} more characters)"
+    return text
+
+
+def _cut_long_lines(message: str) -> str:
+    if len(message) <= LINE_LIMIT:
+        return message
+    lines = []
+    for line in message.split("\n"):
+        if len(line) > LINE_LIMIT:
+            line = f"{line[:LINE_LIMIT]}... (+{len(line) - LINE_LIMIT} more characters)"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 class DermbenchError(Exception):
     """Base class: a problem the user can act on. The message says what is wrong and what to do."""
 
@@ -21,7 +49,7 @@ class DermbenchError(Exception):
     exit_code = 2
 
     def __str__(self) -> str:  # KeyError subclasses would quote the message otherwise
-        return str(self.args[0]) if self.args else self.__class__.__name__
+        return _cut_long_lines(str(self.args[0])) if self.args else self.__class__.__name__
 
 
 # --- input that cannot be used (exit 2) ----------------------------------------------------------
@@ -94,3 +122,10 @@ class ExecutorError(DermbenchError, RuntimeError):
 
 class CacheError(DermbenchError, RuntimeError):
     """A cache file that is corrupt or inconsistent; the message names the file."""
+
+
+# --- it ran and found nothing or a problem (exit 1) -------------------------------------------------
+class NoRunsError(DermbenchError, FileNotFoundError):
+    """A runs folder that holds no run records (nothing to report)."""
+
+    exit_code = 1

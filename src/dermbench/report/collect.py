@@ -11,7 +11,11 @@ import pandas as pd
 import yaml
 
 from ..errors import UsageError
-from ..runs.record import COMPLETE, is_complete, read_metrics
+from ..runs.record import COMPLETE, read_metrics, verify_complete
+from ..utils.console import get_logger
+from ..utils.yamlio import load_yaml
+
+_log = get_logger("report")
 
 
 @dataclass
@@ -65,7 +69,7 @@ class CellRecord:
 @dataclass
 class IncompleteCell:
     path: Path
-    state: str     # "failed" | "partial"
+    state: str     # "failed" | "partial" | "corrupt" (a file does not match what COMPLETE vouches for)
     error: str = ""
 
 
@@ -89,7 +93,8 @@ def collect_runs(root: str | Path) -> RunsIndex:
         raise UsageError(f"runs folder {root} does not exist (run `dermbench run CONFIG` first)")
     index = RunsIndex(root)
     for folder in _cell_folders(root):
-        if not is_complete(folder):
+        problem = verify_complete(folder)
+        if problem is None:
             error_file = folder / "error.txt"
             if error_file.is_file():
                 lines = [ln for ln in error_file.read_text(errors="replace").strip().splitlines() if ln.strip()]
@@ -97,7 +102,14 @@ def collect_runs(root: str | Path) -> RunsIndex:
             else:
                 index.incomplete.append(IncompleteCell(folder, "partial"))
             continue
-        index.cells.append(_read_cell(folder, root))
+        if not problem:
+            try:
+                index.cells.append(_read_cell(folder, root))
+                continue
+            except (OSError, ValueError, yaml.YAMLError) as exc:  # a record the marker could not vouch for
+                problem = f"{folder} cannot be read ({type(exc).__name__}: {exc})"
+        _log.warning("report: left out %s: %s (re-run the grid to redo the cell)", folder, problem)
+        index.incomplete.append(IncompleteCell(folder, "corrupt", problem))
     experiments = {c.experiment for c in index.cells}
     for c in index.cells:
         prefix = f"{c.experiment}:" if len(experiments) > 1 else ""
@@ -107,11 +119,19 @@ def collect_runs(root: str | Path) -> RunsIndex:
 
 
 def _read_cell(folder: Path, root: Path) -> CellRecord:
-    metrics = read_metrics(folder)
+    try:
+        metrics = read_metrics(folder)
+    except ValueError as exc:
+        raise ValueError(f"{folder / 'metrics.json'} is not valid JSON ({exc})") from None
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{folder / 'metrics.json'} does not hold a metrics mapping")
     spec = metrics.get("cell") or {}
     config_file = folder / "config.yaml"
     if config_file.is_file():
-        spec = {**(yaml.safe_load(config_file.read_text()) or {}), **spec}
+        try:
+            spec = {**(load_yaml(config_file.read_text(encoding="utf-8")) or {}), **spec}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{config_file} is not valid YAML ({exc})") from None
     # identity from the cell spec; the folder layout runs/<exp>/<paradigm>/<model>/<dataset>/seedK
     # is the fallback for records written by hand
     parts = folder.relative_to(root).parts

@@ -6,6 +6,12 @@ Every paradigm implements ``run_cell(spec: CellSpec, recorder: RunRecorder) -> d
 is the only caller of ``run_cell``: the standalone commands (``dermbench probe`` ...), the grid
 runner and the Ray executor all go through :func:`execute_cell`, so skip/redo semantics are the
 same everywhere.
+
+A complete cell is skipped only while it is *current*: its ``COMPLETE`` marker vouches for its
+files (:func:`dermbench.runs.record.verify_complete`) and nothing that changes its numbers differs
+from what it was recorded with (:func:`changed_fields`: the result-changing options and the
+content fingerprint of its dataset). A cell is computed under a per-cell lock
+(:func:`cell_lock_path`), so two runs on one runs folder never compute the same cell at once.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..runs.cell import CellSpec
-from ..runs.record import RunRecorder, is_complete
+from ..runs.record import RunRecorder, is_complete, verify_complete
 from ..utils.console import get_logger
+from ..utils.locks import BUSY, lock_holder, try_exclusive_lock
 
 log = get_logger("runner")
 
@@ -26,21 +33,57 @@ log = get_logger("runner")
 class CellResult:
     spec: CellSpec
     path: Path
-    status: str           # "done" | "skipped" | "failed"
+    status: str           # "done" | "skipped" | "failed" | "busy" (only with wait=False)
     seconds: float = 0.0
-    error: str = ""
+    error: str = ""       # failed: the error; busy: who holds the cell
 
 
-def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) -> CellResult:
-    """Run one cell unless it is already complete; a failure is recorded, not raised."""
+def cell_lock_path(path: str | Path) -> Path:
+    """The lock file of the cell in ``path``: beside the folder, which a restarted cell empties."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False, wait: bool = True) -> CellResult:
+    """Run one cell unless it is complete and current; a failure is recorded, not raised.
+
+    The cell is computed under its lock. When another process holds it, ``wait`` waits for that
+    process (then skips the cell if it completed it); without ``wait`` the result is ``busy`` and
+    nothing is done, so a grid can come back to the cell later."""
+    path = spec.path(runs_root)
+    if not force and _is_current(spec, path, announce=True):
+        return CellResult(spec, path, "skipped")
+
+    def waiting(holder: str) -> None:
+        log.info("%s: %s is computing this cell; waiting for it", path, holder)
+
+    with try_exclusive_lock(cell_lock_path(path), wait=wait, on_wait=waiting) as lock:
+        if lock == BUSY:
+            return CellResult(spec, path, "busy", error=lock_holder(cell_lock_path(path)))
+        if not force and _is_current(spec, path, announce=False):  # completed while we waited
+            log.info("%s: completed by another process meanwhile; skipped", path)
+            return CellResult(spec, path, "skipped")
+        return _compute(spec, path, force)
+
+
+def _is_current(spec: CellSpec, path: Path, *, announce: bool) -> bool:
+    """Complete, its files as vouched, and recorded with what the cell would use now."""
+    problem = verify_complete(path)
+    if problem is None:
+        return False
+    if problem:
+        if announce:
+            log.warning("%s: %s; the cell is redone", path, problem)
+        return False
+    changed = changed_fields(spec, path)
+    if changed and announce:
+        log.info("%s: complete, but %s; redoing it", path, "; ".join(changed))
+    return not changed
+
+
+def _compute(spec: CellSpec, path: Path, force: bool) -> CellResult:
     from ..paradigms import PARADIGMS
 
-    path = spec.path(runs_root)
-    if is_complete(path) and not force:
-        changed = changed_fields(spec, path)
-        if not changed:
-            return CellResult(spec, path, "skipped")
-        log.info("%s: complete, but recorded with other %s; redoing it", path, ", ".join(changed))
     recorder = RunRecorder(path)
     recorder.begin(spec.to_dict(), keep_work=not force)
     t0 = time.perf_counter()
@@ -59,22 +102,34 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False) 
 
 
 #: Fields of a cell's config that change its results. A cell's folder is named by its identity
-#: (paradigm, model, variant, curve point), dataset and seed only, so a complete cell recorded with
-#: other values of these holds the results of another config: it is redone, not skipped.
+#: (paradigm, model, variant, curve point), dataset name and seed only, so a complete cell recorded
+#: with other values of these holds the results of another config: it is redone, not skipped. The
+#: dataset's *content* is compared too (its fingerprint, see :func:`changed_fields`).
 RESULT_FIELDS = ("settings", "threshold_policy", "n_boot", "strict")
 
 
-def changed_fields(spec: CellSpec, path: str | Path) -> list[str]:
-    """The :data:`RESULT_FIELDS` whose value in the cell's recorded ``config.yaml`` differs from
-    ``spec`` (``settings.<key>`` per setting). Settings keys only one side has are not compared, so
-    a setting added to a paradigm later does not invalidate older records; an unreadable record
-    compares equal (its marker is what says it is complete)."""
+def changed_fields(spec: CellSpec, path: str | Path, fingerprints: dict[str, str | None] | None = None) -> list[str]:
+    """Why the complete cell in ``path`` does not hold the results ``spec`` would give, one reason
+    per difference (empty: it is current).
+
+    * each of :data:`RESULT_FIELDS` whose value in the recorded ``config.yaml`` differs from
+      ``spec`` (``settings.<key>`` per setting). Settings keys only one side has are not compared,
+      so a setting added to a paradigm later does not invalidate older records;
+    * the dataset: the content fingerprint recorded in ``metrics.json`` against the fingerprint of
+      the dataset folder now (``dataset changed: fingerprint a→b``). This catches an edited CSV or
+      image as well as another dataset with the same folder name. A dataset that cannot be loaded
+      now is not compared (running the cell would fail on it anyway).
+
+    An unreadable ``config.yaml`` compares equal (the marker vouches for it). ``fingerprints``
+    (dataset path -> fingerprint) lets one pass over many cells fingerprint each dataset once."""
     import yaml
 
+    from ..errors import quote
     from ..runs.record import _plain
+    from ..utils.yamlio import load_yaml
 
     try:
-        recorded = yaml.safe_load((Path(path) / "config.yaml").read_text(encoding="utf-8"))
+        recorded = load_yaml((Path(path) / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return []
     if not isinstance(recorded, dict):
@@ -86,10 +141,41 @@ def changed_fields(spec: CellSpec, path: str | Path) -> list[str]:
             continue
         old, new = recorded[key], current.get(key)
         if key == "settings" and isinstance(old, dict) and isinstance(new, dict):
-            changed += [f"settings.{k}" for k in new if k in old and old[k] != new[k]]
+            changed += [f"settings.{k} changed: {quote(old[k], 60)}→{quote(new[k], 60)}"
+                        for k in new if k in old and old[k] != new[k]]
         elif old != new:
-            changed.append(key)
+            changed.append(f"{key} changed: {quote(old, 60)}→{quote(new, 60)}")
+    dataset = _dataset_change(spec, Path(path), {} if fingerprints is None else fingerprints)
+    if dataset:
+        changed.append(dataset)
     return changed
+
+
+def _dataset_change(spec: CellSpec, path: Path, fingerprints: dict[str, str | None]) -> str:
+    """``dataset changed: fingerprint a→b`` when the cell's dataset is not the one it was recorded on."""
+    import json
+
+    from ..data.contract import dataset_fingerprint
+    from ..errors import DermbenchError
+
+    try:
+        recorded = (json.loads((path / "metrics.json").read_text(encoding="utf-8")).get("dataset") or {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    old = recorded.get("fingerprint") if isinstance(recorded, dict) else None
+    if not old:
+        return ""
+    if spec.dataset not in fingerprints:
+        try:
+            fingerprints[spec.dataset] = dataset_fingerprint(spec.dataset)
+        except (DermbenchError, OSError, ValueError):
+            fingerprints[spec.dataset] = None
+    new = fingerprints[spec.dataset]
+    if new is None or new == old:
+        return ""
+    where = recorded.get("root")
+    moved = f" (recorded from {where}, now {spec.dataset})" if where and str(where) != str(spec.dataset) else ""
+    return f"dataset changed: fingerprint {str(old)[:12]}→{new[:12]}{moved}"
 
 
 @contextlib.contextmanager

@@ -84,12 +84,26 @@ def run_cells(cells: list[PlannedCell], runs_root: str | Path, *, executor: str 
 # ---------------------------------------------------------------------------------------------
 def run_in_process(cells: list[PlannedCell], runs_root: Path, *, force: bool = False,
                    on_result: OnResult | None = None) -> list[CellResult]:
+    """Run the cells one after the other. A cell another process is computing (another
+    ``dermbench run`` on the same runs folder) is left for the end, then waited for: two runs
+    share the grid's work instead of computing the same cells."""
     results = []
-    for cell in cells:
-        result = execute_cell(cell.spec, runs_root, force=force)
+    deferred = []
+
+    def emit(result: CellResult) -> None:
         results.append(result)
         if on_result:
             on_result(result)
+
+    for cell in cells:
+        result = execute_cell(cell.spec, runs_root, force=force, wait=False)
+        if result.status == "busy":
+            log.info("%s: %s is computing this cell; coming back to it at the end", cell.key, result.error)
+            deferred.append(cell)
+            continue
+        emit(result)
+    for cell in deferred:
+        emit(execute_cell(cell.spec, runs_root, force=force, wait=True))
     return results
 
 

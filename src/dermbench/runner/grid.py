@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..runs.block import Resources
 from ..runs.cell import CellSpec
-from ..runs.record import is_complete
+from ..runs.record import verify_complete
 from .cell import changed_fields
 from .config import RunConfig
 
@@ -69,26 +69,41 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
 
 
 def cell_state(cell: PlannedCell, runs_root: str | Path) -> str:
-    """``complete``, ``changed`` (complete, but recorded with other settings: redone on run),
-    ``failed`` (error.txt, no marker), ``partial`` (started, no marker) or ``todo``."""
+    """``complete``, ``changed`` (complete, but recorded with other settings or another dataset
+    content: redone on run), ``corrupt`` (a file does not match what its COMPLETE marker vouches
+    for: redone on run), ``failed`` (error.txt, no marker), ``partial`` (started, no marker) or
+    ``todo``."""
+    return cell_state_and_reasons(cell, runs_root)[0]
+
+
+def cell_state_and_reasons(cell: PlannedCell, runs_root: str | Path,
+                           fingerprints: dict[str, str | None] | None = None) -> tuple[str, list[str]]:
+    """:func:`cell_state` and why a ``changed`` or ``corrupt`` cell is redone (``fingerprints``:
+    see :func:`~dermbench.runner.cell.changed_fields`)."""
     path = cell.spec.path(runs_root)
-    if is_complete(path):
-        return "changed" if changed_fields(cell.spec, path) else "complete"
+    problem = verify_complete(path)
+    if problem == "":
+        changed = changed_fields(cell.spec, path, fingerprints)
+        return ("changed", changed) if changed else ("complete", [])
+    if problem:
+        return "corrupt", [problem]
     if (path / "error.txt").is_file():
-        return "failed"
+        return "failed", []
     if path.is_dir():
-        return "partial"
-    return "todo"
+        return "partial", []
+    return "todo", []
 
 
 def grid_table(cells: list[PlannedCell], runs_root: str | Path) -> list[dict[str, Any]]:
-    """One row per cell for ``--dry-run``: identity, resources and current state."""
+    """One row per cell for ``--dry-run``: identity, resources, current state and why it is redone."""
     rows = []
     for c in cells:
         s, ident = c.spec, c.spec.identity
         rows.append({"paradigm": s.paradigm, "model": ident.model,
                      "variant": "+".join(p for p in (ident.variant, ident.point) if p),
                      "dataset": s.dataset_name, "seed": s.seed, "num_cpus": c.resources.num_cpus,
-                     "num_gpus": c.resources.num_gpus, "state": cell_state(c, runs_root),
+                     "num_gpus": c.resources.num_gpus, "state": state, "why": reasons,
                      "path": str(s.path(runs_root))})
+    fingerprints: dict[str, str | None] = {}  # each dataset fingerprinted once per table
     return rows
+        state, reasons = cell_state_and_reasons(c, runs_root, fingerprints)

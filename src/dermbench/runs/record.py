@@ -11,6 +11,11 @@
       error.txt                    only for a failed cell
       COMPLETE                     written last; a cell without it is partial and is redone
 
+``COMPLETE`` vouches for the files of the record: it lists each file the recorder wrote with its
+size and sha256 (of the bytes written). A cell is complete only while every listed file is there
+with those bytes (:func:`verify_complete`); a truncated ``metrics.json`` or an edited predictions
+file makes the cell incomplete, so ``run`` redoes it and ``report`` leaves it out with a warning.
+
 Every file is written atomically. :meth:`RunRecorder.begin` removes the outputs of an earlier,
 partial or failed attempt so a resumed grid never mixes two attempts; extra working state that
 should survive a kill (training checkpoints, a VLM answer cache) lives in ``work/`` and is kept.
@@ -18,6 +23,7 @@ should survive a kill (training checkpoints, a VLM answer cache) lives in ``work
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -29,7 +35,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ..utils.atomic import atomic_write_text
+from ..utils.atomic import atomic_write_bytes, atomic_write_text
+from ..utils.filestamp import sha256_file
 from ..utils.paths import safe_name
 
 COMPLETE = "COMPLETE"
@@ -44,15 +51,50 @@ def cell_dir(runs_root: str | Path, experiment: str, paradigm: str, model: str, 
 
 
 def is_complete(path: str | Path) -> bool:
-    """A cell is complete when its marker exists and every file the marker lists is present."""
-    marker = Path(path) / COMPLETE
+    """A cell is complete when its marker exists and every file it vouches for is as recorded."""
+    return verify_complete(path) == ""
+
+
+def verify_complete(path: str | Path) -> str | None:
+    """Check a cell's files against its ``COMPLETE`` marker.
+
+    Returns None when there is no marker (the cell is not complete), ``""`` when every file the
+    marker lists has the recorded size and sha256, and otherwise what does not match, naming the
+    file. A marker written before markers carried hashes (a plain list of names) vouches only for
+    presence; its ``metrics.json`` must at least be readable JSON."""
+    folder = Path(path)
+    marker = folder / COMPLETE
     if not marker.is_file():
-        return False
+        return None
     try:
-        listed = json.loads(marker.read_text()).get("files", [])
-    except (OSError, ValueError):
-        return False
-    return all((Path(path) / f).is_file() for f in listed)
+        files = json.loads(marker.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return f"{marker} is not a readable completion marker"
+    if isinstance(files, list):
+        for name in files:
+            if not (folder / str(name)).is_file():
+                return f"{folder / str(name)} is missing"
+        if "metrics.json" in files:
+            try:
+                json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                return f"{folder / 'metrics.json'} is not readable JSON ({exc})"
+        return ""
+    if not isinstance(files, dict) or not files:
+        return f"{marker} lists no files"
+    for name, vouched in sorted(files.items()):
+        file = folder / name
+        try:
+            size = file.stat().st_size
+        except OSError:
+            return f"{file} is missing"
+        if not isinstance(vouched, dict):
+            return f"{marker} has no size and sha256 for {name}"
+        if size != vouched.get("size"):
+            return f"{file} has {size} bytes; {COMPLETE} vouches for {vouched.get('size')}"
+        if sha256_file(file) != vouched.get("sha256"):
+            return f"{file} is not the file {COMPLETE} vouches for (sha256 differs)"
+    return ""
 
 
 def validate_predictions(df: pd.DataFrame, where: str = "predictions") -> pd.DataFrame:
@@ -85,7 +127,7 @@ class RunRecorder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.work = self.path / "work"
-        self._written: list[str] = []
+        self._written: dict[str, dict[str, Any]] = {}  # file name -> size and sha256 of the bytes written
 
     # -- life cycle ---------------------------------------------------------------------
     def begin(self, config: dict[str, Any], *, keep_work: bool = True) -> None:
@@ -99,13 +141,13 @@ class RunRecorder:
             else:
                 child.unlink()
         self.work.mkdir(exist_ok=True)
-        self._written = []
+        self._written = {}
         self.save_text("config.yaml", yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True))
 
     def finish(self, metrics: dict[str, Any]) -> None:
         """Write ``metrics.json`` and then, last, the completion marker."""
         self.save_json("metrics.json", metrics)
-        marker = {"completed_at": _now(), "files": sorted(set(self._written))}
+        marker = {"completed_at": _now(), "files": dict(sorted(self._written.items()))}
         atomic_write_text(self.path / COMPLETE, json.dumps(marker, indent=2) + "\n")
 
     def fail(self, exc: BaseException) -> None:
@@ -114,11 +156,15 @@ class RunRecorder:
         atomic_write_text(self.path / "error.txt", f"{_now()}\n{text}")
 
     # -- files -----------------------------------------------------------------------------
-    def save_text(self, name: str, text: str) -> Path:
+    def save_bytes(self, name: str, data: bytes) -> Path:
+        """Write one file of the record (atomically); ``COMPLETE`` will vouch for these bytes."""
         target = self.path / name
-        atomic_write_text(target, text)
-        self._written.append(name)
+        atomic_write_bytes(target, data)
+        self._written[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return target
+
+    def save_text(self, name: str, text: str) -> Path:
+        return self.save_bytes(name, text.encode("utf-8"))
 
     def save_json(self, name: str, obj: Any) -> Path:
         return self.save_text(name, json.dumps(_plain(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n")

@@ -54,7 +54,6 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     from ...data.pipeline.image_cache import build_image_cache
     from ...data.pipeline.loaders import eval_transform, make_loader
     from ...runs.evaluate import finalize_cell
-    from ...utils.atomic import atomic_write_bytes
     import torch
 
     from ...models import build_classifier
@@ -115,8 +114,8 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         recorder.save_frame(ERROR_FILES[kind], frame)
     recorder.save_frame("train_log.csv", log_frame(result.history))
     try:
-        atomic_write_bytes(recorder.path / "training_curves.png",
-                           curves_png(result.history, f"{spec.label} on {spec.dataset_name}, seed {spec.seed}"))
+        recorder.save_bytes("training_curves.png",
+                            curves_png(result.history, f"{spec.label} on {spec.dataset_name}, seed {spec.seed}"))
         curves = "training_curves.png"
     except Exception as exc:  # a plot must never fail a finished training run
         curves = f"not written ({type(exc).__name__}: {exc})"
