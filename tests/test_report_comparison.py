@@ -28,9 +28,9 @@ CELLS = [
     # cnn_vit/balanced_aug/resnet18/ISIC18, two seeds: the mean over seeds is compared
     ("paper", "finetune", "torchvision:resnet18", "balanced_aug+study", "isic2018", (42, 43), STUDY, "fixed:0.5", {}),
     # embeddings/default/derm_foundation/random_forest/ddi: weights from a folder the user named
-    ("paper", "probe", "derm_foundation", "rf+study_input+study+w-my_derm_copy", "ddi", (42,), STUDY, "fixed:0.5", {}),
+    ("paper", "probe", "derm_foundation", "rf+study+study_input+w-my_derm_copy", "ddi", (42,), STUDY, "fixed:0.5", {}),
     # embeddings/hpo_ml_validation/dinov2_giant/random_forest/ddi: compared on validation
-    ("paper", "probe", "dinov2_giant", "rf+study_input+study_hpo", "ddi", (42,), STUDY, "fixed:0.5", {}),
+    ("paper", "probe", "dinov2_giant", "rf+study_hpo+study_input", "ddi", (42,), STUDY, "fixed:0.5", {}),
     # vlm/vlm_prompt_simple/Qwen2-VL-2B/ISIC18: macro-F1 and accuracy by the study's rule
     ("paper", "zeroshot", "qwen2_vl_2b", "vlm_prompt_simple", "isic2018", (42,), STUDY, "fixed:0.5",
      {"study_metrics": {"test": {"study_macro_f1": 0.41, "study_accuracy": 0.82,
@@ -121,7 +121,7 @@ def test_matched_values_are_the_papers_beside_ours_with_ci(report: Path):
 def test_derm_foundation_matches_whatever_its_weights_folder_is_called(report: Path):
     rows = pd.read_csv(report / "comparison_with_paper.csv")
     derm = rows[rows["study_model"] == "derm_foundation/random_forest"]
-    assert set(derm["config_label"]) == {"derm_foundation+rf+study_input+study+w-my_derm_copy"}
+    assert set(derm["config_label"]) == {"derm_foundation+rf+study+study_input+w-my_derm_copy"}
     assert derm["paper_value"].tolist() == [_paper("embeddings", "default", "derm_foundation/random_forest", "ddi", m)
                                             for m in derm["paper_metric"]]
 
@@ -131,7 +131,7 @@ def test_search_rows_compare_validation_metrics(report: Path):
     hpo = rows[rows["setting"] == "hpo_ml_validation"].set_index("paper_metric")
     assert set(hpo["split"]) == {"validation"}
     assert hpo.loc["roc_auc", "our_metric"] == "auroc" and hpo.loc["macro_recall", "our_metric"] == "balanced_accuracy"
-    ours = _ours(report, "paper", "probe", "dinov2_giant+rf+study_input+study_hpo", "ddi", "validation", "auroc")
+    ours = _ours(report, "paper", "probe", "dinov2_giant+rf+study_hpo+study_input", "ddi", "validation", "auroc")
     assert hpo.loc["roc_auc", "our_value"] == pytest.approx(ours[0][0])
     assert "macro_precision" not in hpo.index  # not one of our metrics: listed on the page, not compared
 
