@@ -167,7 +167,7 @@ def embed_split(embedder: Any, dataset: LesionDataset, split: str, *, view: int 
     # Cells of the same backbone running in parallel (several heads in a grid) wait for one
     # extraction instead of repeating it.
     with exclusive_lock(folder.parent / f"{key}.lock"):
-        done = _read_complete(folder, split, view, key)
+        done = _read_complete(folder, split, view, key, repair=True)
         if done is not None:
             return done
         return _extract(embedder, dataset, split, key, folder, view=view, augmentation=augmentation,
@@ -208,6 +208,7 @@ def _extract(embedder: Any, dataset: LesionDataset, split: str, key: str, folder
                     np.save(fh, vectors)
             embedded += stop - start
     meta = {"key": key, "split": split, "view": int(view), "augmentation": augmentation if view else None,
+    meta["shard_sha256"] = [_file_sha256(folder / f"shard-{s:05d}.npy") for s in range(n_shards)]
             "n": n, "embed_dim": int(embedder.embed_dim), "shards": n_shards, "shard_size": size,
             "errors": [e.as_dict() for e in loader.errors], "identity": embedder.identity,
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
@@ -278,7 +279,25 @@ def _shard_ok(folder: Path, shard: int, size: int, n: int, dim: int) -> bool:
     return arr.shape == (min(size, n - shard * size), dim)
 
 
-def _read_complete(folder: Path, split: str, view: int, key: str) -> EmbeddingSet | None:
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_complete(folder: Path, split: str, view: int, key: str, *, repair: bool = False) -> EmbeddingSet | None:
+    """The complete entry in ``folder``, or None when it must be (re)computed.
+
+    Each shard is checked against the sha256 that ``meta.json`` recorded for it when the entry was
+    completed (one hash per shard file, computed on the bytes read anyway). A shard whose bytes
+    changed since is a cache miss: with ``repair`` (the caller holds the entry's lock) it is
+    deleted with a warning naming it, so the extraction embeds just that shard again. An entry
+    written before shards carried checksums is a miss too; the extraction keeps its shards and
+    records their checksums. Values that are not finite in a shard that matches its checksum were
+    written so: a :class:`~dermbench.errors.CacheError` naming the shard (never scores computed on
+    NaN)."""
+    import io
+
+    from ...errors import CacheError
+
     meta_path = folder / "meta.json"
     plan_path = folder / "plan.json"
     if not meta_path.is_file() or not plan_path.is_file():
@@ -286,10 +305,39 @@ def _read_complete(folder: Path, split: str, view: int, key: str) -> EmbeddingSe
     try:
         meta = json.loads(meta_path.read_text())
         plan = json.loads(plan_path.read_text())
-        parts = [np.load(folder / f"shard-{s:05d}.npy") for s in range(int(meta["shards"]))]
-    except (OSError, ValueError, KeyError):
+        n_shards, dim = int(meta["shards"]), int(meta["embed_dim"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    dim = int(meta["embed_dim"])
+    digests = meta.get("shard_sha256")
+    if not isinstance(digests, list) or len(digests) != n_shards:
+        return None
+    parts = []
+    for s in range(n_shards):
+        shard = folder / f"shard-{s:05d}.npy"
+        try:
+            data = shard.read_bytes()
+        except OSError:
+            return None
+        if hashlib.sha256(data).hexdigest() != digests[s]:
+            if repair:
+                from ...utils.console import get_logger
+
+                get_logger("probe").warning(
+                    "embedding cache: %s does not match the checksum recorded when it was written (it changed "
+                    "since); embedding its images again", shard)
+                shard.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+            return None
+        try:
+            arr = np.load(io.BytesIO(data))
+        except (OSError, ValueError):
+            return None
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).any(axis=-1).sum()) if arr.ndim == 2 else int((~np.isfinite(arr)).sum())
+            raise CacheError(f"embedding cache shard {shard} holds NaN or infinite values ({bad} row(s)) that match "
+                             f"its checksum, so they were written so; delete {folder} and embed again (on a GPU, "
+                             f"float16 overflow is the usual cause: use bfloat16 or --device cpu)")
+        parts.append(arr)
     vectors = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     if vectors.shape != (len(plan["img_ids"]), dim):
         return None
