@@ -106,6 +106,10 @@ class Source(abc.ABC):
             return self.STUDY_LABEL_SOURCE
         return self.LABEL_SOURCE
 
+    def given_split_policy(self) -> str:
+        """How the card describes a split that came with the data (every row has ``split``)."""
+        return "official split as published"
+
     def subsample(self, frame: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, list[Exclusion], str]:
         """Paper subsampling after labelling (ISIC 2024, SD-198). Default: keep everything."""
         return frame, [], ""

@@ -117,6 +117,10 @@ class ISICArchive(Source):
         if self.option("split_column") and self.option("split_file"):
             raise SourceFormatError("--split-column and --split-file both name a split; give one")
 
+    def given_split_policy(self) -> str:
+        given = self.option("split_column") or self.option("split_file")
+        return f"split as given by {'column ' if self.option('split_column') else ''}{given}"
+
     def label_table(self) -> dict[str, str]:
         """Under ``complete``: the diagnoses found (hierarchy paths and legacy names) -> table value."""
         if self.labels == "study":

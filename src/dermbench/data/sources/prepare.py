@@ -193,7 +193,7 @@ def _split(frame: pd.DataFrame, src: Source, seed: int, ratios: Sequence[float] 
         if grouping == "ungrouped":
             raise UsageError(f"--split ungrouped: {src.name} has an official train/validation/test split, which "
                              f"is used as published; drop --split ungrouped")
-        return frame["split"], "official split as published", "official"
+        return frame["split"], src.given_split_policy(), "official"
     spec = src.SPLIT or SplitSpec()
     if ratios is not None:
         spec = SplitSpec(tuple(ratios), spec.group_by, spec.stratify_by)  # type: ignore[arg-type]
