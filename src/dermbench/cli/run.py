@@ -131,12 +131,12 @@ def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:
     by_state = Counter(r["state"] for r in rows)
     print("cells per paradigm: " + ", ".join(f"{k} {v}" for k, v in by_paradigm.items()))
     print("state: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())))
-    missing = [f"{name} ({p})" for name, p in paths.items() if not p.is_dir()]
     redone = [r for r in rows if r["why"]]
     if redone:
         print("redone on run:")
         for r in redone:
             print(f"  {r['path']}: " + "; ".join(r["why"]))
+    missing = [f"{name} ({p})" for name, p in paths.items() if not p.is_dir()]
     if missing:
         synth = {d.name for d in config.datasets if d.synth}
         notes = [m + (" - created from its synth spec on run" if m.split(" ")[0] in synth else "") for m in missing]

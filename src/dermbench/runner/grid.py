@@ -97,13 +97,13 @@ def cell_state_and_reasons(cell: PlannedCell, runs_root: str | Path,
 def grid_table(cells: list[PlannedCell], runs_root: str | Path) -> list[dict[str, Any]]:
     """One row per cell for ``--dry-run``: identity, resources, current state and why it is redone."""
     rows = []
+    fingerprints: dict[str, str | None] = {}  # each dataset fingerprinted once per table
     for c in cells:
         s, ident = c.spec, c.spec.identity
+        state, reasons = cell_state_and_reasons(c, runs_root, fingerprints)
         rows.append({"paradigm": s.paradigm, "model": ident.model,
                      "variant": "+".join(p for p in (ident.variant, ident.point) if p),
                      "dataset": s.dataset_name, "seed": s.seed, "num_cpus": c.resources.num_cpus,
                      "num_gpus": c.resources.num_gpus, "state": state, "why": reasons,
                      "path": str(s.path(runs_root))})
-    fingerprints: dict[str, str | None] = {}  # each dataset fingerprinted once per table
     return rows
-        state, reasons = cell_state_and_reasons(c, runs_root, fingerprints)

@@ -14,7 +14,9 @@ atomically (temp file + rename), which makes the extraction **resumable**: after
 already on disk are kept and only the missing ones are embedded. HDF5 cannot be appended to
 atomically (a kill mid-write can corrupt the whole file), and safetensors has no benefit over
 ``.npy`` for anonymous float32 arrays. ``plan.json`` (written first) fixes the row order and shard
-size; ``meta.json`` is written last and marks the entry complete.
+size; ``meta.json`` is written last and marks the entry complete. It records each shard's sha256,
+checked whenever the entry is read: a shard changed since (same size or not) is embedded again
+with a warning naming it, and NaN/inf read from a shard is a ``CacheError`` naming it.
 
 **Augmented views.** View 0 is the plain evaluation preprocessing. Views 1..k apply the study's
 augmentation preset (``paper``: random resized crop 0.8–1.0, flips, rotation 15°, colour jitter)
@@ -208,12 +210,12 @@ def _extract(embedder: Any, dataset: LesionDataset, split: str, key: str, folder
                     np.save(fh, vectors)
             embedded += stop - start
     meta = {"key": key, "split": split, "view": int(view), "augmentation": augmentation if view else None,
-    meta["shard_sha256"] = [_file_sha256(folder / f"shard-{s:05d}.npy") for s in range(n_shards)]
             "n": n, "embed_dim": int(embedder.embed_dim), "shards": n_shards, "shard_size": size,
             "errors": [e.as_dict() for e in loader.errors], "identity": embedder.identity,
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
             "seconds": round(time.perf_counter() - t0, 3), "embed_seconds": round(embed_seconds, 3),
             "images_embedded_this_run": embedded}
+    meta["shard_sha256"] = [_file_sha256(folder / f"shard-{s:05d}.npy") for s in range(n_shards)]
     atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1, default=str))
     result = _read_complete(folder, split, view, key)
     if result is None:
