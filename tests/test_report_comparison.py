@@ -25,18 +25,19 @@ OWN = {"label_definition": "complete", "split_grouping": "grouped"}
 
 #: (experiment, paradigm, model, variant, dataset folder, seeds, card, threshold policy, extra)
 CELLS = [
-    # cnn_vit/balanced_aug/resnet18/ISIC18, two seeds: the mean over seeds is compared
-    ("paper", "finetune", "torchvision:resnet18", "balanced_aug+study", "isic2018", (42, 43), STUDY, "fixed:0.5", {}),
+    # cnn_vit/balanced_aug/convnext_large/ISIC18 (15 published metrics), two seeds: the mean over seeds is compared
+    ("paper", "finetune", "torchvision:convnext_large", "balanced_aug+study", "isic2018", (42, 43), STUDY, "fixed:0.5", {}),
     # embeddings/default/derm_foundation/random_forest/ddi: weights from a folder the user named
     ("paper", "probe", "derm_foundation", "rf+study+study_input+w-my_derm_copy", "ddi", (42,), STUDY, "fixed:0.5", {}),
     # embeddings/hpo_ml_validation/dinov2_giant/random_forest/ddi: compared on validation
-    ("paper", "probe", "dinov2_giant", "rf+study_hpo+study_input", "ddi", (42,), STUDY, "fixed:0.5", {}),
-    # vlm/vlm_prompt_simple/Qwen2-VL-2B/ISIC18: macro-F1 and accuracy by the study's rule
-    ("paper", "zeroshot", "qwen2_vl_2b", "vlm_prompt_simple", "isic2018", (42,), STUDY, "fixed:0.5",
+    ("paper", "probe", "dinov2_giant", "rf+study_hpo+study_input", "ddi", (42,), STUDY, "fixed:0.5",
+     {"study_metrics": {"validation": {"study_macro_precision": 0.8}}}),
+    # vlm/vlm_prompt_simple/MedGemma-1.5/ISIC18 (12 published metrics): macro-F1 and accuracy by the study's rule
+    ("paper", "zeroshot", "medgemma_1_5_4b", "vlm_prompt_simple", "isic2018", (42,), STUDY, "fixed:0.5",
      {"study_metrics": {"test": {"study_macro_f1": 0.41, "study_accuracy": 0.82,
                                  "study_macro_f1_ci_low": 0.30, "study_macro_f1_ci_high": 0.50}}}),
     # the same published cell run otherwise than the study: complete labels, grouped split, Youden
-    ("own", "finetune", "torchvision:resnet18", "balanced_aug+study", "isic2018", (42,), OWN, "youden", {}),
+    ("own", "finetune", "torchvision:convnext_large", "balanced_aug+study", "isic2018", (42,), OWN, "youden", {}),
     # dermbench's own configuration: no published row
     ("paper", "finetune", "resnet18", "balanced_aug", "ddi", (42,), STUDY, "fixed:0.5", {}),
 ]
@@ -104,17 +105,24 @@ def test_the_report_links_the_comparison_page(report: Path):
 
 def test_matched_values_are_the_papers_beside_ours_with_ci(report: Path):
     rows = pd.read_csv(report / "comparison_with_paper.csv", keep_default_na=False, na_values=[""])
-    cnn = rows[(rows["setting"] == "balanced_aug") & (rows["study_model"] == "resnet18") & (rows["experiment"] == "paper")]
-    assert set(cnn["paper_metric"]) == {"accuracy", "macro_f1"}  # what the paper published for this cell
+    cnn = rows[(rows["setting"] == "balanced_aug") & (rows["study_model"] == "convnext_large") & (rows["experiment"] == "paper")]
+    # every published metric of the cell that has a counterpart of ours (not macro_precision, per-class F1, weighted)
+    assert set(cnn["paper_metric"]) == {"accuracy", "macro_f1", "macro_recall", "sensitivity", "specificity",
+                                        "precision_malignant", "precision_benign", "support_malignant", "support_benign"}
+    by_metric = cnn.set_index("paper_metric")
+    assert by_metric.loc["precision_malignant", "our_metric"] == "ppv"
+    assert by_metric.loc["support_malignant", "paper_value"] == 171 and by_metric.loc["support_malignant", "our_metric"] == "n_malignant"
+    assert by_metric.loc["support_malignant", "difference"] == by_metric.loc["support_malignant", "our_value"] - 171
+    assert pd.isna(by_metric.loc["support_malignant", "paper_in_ci"])  # a count has no CI
     acc = cnn[cnn["paper_metric"] == "accuracy"].iloc[0]
-    assert acc["paper_value"] == _paper("cnn_vit", "balanced_aug", "resnet18", "ISIC18", "accuracy")
-    seeds = _ours(report, "paper", "finetune", "torchvision:resnet18+balanced_aug+study", "isic2018", "test", "accuracy")
+    assert acc["paper_value"] == _paper("cnn_vit", "balanced_aug", "convnext_large", "ISIC18", "accuracy")
+    seeds = _ours(report, "paper", "finetune", "torchvision:convnext_large+balanced_aug+study", "isic2018", "test", "accuracy")
     assert len(seeds) == 2 and acc["n_seeds"] == 2
     assert acc["our_value"] == pytest.approx(np.mean([s[0] for s in seeds]))
     assert acc["ci_low"] == pytest.approx(np.mean([s[1] for s in seeds]))
     assert acc["difference"] == pytest.approx(acc["our_value"] - acc["paper_value"])
     assert acc["paper_in_ci"] == (acc["ci_low"] <= acc["paper_value"] <= acc["ci_high"])
-    assert acc["config_label"] == "torchvision:resnet18+balanced_aug+study" and acc["dataset"] == "isic2018"
+    assert acc["config_label"] == "torchvision:convnext_large+balanced_aug+study" and acc["dataset"] == "isic2018"
     assert acc["split"] == "test" and acc["study_split"] == "official"
 
 
@@ -133,7 +141,9 @@ def test_search_rows_compare_validation_metrics(report: Path):
     assert hpo.loc["roc_auc", "our_metric"] == "auroc" and hpo.loc["macro_recall", "our_metric"] == "balanced_accuracy"
     ours = _ours(report, "paper", "probe", "dinov2_giant+rf+study_hpo+study_input", "ddi", "validation", "auroc")
     assert hpo.loc["roc_auc", "our_value"] == pytest.approx(ours[0][0])
-    assert "macro_precision" not in hpo.index  # not one of our metrics: listed on the page, not compared
+    # the mean of PPV and NPV is not one of our metrics: the record's study_metrics has it, without a CI
+    assert hpo.loc["macro_precision", "our_metric"] == "study_macro_precision"
+    assert hpo.loc["macro_precision", "our_value"] == 0.8 and pd.isna(hpo.loc["macro_precision", "paper_in_ci"])
 
 
 def test_vlm_macro_f1_is_compared_with_the_study_rule(report: Path):
@@ -141,17 +151,22 @@ def test_vlm_macro_f1_is_compared_with_the_study_rule(report: Path):
     vlm = rows[rows["project"] == "vlm"].set_index("paper_metric")
     assert vlm.loc["macro_f1", "our_metric"] == "study_macro_f1" and vlm.loc["macro_f1", "our_value"] == 0.41
     assert vlm.loc["macro_f1", "ci_low"] == 0.30 and vlm.loc["macro_f1", "ci_high"] == 0.50
-    paper = _paper("vlm", "vlm_prompt_simple", "Qwen/Qwen2-VL-2B-Instruct", "ISIC18", "macro_f1")
+    paper = _paper("vlm", "vlm_prompt_simple", "google/medgemma-1.5-4b-it", "ISIC18", "macro_f1")
     assert vlm.loc["macro_f1", "paper_value"] == paper and bool(vlm.loc["macro_f1", "paper_in_ci"]) == (0.30 <= paper <= 0.50)
     # a study metric recorded without bounds is compared without a CI, never called inside or outside one
     assert vlm.loc["accuracy", "our_metric"] == "study_accuracy" and math.isnan(vlm.loc["accuracy", "ci_low"])
     assert pd.isna(vlm.loc["accuracy", "paper_in_ci"])
+    # the study's precision per class is not comparable for VLMs; its macro recall is, by the study's rule
+    assert "precision_malignant" not in vlm.index and vlm.loc["macro_recall", "our_metric"] == "study_macro_recall"
+    # a published metric our record does not have is listed without a value, never dropped
+    assert pd.isna(vlm.loc["macro_recall", "our_value"]) and vlm.loc["macro_recall", "n_seeds"] == 0
+    assert vlm.loc["sensitivity", "our_metric"] == "sensitivity" and vlm.loc["sensitivity", "n_seeds"] == 1
 
 
 def test_what_differs_from_the_study_is_flagged(report: Path):
     rows = pd.read_csv(report / "comparison_with_paper.csv", keep_default_na=False)
     own = rows[rows["experiment"] == "own"]
-    assert len(own) == 2 and set(own["label_definition"]) == {"complete"} and set(own["split_grouping"]) == {"grouped"}
+    assert len(own) == 9 and set(own["label_definition"]) == {"complete"} and set(own["split_grouping"]) == {"grouped"}
     flags = own["differs_from_study"].iloc[0]
     assert "labels complete ≠ study" in flags and "split grouped ≠ official" in flags
     assert "threshold youden ≠ 0.5" in flags and own["threshold"].iloc[0].startswith("youden (")

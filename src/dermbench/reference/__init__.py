@@ -108,11 +108,12 @@ class MetricMapping:
 
 
 def metric_map(project: str) -> dict[str, MetricMapping]:
-    """Published metric -> :class:`MetricMapping` for rows of ``project`` (VLM rows have their own
-    entries where the study's rule differs: its macro-F1 counts an 'error' class)."""
+    """Published metric -> :class:`MetricMapping` for rows of ``project`` (a project's own entry
+    wins: a VLM's macro-F1 is compared with ``study_macro_f1``, since the study's counts an
+    'error' class)."""
     out = {}
     for name, entry in mapping()["metrics"].items():
-        ours = entry.get("vlm", entry.get("ours")) if project == "vlm" else entry.get("ours")
+        ours = entry[project] if project in entry else entry.get("ours")
         out[name] = MetricMapping(name, ours, "" if ours else str(entry.get("why", "")))
     return out
 

@@ -334,7 +334,7 @@ def _value_view(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _with_ci(value: float, low: float, high: float, metric: str) -> str:
     if not _finite(value):
-        return "—"
+        return "not recorded"
     if metric in _COUNT_METRICS:
         return f"{value:.0f}"
     if _finite(low) and _finite(high):
@@ -358,9 +358,10 @@ def comparison_page(comparison: Comparison) -> str:
                          headers={"study_dataset": "dataset", "published": "published (setting / model)",
                                   "label_definition": "labels", "images": "images benign/malignant",
                                   "differs": "differs from the study"})
-    mapping = pd.DataFrame([{"paper metric": name, "ours (CNN, EMB)": reference.metric_map("cnn_vit")[name].ours or "—",
-                             "ours (VLM)": reference.metric_map("vlm")[name].ours or "—",
-                             "why not compared": reference.metric_map("vlm")[name].why}
+    maps = {project: reference.metric_map(project) for project in ("cnn_vit", "embeddings", "vlm")}
+    mapping = pd.DataFrame([{"paper metric": name, **{f"ours ({project})": maps[project][name].ours or "—"
+                                                      for project in maps},
+                             "why not compared": next((m[name].why for m in maps.values() if m[name].why), "")}
                             for name in reference.mapping()["metrics"]])
     return render(
         "comparison.html", title="dermbench: compared with the paper", citation=comparison.citation,
