@@ -36,6 +36,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_eval_dataset_argument(p: argparse.ArgumentParser) -> None:
+    """``--eval-dataset``: the trained cell is also evaluated on other datasets (transfer)."""
+    p.add_argument("--eval-dataset", nargs="+", default=[], metavar="FOLDER", dest="eval_datasets",
+                   help="also evaluate the trained model on these datasets' test splits, without retraining "
+                        "(transfer: the cell's own threshold, images it trained on excluded); records go to "
+                        "<cell>/transfer/<dataset>/, and a re-run evaluates only datasets not done yet")
+
+
 def add_cell_arguments(p: argparse.ArgumentParser, *, experiment: str, force_help: str = "redo complete cells") -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
                    help="any setting of the paradigm (repeatable; VALUE is read as YAML: 0.1, true, null, [1, 2]); "
@@ -119,9 +127,13 @@ def cell_specs(args: argparse.Namespace, paradigm: str, model: str, settings: li
         raise UsageError(f"dataset folder {args.dataset} does not exist (create one with `dermbench synth --out "
                          f"{args.dataset}` or `dermbench prepare SOURCE --raw DIR --out {args.dataset}`)")
     check_threshold_policy(args.threshold_policy)
+    targets = [str(Path(t).absolute()) for t in getattr(args, "eval_datasets", None) or []]
+    missing = [t for t in targets if not Path(t).is_dir()]
+    if missing:
+        raise UsageError(f"--eval-dataset folder(s) {missing} do not exist")
     return [CellSpec(args.experiment, paradigm, model=model, dataset=str(args.dataset), seed=seed, settings=values,
                      threshold_policy=args.threshold_policy, n_boot=args.n_boot, device=args.device,
-                     strict=args.strict, quiet=bool(getattr(args, "quiet", False)))
+                     strict=args.strict, quiet=bool(getattr(args, "quiet", False)), eval_datasets=targets)
             for values in settings for seed in args.seeds]
 
 
@@ -147,4 +159,35 @@ def run_and_summarise(specs: list[CellSpec], args: argparse.Namespace,
               if auc.get("ci_low") is not None and auc.get("ci_high") is not None else "")
         extra = details(metrics, spec)
         print(f"{name}: {result.status}  test AUROC {value}{ci}{'  ' + extra if extra else ''}  {result.path}")
+        for transfer in getattr(result, "transfers", []):
+            if transfer.status == "failed":
+                print(f"  on {transfer.target}: FAILED ({transfer.error}); details in {transfer.path / 'error.txt'}")
+                status = 1
+                continue
+            print(f"  on {transfer.target}: {transfer.status}  {transfer_line(read_metrics(transfer.path))}  "
+                  f"{transfer.path}")
     return status
+
+
+def transfer_line(metrics: dict) -> str:
+    """Test AUROC with its CI, sensitivity/specificity at the training cell's threshold and at the
+    oracle threshold, and how many images were excluded as seen in training."""
+    from ..data.exclusions import TRANSFER_REASONS
+
+    test = metrics["splits"]["test"]["metrics"]
+    auc = test["auroc"]
+    text = "test AUROC n/a" if auc.get("value") is None else f"test AUROC {auc['value']:.3f}"
+    if auc.get("ci_low") is not None and auc.get("ci_high") is not None:
+        text += f" (95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
+
+    def sens_spec(m: dict) -> str:
+        return "/".join("n/a" if m[k].get("value") is None else f"{m[k]['value']:.2f}"
+                        for k in ("sensitivity", "specificity"))
+
+    oracle = ((metrics.get("extra") or {}).get("transfer") or {}).get("oracle") or {}
+    text += f"  sens/spec {sens_spec(test)} at threshold {metrics['threshold']['value']:.3g}"
+    if oracle.get("splits"):
+        text += (f" (oracle {sens_spec(oracle['splits']['test']['metrics'])} at "
+                 f"{oracle['threshold']['value']:.3g})")
+    seen = sum(n for r, n in (metrics.get("exclusions") or {}).get("by_reason", {}).items() if r in TRANSFER_REASONS)
+    return text + f"  {seen} image(s) seen in training excluded"

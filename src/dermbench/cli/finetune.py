@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..paradigms.finetune.settings import AUGMENT_POLICIES, BALANCE_MODES
-from .cells import add_cell_arguments, cell_specs, run_and_summarise, settings_from, validate
+from .cells import (add_cell_arguments, add_eval_dataset_argument, cell_specs, run_and_summarise,
+                    settings_from, validate)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="train only the classification head (default: as the model entry says)")
     p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (average over flips)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes")
+    add_eval_dataset_argument(p)
     add_cell_arguments(p, experiment="finetune", force_help="redo complete cells and discard checkpoints")
     p.set_defaults(func=run)
     return p

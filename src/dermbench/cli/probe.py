@@ -6,7 +6,8 @@ import argparse
 import json
 
 from ..errors import UsageError
-from .cells import add_cell_arguments, cell_specs, run_and_summarise, settings_from, validate
+from .cells import (add_cell_arguments, add_eval_dataset_argument, cell_specs, run_and_summarise,
+                    settings_from, validate)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="validation metric that picks the head's hyperparameters (default auroc)")
     p.add_argument("--batch-size", type=int, help="images per extraction batch (default 64)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes for extraction (default 0)")
+    add_eval_dataset_argument(p)
     add_cell_arguments(p, experiment="probe")
     p.set_defaults(func=run)
     return p

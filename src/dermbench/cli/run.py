@@ -87,7 +87,9 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
         print_plan(config, cells, runs_root, paths)
         return 0
 
-    prepare_datasets(config, paths, needed={c.spec.dataset_name for c in cells}, quiet=quiet)
+    needed = {c.spec.dataset_name for c in cells}
+    needed |= {Path(t).name for c in cells for t in c.spec.eval_datasets}  # transfer targets
+    prepare_datasets(config, paths, needed=needed, quiet=quiet)
     kind = executor or config.executor.kind
     n_workers = workers or config.executor.workers
     where = kind if kind == "ray" else (f"local, {n_workers} worker processes" if n_workers > 1 else "local, in process")

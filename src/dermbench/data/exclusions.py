@@ -36,6 +36,13 @@ REASON_EMPTY = "empty_image"
 IMAGE_REASONS = (REASON_MISSING_IMAGE, REASON_UNSUPPORTED, REASON_UNREADABLE, REASON_TRUNCATED, REASON_EMPTY)
 # --- paradigms -------------------------------------------------------------------------------------
 REASON_REQUEST_FAILED = "request_failed"
+# --- transfer evaluation: a target image the training cell has already seen (data/leaks.py) ---------
+REASON_TRANSFER_SAME_IMAGE = "transfer_same_image"          # same img_id from the same origin
+REASON_TRANSFER_EXACT_DUPLICATE = "transfer_exact_duplicate"  # same file bytes (sha256)
+REASON_TRANSFER_NEAR_DUPLICATE = "transfer_near_duplicate"    # a re-encoded copy (pHash + colour layout)
+REASON_TRANSFER_SAME_LESION = "transfer_same_lesion"        # another image of a lesion/patient trained on
+TRANSFER_REASONS = (REASON_TRANSFER_SAME_IMAGE, REASON_TRANSFER_EXACT_DUPLICATE, REASON_TRANSFER_NEAR_DUPLICATE,
+                    REASON_TRANSFER_SAME_LESION)
 
 #: Columns of ``exclusions.csv``, in order.
 EXCLUSION_COLUMNS = ("split", "row", "img_id", "reason", "detail")

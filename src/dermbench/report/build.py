@@ -12,6 +12,8 @@
       tables/overall_best_by_<metric>.csv best model per dataset, overall and per paradigm
       tables/delong.csv                  paired DeLong tests of the top models per dataset
       tables/incomplete_cells.csv        failed or partial cells
+      tables/transfer_*.csv, calibration.csv   transfer matrices' pairs, best model per dataset pair, by
+                                         modality; calibration before/after (report/transfer.py)
       comparison.html, comparison_with_paper.csv   our numbers beside the paper's (when a cell matches one)
       plots/*.png  errors/*.html  thumbs/*.jpg
 
@@ -38,6 +40,7 @@ from .collect import CellRecord, RunsIndex, collect_runs
 from .comparison import write_comparison
 from .error_pages import write_error_pages
 from .index_page import ReportContent, index_page
+from .transfer import build_transfer, results_with_transfers
 from .tables import (curve_points, delong_table, leaderboard, leaderboard_markdown, metric_matrix, metric_names,
                      overall_best, results_frame, seed_summary)
 
@@ -82,7 +85,9 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
 
     results = results_frame(index.cells)
     summary = seed_summary(results)
-    files = [_csv(results, out / "results.csv"), _csv(summary, out / "summary.csv")]
+    transfer, transfer_files = build_transfer(index, out, _csv)  # trained cells evaluated on other datasets
+    files = [_csv(results_with_transfers(results, transfer), out / "results.csv"), _csv(summary, out / "summary.csv")]
+    files += transfer_files
     datasets = sorted(results["dataset"].unique()) if len(results) else []
     boards = {ds: leaderboard(summary, ds, opts.metric, opts.split) for ds in datasets}
     files += _write_leaderboards(boards, out, opts)
@@ -96,6 +101,7 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
                             curve_points=curve_points(index.cells, opts.metric, opts.split),
                             comparison=comparison if comparison.any_match else None)
 
+    content.transfer = transfer
     log("report: drawing plots")
     content.figures = _draw_figures(content, out / "plots")
     if opts.error_pages:

@@ -19,6 +19,7 @@ from .collect import CellRecord, RunsIndex
 from .html import Table, fmt, render, table
 from .plots import colour
 from .tables import RANKING_SCOPE, TIE_RULE, format_ci
+from .transfer import transfer_section
 
 #: metrics shown beside the ranking metric in the leaderboard tables
 ALSO_SHOWN = ("auprc", "sens_at_spec90", "balanced_accuracy", "brier")
@@ -45,6 +46,7 @@ class ReportContent:
     figures: dict[str, Any] = field(default_factory=dict)
     error_links: list[dict[str, Any]] = field(default_factory=list)
     comparison: Any = None               # comparison.Comparison when a cell matches a published one
+    transfer: Any = None                 # transfer.TransferData: transfer records and calibrated cells
 
     def rel(self, path: Path | None) -> str | None:
         return str(path.relative_to(self.out)) if path else None
@@ -59,6 +61,7 @@ def index_page(content: ReportContent) -> str:
         stamp=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), n_cells=len(index.cells),
         n_incomplete=len(index.incomplete), paradigms=paradigms, metric=content.metric, split=content.split,
         top_k=content.top_k, ranking_scope=RANKING_SCOPE, tie_rule=TIE_RULE, notes=content.notes,
+        transfer=transfer_section(content.transfer, content.rel),
         nav=navigation(content), best=best_table(content.best),
         heatmap=content.rel(content.figures.get("heatmap")),
         datasets=[dataset_section(content, ds) for ds in content.boards],
@@ -75,6 +78,8 @@ def navigation(content: ReportContent) -> list[tuple[str, str]]:
     labels = {"zeroshot": "zeroshot failures", "curves": "curves", "errors": "error analysis",
               "incomplete": "failed cells"}
     nav += [(f"#{anchor}", labels[anchor]) for anchor, shown in present.items() if shown]
+    if content.transfer is not None and content.transfer.any:
+        nav.append(("#transfer", "transfer and calibration"))
     if content.comparison is not None:
         nav.append(("comparison.html", "compared with the paper"))
     return nav + [("#files", "files")]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..runs.cell import CellSpec
@@ -36,6 +36,7 @@ class CellResult:
     status: str           # "done" | "skipped" | "failed" | "busy" (only with wait=False)
     seconds: float = 0.0
     error: str = ""       # failed: the error; busy: who holds the cell
+    transfers: list = field(default_factory=list)  # runs.transfer.TransferResult per evaluation dataset
 
 
 def cell_lock_path(path: str | Path) -> Path:
@@ -49,7 +50,33 @@ def execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool = False, 
 
     The cell is computed under its lock. When another process holds it, ``wait`` waits for that
     process (then skips the cell if it completed it); without ``wait`` the result is ``busy`` and
-    nothing is done, so a grid can come back to the cell later."""
+    nothing is done, so a grid can come back to the cell later.
+
+    A complete cell with ``spec.eval_datasets`` is then evaluated on each of them that has no
+    current transfer record (:func:`dermbench.runs.transfer.run_transfers`): the cell is ``done``
+    when one was evaluated now, ``failed`` (with the evaluation's error) when one failed."""
+    result = _execute_cell(spec, runs_root, force=force, wait=wait)
+    if spec.eval_datasets and result.status in ("done", "skipped"):
+        result = _with_transfers(result, force)
+    return result
+
+
+def _with_transfers(result: CellResult, force: bool) -> CellResult:
+    from ..runs.transfer import run_transfers
+
+    transfers = run_transfers(result.spec, result.path, force=force)
+    result.transfers = transfers
+    result.seconds += sum(t.seconds for t in transfers)
+    failed = [t for t in transfers if t.status == "failed"]
+    if failed:
+        result.status, result.path = "failed", failed[0].path
+        result.error = "; ".join(f"evaluation on {t.target} failed: {t.error}" for t in failed)
+    elif any(t.status == "done" for t in transfers):
+        result.status = "done"
+    return result
+
+
+def _execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool, wait: bool) -> CellResult:
     path = spec.path(runs_root)
     if not force and _is_current(spec, path, announce=True):
         return CellResult(spec, path, "skipped")

@@ -30,7 +30,9 @@ What a grid block of each paradigm holds (its model list, its variant lists, its
 is declared by the paradigm (``paradigms/<p>/block.py``, a :class:`~dermbench.runs.block.GridBlock`);
 this module builds the schema from the registered paradigms and names none of them. Keys every
 block has: ``settings``, ``model_settings`` (per-model overrides), ``datasets``, ``seeds``,
-``resources``, ``threshold_policy``.
+``resources``, ``threshold_policy``, ``eval_datasets`` (dataset names, or ``all``: each trained
+finetune/probe cell is also evaluated on their test splits without retraining, see
+:mod:`dermbench.runs.transfer`; on a zeroshot block they are simply more datasets to run on).
 
 ``variables`` are plain text substitution before validation: every ``${name}`` in a string value
 of the config becomes the variable's value (a path set once, such as where the study's repository
@@ -138,6 +140,11 @@ class RunConfig(StrictModel):
                 if name not in names:
                     raise ValueError(f"grid[{i}].datasets names {name!r}, which is not in datasets "
                                      f"({', '.join(names)})")
+            if isinstance(block.eval_datasets, list):
+                for name in block.eval_datasets:
+                    if name not in names:
+                        raise ValueError(f"grid[{i}].eval_datasets names {name!r}, which is not in datasets "
+                                         f"({', '.join(names)})")
             for model in block.model_names():
                 try:  # validated here so a bad setting fails before the grid runs
                     block.cell_settings(model)

@@ -1,7 +1,9 @@
 """Expand a :class:`~dermbench.runner.config.RunConfig` into the cells of the grid.
 
 A block runs ``models × datasets × seeds × variants`` (a variant is what the paradigm's block
-lists: a finetune balancing mode, a probe head and label fraction, a zeroshot prompt set). Cells
+lists: a finetune balancing mode, a probe head and label fraction, a zeroshot prompt set). A
+block's ``eval_datasets`` become each trained cell's ``CellSpec.eval_datasets`` (its own dataset
+left out); for a block that trains nothing (zeroshot) they are added to its datasets. Cells
 are ordered model → dataset → seed → variant so that the cells sharing a model's cached work (a
 probe backbone's embeddings, a dual encoder's image features) run next to each other.
 """
@@ -45,6 +47,10 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
     seen: dict[str, int] = {}
     for index, block in enumerate(config.grid):
         dataset_names = block.datasets or list(paths)
+        targets = block.evaluation_datasets(list(paths))
+        if not block.reuses_trained_model:  # nothing trained to transfer: the datasets are run on
+            dataset_names = dataset_names + [n for n in targets if n not in dataset_names]
+            targets = []
         seeds = block.seeds or config.seeds
         resources = block.resources or config.resources
         for model in block.model_names():
@@ -57,7 +63,8 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
                             dataset=str(paths[dataset]), seed=int(seed), settings=dict(settings),
                             threshold_policy=block.threshold_policy or config.threshold_policy,
                             n_boot=config.n_boot, device=config.device, strict=config.strict, quiet=quiet,
-                            threads=max(1, math.ceil(resources.num_cpus)))
+                            threads=max(1, math.ceil(resources.num_cpus)),
+                            eval_datasets=[str(paths[n]) for n in targets if n != dataset])
                         folder = str(spec.path("")).lower()  # names are made file-system safe there
                         if folder in seen:
                             raise ConfigError(

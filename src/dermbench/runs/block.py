@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, get_args
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -104,6 +104,9 @@ class GridBlock(StrictModel):
     models_field: ClassVar[str] = "models"
     #: the paradigm's pydantic settings model; None: settings are a free mapping
     settings_model: ClassVar[type[BaseModel] | None] = None
+    #: True when a cell trains a model that ``eval_datasets`` evaluates on other datasets
+    #: (dermbench.runs.transfer); False: ``eval_datasets`` only adds datasets to the block
+    reuses_trained_model: ClassVar[bool] = False
 
     paradigm: str
     settings: dict[str, Any] = Field(default_factory=dict, description="the paradigm's settings")
@@ -111,6 +114,9 @@ class GridBlock(StrictModel):
                                                       description="per-model overrides of settings")
     datasets: list[str] | None = Field(None, description="restrict this block to these dataset names")
     seeds: list[int] | None = Field(None, description="override the top-level seeds for this block")
+    eval_datasets: list[str] | Literal["all"] | None = Field(
+        None, description="dataset names (or 'all') whose test splits each trained cell is also evaluated on, "
+                          "without retraining (transfer); a block whose cells train nothing runs on them")
     resources: Resources | None = None
     threshold_policy: str | None = None
 
@@ -118,6 +124,17 @@ class GridBlock(StrictModel):
     @classmethod
     def _policy_known(cls, v: str | None) -> str | None:
         return v if v is None else check_threshold_policy(v)
+
+    @field_validator("eval_datasets")
+    @classmethod
+    def _eval_datasets_unique(cls, v: list[str] | str | None) -> list[str] | str | None:
+        return unique(v, "evaluation dataset") if isinstance(v, list) else v
+
+    def evaluation_datasets(self, names: list[str]) -> list[str]:
+        """The dataset names ``eval_datasets`` means, given every dataset of the config."""
+        if self.eval_datasets is None:
+            return []
+        return list(names) if self.eval_datasets == "all" else list(self.eval_datasets)
 
     @model_validator(mode="after")
     def _model_settings_name_block_models(self) -> "GridBlock":

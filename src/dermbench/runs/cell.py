@@ -122,6 +122,9 @@ class CellSpec:
     strict: bool = False
     quiet: bool = False
     threads: int = 0          # torch intra-op CPU threads for this cell; 0 = the library default
+    # dataset folders the trained cell is also evaluated on, no retraining (dermbench.runs.transfer);
+    # not part of the identity: each evaluation is a record inside the cell, <cell>/transfer/<dataset>/
+    eval_datasets: list[str] = field(default_factory=list)
 
     @property
     def identity(self) -> CellIdentity:

@@ -25,6 +25,7 @@ from .settings import BALANCE_MODES, FinetuneSettings
 class FinetuneBlock(GridBlock):
     model_kind: ClassVar[str] = "classifier"
     settings_model: ClassVar[type] = FinetuneSettings
+    reuses_trained_model: ClassVar[bool] = True
 
     paradigm: Literal["finetune"]
     models: list[str] = Field(min_length=1, description="classifier names (`dermbench ls finetune-models`, "

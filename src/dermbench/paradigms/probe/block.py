@@ -30,6 +30,7 @@ class ProbeBlock(GridBlock):
     model_kind: ClassVar[str] = "backbone"
     models_field: ClassVar[str] = "backbones"
     settings_model: ClassVar[type] = ProbeSettings
+    reuses_trained_model: ClassVar[bool] = True
 
     paradigm: Literal["probe"]
     backbones: list[str] = Field(min_length=1, description="backbone names (`dermbench ls backbones`, "
