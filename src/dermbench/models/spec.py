@@ -86,6 +86,21 @@ class ModelSpec:
         return self.framework
 
     @property
+    def fp16_safe(self) -> bool:
+        """Whether float16 inference is known to be safe for this model (``dtype: auto`` uses it on
+        GPUs without native bf16; see :func:`dermbench.utils.device.torch_dtype`). The one rule:
+        CLIP-style dual encoders (trained in fp16 mixed precision) yes; SigLIP towers (logit overflow)
+        and generative VLMs (Gemma-3-based MedGemma answers nothing in fp16) no. An entry's
+        ``options.fp16`` (true/false) overrides the rule."""
+        if "fp16" in self.options:
+            return bool(self.options["fp16"])
+        if self.zeroshot_kind != "dual":
+            return False
+        if self.framework == "hf":
+            return self.options.get("architecture", "clip") == "clip"
+        return "siglip" not in self.model_id.lower()
+
+    @property
     def freeze_backbone(self) -> bool:
         """Finetune only the classification head (the study's ``*_backbone_freezed`` entries)."""
         return bool(self.options.get("freeze_backbone", False))

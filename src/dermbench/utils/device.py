@@ -8,6 +8,8 @@ benchmark that quietly ran on the CPU reports other numbers and other timings).
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import UsageError
 
 AUTO = "auto"
@@ -59,12 +61,70 @@ def choose_device(requested: str | None = AUTO) -> str:
     raise UsageError(f"device {requested!r} is not supported; use auto, cpu, cuda, cuda:<index> or mps")
 
 
-def torch_dtype(name: str, device: str):
-    """The torch dtype for a ``dtype`` setting on ``device``: ``auto`` is float16 on CUDA, else float32."""
+def activate_device(device: str) -> str:
+    """Make ``device`` the current CUDA device of this process (``cuda:1`` -> ``torch.cuda.set_device(1)``)
+    before anything touches CUDA: the DataLoader's pin-memory thread, capability queries and libraries
+    that allocate on the current device would otherwise create a context on GPU 0 as well. ``cuda``
+    without an index, ``mps`` and ``cpu`` change nothing. Returns ``device``."""
+    text = str(device)
+    if text.startswith("cuda:"):
+        import torch
+
+        torch.cuda.set_device(torch.device(text))
+    return text
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this process may use, as ``CUDA_VISIBLE_DEVICES`` entries: the entries of the
+    variable when it is set (indices or UUIDs), else ``0 .. n-1`` for the GPUs torch counts (no CUDA
+    context is created to count them)."""
+    import os
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [part.strip() for part in listed.split(",") if part.strip() and part.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def native_bf16(device: Any) -> bool:
+    """Whether the CUDA ``device`` computes bfloat16 natively: compute capability 8.0 or later
+    (Ampere, Hopper, Ada ...). ``torch.cuda.is_bf16_supported()`` also says yes on a T4 or V100,
+    where bf16 is emulated and slower than fp32, which is why this asks the capability instead."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return False
+    major, _minor = torch.cuda.get_device_capability(dev if dev.index is not None else None)
+    return major >= 8
+
+
+def autocast_dtype(device: Any) -> Any:
+    """The half-precision dtype for mixed precision on the CUDA ``device``: bfloat16 where it is
+    native (:func:`native_bf16`), else float16 (training pairs it with a grad scaler)."""
+    import torch
+
+    return torch.bfloat16 if native_bf16(device) else torch.float16
+
+
+def torch_dtype(name: str, device: str, *, fp16_safe: bool = False):
+    """The torch dtype a model is loaded in for a ``dtype`` setting on ``device``.
+
+    ``auto``: bfloat16 on a GPU with native bf16 (:func:`native_bf16`); on an older GPU float16 only
+    for models known to be safe in it (``fp16_safe``: CLIP-style dual encoders; see
+    :attr:`dermbench.models.spec.ModelSpec.fp16_safe`), else float32 — Gemma-3-based VLMs
+    (MedGemma) answer nothing in float16 and SigLIP towers risk overflow; float32 on a CPU or MPS.
+    An explicit ``float32``/``bfloat16``/``float16`` is taken as it is."""
     import torch
 
     if name == "auto":
-        return torch.float16 if torch.device(device).type == "cuda" else torch.float32
+        if torch.device(device).type != "cuda":
+            return torch.float32
+        if native_bf16(device):
+            return torch.bfloat16
+        return torch.float16 if fp16_safe else torch.float32
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in dtypes:
         raise UsageError(f"unknown dtype {name!r}; use auto, {', '.join(dtypes)}")
