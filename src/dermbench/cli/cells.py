@@ -68,14 +68,19 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     anything else a string); ``a.b=1`` sets key ``b`` of mapping ``a``."""
     import yaml
 
+    from ..errors import quote
+    from ..utils.yamlio import load_yaml
+
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
-            raise UsageError(f"--set expects KEY=VALUE (e.g. --set lr=1e-4), got {item!r}")
+            raise UsageError(f"--set expects KEY=VALUE (e.g. --set lr=1e-4), got {quote(item)}")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            value = load_yaml(text) if text.strip() else ""
+        except yaml.constructor.ConstructorError as exc:  # a duplicate key or an alias bomb: not plain text
+            raise UsageError(f"--set {quote(key)}: {exc}") from None
         except yaml.YAMLError:
             value = text
         if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
@@ -85,7 +90,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         for part in parents:
             node = target.setdefault(part, {})
             if not isinstance(node, dict):
-                raise UsageError(f"--set {item!r}: {part!r} is set to a value and used as a mapping")
+                raise UsageError(f"--set {quote(item)}: {part!r} is set to a value and used as a mapping")
             target = node
         if leaf in target:
             raise UsageError(f"--set gives {key!r} twice")

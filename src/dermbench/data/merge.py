@@ -54,9 +54,11 @@ def load_merge_config(path: str | Path) -> MergeConfig:
     """Read a merge YAML (see ``configs/merge_paper.yaml``); unknown keys are errors."""
     import yaml
 
+    from ..utils.yamlio import load_yaml
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise MergeError(f"merge config {path}: {exc}") from exc
     allowed = {"datasets_root", "out_root", "link", "allow_mixed_premalignant", "merges"}

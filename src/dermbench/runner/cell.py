@@ -102,7 +102,7 @@ def _is_current(spec: CellSpec, path: Path, *, announce: bool) -> bool:
         if announce:
             log.warning("%s: %s; the cell is redone", path, problem)
         return False
-    changed = changed_fields(spec, path)
+    changed = change_reasons(spec, path)
     if changed and announce:
         log.info("%s: complete, but %s; redoing it", path, "; ".join(changed))
     return not changed
@@ -136,8 +136,19 @@ RESULT_FIELDS = ("settings", "threshold_policy", "n_boot", "strict")
 
 
 def changed_fields(spec: CellSpec, path: str | Path, fingerprints: dict[str, str | None] | None = None) -> list[str]:
+    """What differs between the complete cell in ``path`` and ``spec`` (empty: it is current), as
+    field names: ``settings.<key>``, ``n_boot`` ..., ``dataset``. :func:`change_reasons` says how."""
+    return [name for name, _reason in _changes(spec, Path(path), fingerprints)]
+
+
+def change_reasons(spec: CellSpec, path: str | Path, fingerprints: dict[str, str | None] | None = None) -> list[str]:
     """Why the complete cell in ``path`` does not hold the results ``spec`` would give, one reason
-    per difference (empty: it is current).
+    per difference (``settings.lr changed: 0.1→0.2``, ``dataset changed: fingerprint a→b``)."""
+    return [reason for _name, reason in _changes(spec, Path(path), fingerprints)]
+
+
+def _changes(spec: CellSpec, path: Path, fingerprints: dict[str, str | None] | None) -> list[tuple[str, str]]:
+    """(field, reason) per difference between the complete cell in ``path`` and ``spec``.
 
     * each of :data:`RESULT_FIELDS` whose value in the recorded ``config.yaml`` differs from
       ``spec`` (``settings.<key>`` per setting). Settings keys only one side has are not compared,
@@ -156,7 +167,7 @@ def changed_fields(spec: CellSpec, path: str | Path, fingerprints: dict[str, str
     from ..utils.yamlio import load_yaml
 
     try:
-        recorded = load_yaml((Path(path) / "config.yaml").read_text(encoding="utf-8"))
+        recorded = load_yaml((path / "config.yaml").read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return []
     if not isinstance(recorded, dict):
@@ -168,13 +179,13 @@ def changed_fields(spec: CellSpec, path: str | Path, fingerprints: dict[str, str
             continue
         old, new = recorded[key], current.get(key)
         if key == "settings" and isinstance(old, dict) and isinstance(new, dict):
-            changed += [f"settings.{k} changed: {quote(old[k], 60)}→{quote(new[k], 60)}"
+            changed += [(f"settings.{k}", f"settings.{k} changed: {quote(old[k], 60)}→{quote(new[k], 60)}")
                         for k in new if k in old and old[k] != new[k]]
         elif old != new:
-            changed.append(f"{key} changed: {quote(old, 60)}→{quote(new, 60)}")
-    dataset = _dataset_change(spec, Path(path), {} if fingerprints is None else fingerprints)
+            changed.append((key, f"{key} changed: {quote(old, 60)}→{quote(new, 60)}"))
+    dataset = _dataset_change(spec, path, {} if fingerprints is None else fingerprints)
     if dataset:
-        changed.append(dataset)
+        changed.append(("dataset", dataset))
     return changed
 
 

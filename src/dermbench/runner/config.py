@@ -310,7 +310,8 @@ def parse_config(data: Any, source: str = "config", variables: Mapping[str, str]
 
 
 def load_config(path: str | Path, variables: Mapping[str, str] | None = None) -> RunConfig:
-    """Read and validate a YAML run config (``yaml.safe_load``); ``variables`` override its own."""
+    """Read and validate a YAML run config (:func:`dermbench.utils.yamlio.load_yaml`: duplicate keys
+    and alias bombs are refused); ``variables`` override its own."""
     path = Path(path)
     if not path.is_file():
         packaged = packaged_config(str(path))
@@ -319,7 +320,9 @@ def load_config(path: str | Path, variables: Mapping[str, str] | None = None) ->
                               f"{', '.join(packaged_config_names())})")
         path = packaged
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        from ..utils.yamlio import load_yaml
+
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return parse_config(data, str(path), variables)

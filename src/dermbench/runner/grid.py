@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..runs.block import Resources
 from ..runs.cell import CellSpec
 from ..runs.record import verify_complete
-from .cell import changed_fields
+from .cell import change_reasons
 from .config import RunConfig
 
 
@@ -86,11 +86,11 @@ def cell_state(cell: PlannedCell, runs_root: str | Path) -> str:
 def cell_state_and_reasons(cell: PlannedCell, runs_root: str | Path,
                            fingerprints: dict[str, str | None] | None = None) -> tuple[str, list[str]]:
     """:func:`cell_state` and why a ``changed`` or ``corrupt`` cell is redone (``fingerprints``:
-    see :func:`~dermbench.runner.cell.changed_fields`)."""
+    see :func:`~dermbench.runner.cell.change_reasons`)."""
     path = cell.spec.path(runs_root)
     problem = verify_complete(path)
     if problem == "":
-        changed = changed_fields(cell.spec, path, fingerprints)
+        changed = change_reasons(cell.spec, path, fingerprints)
         return ("changed", changed) if changed else ("complete", [])
     if problem:
         return "corrupt", [problem]

@@ -42,8 +42,10 @@ SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "va
 def load_mapping(path: Path) -> dict:
     import yaml
 
+    from ...utils.yamlio import load_yaml
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise SourceFormatError(f"mapping file {path}: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or not data["labels"]:

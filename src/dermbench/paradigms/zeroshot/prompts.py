@@ -332,7 +332,9 @@ def parse_prompt_set(data: Any, where: str) -> PromptSet:
 def load_prompt_file(path: str | Path) -> PromptSet:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        from ...utils.yamlio import load_yaml
+
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PromptSetError(f"cannot read prompt set {path}: {exc}") from exc
     except yaml.YAMLError as exc:
