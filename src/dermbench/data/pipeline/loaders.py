@@ -72,14 +72,19 @@ class _Normalize:
         self._tensors: tuple[Any, Any] | None = None
 
     def __call__(self, image: Any) -> Any:
+        """One image ``[3, H, W]`` or a batch ``[B, 3, H, W]``, on whatever device it is (the
+        training loop normalises uint8 batches on the GPU with this same object)."""
         import torch
 
         if isinstance(image, np.ndarray):
             image = _to_chw_tensor(image)
         if self._tensors is None:  # built lazily so the object stays cheap to pickle
-            self._tensors = (torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1),
-                             torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1))
-        mean, std = self._tensors
+            self._tensors = {}
+        key = str(image.device)
+        if key not in self._tensors:
+            self._tensors[key] = (torch.tensor(self.mean, dtype=torch.float32, device=image.device).view(3, 1, 1),
+                                  torch.tensor(self.std, dtype=torch.float32, device=image.device).view(3, 1, 1))
+        mean, std = self._tensors[key]
         return image.to(torch.float32).div_(255.0).sub_(mean).div_(std)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -105,6 +110,68 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+
+
+def keep_uint8(image: Any) -> Any:
+    """Loader transform that leaves the cached pixels as they are (uint8 CHW): batches travel to the
+    device as uint8 (a quarter of the bytes of float32 in shared memory, pinned memory and the
+    host-to-device copy) and are normalised there with :func:`eval_transform` (which takes batches)."""
+    if isinstance(image, np.ndarray):
+        return _to_chw_tensor(image)
+    return image
+
+
+class EpochSeededImages:
+    """Map-style dataset wrapper for a loader that is built once and iterated every epoch.
+
+    With ``persistent_workers`` a worker keeps its RNG state from one epoch to the next, so an
+    epoch's augmentations would depend on the epochs before it (and a resumed run would differ
+    from an uninterrupted one). :meth:`set_epoch_seed` publishes the epoch's base seed in shared
+    memory before the epoch's iterator starts; each worker reseeds itself from it on its first item
+    of the epoch exactly as a freshly started worker would (``torch.manual_seed(base + worker_id)``,
+    then :func:`seed_worker`). In the main process (no workers) nothing is reseeded: the caller
+    seeds the global RNGs.
+    """
+
+    def __init__(self, images: Any):
+        import multiprocessing
+
+        self.images = images
+        self._base_seed = multiprocessing.RawValue("q", -1)  # fork/spawn workers inherit it
+        self._applied: int | None = None
+
+    def set_epoch_seed(self, base_seed: int) -> None:
+        self._base_seed.value = int(base_seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Any:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        if info is not None:
+            base = int(self._base_seed.value)
+            if base >= 0 and base != self._applied:
+                import torch
+
+                torch.manual_seed(base + info.id)
+                seed_worker(info.id)
+                self._applied = base
+        return self.images[i]
+
+    # what callers read from a loader's dataset
+    @property
+    def labels(self) -> np.ndarray:
+        return self.images.labels
+
+    @property
+    def img_ids(self) -> list[str]:
+        return self.images.img_ids
+
+    @property
+    def errors(self) -> list[Exclusion]:
+        return self.images.errors
 
 
 class CachedSplitImages:
@@ -176,6 +243,7 @@ def make_loader(
     use_cache: bool = True,
     device: Any = None,
     progress: bool = True,
+    epoch_seeded: bool = False,
 ) -> Any:
     """A ``DataLoader`` over ``dataset.splits[split]`` yielding dict batches:
 
@@ -192,7 +260,9 @@ def make_loader(
     for a given ``seed`` (seeded ``torch.Generator`` + :func:`seed_worker`); with ``workers=0``
     augmentation draws from the process's global RNGs, which the caller seeds (as the paradigms
     do with their run seed). ``pin_memory`` is on only for a CUDA ``device``; ``persistent_workers``
-    whenever there are workers, which start with ``fork`` on Linux.
+    whenever there are workers, which start with ``fork`` on Linux. ``epoch_seeded`` wraps the split
+    in :class:`EpochSeededImages` (a loader built once and iterated per epoch: the caller publishes
+    each epoch's worker seed with ``loader.dataset.set_epoch_seed``).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -208,6 +278,9 @@ def make_loader(
         ds = DecodedSplitImages(split, frame, policy, transform)
     if sampler is not None and shuffle:
         raise ValueError("give either shuffle=True or a sampler, not both")
+    errors = list(ds.errors)
+    if epoch_seeded:
+        ds = EpochSeededImages(ds)
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     is_cuda = device is not None and torch.device(device).type == "cuda"
@@ -224,5 +297,5 @@ def make_loader(
     loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
                         sampler=sampler, num_workers=workers, worker_init_fn=seed_worker,
                         generator=generator, drop_last=drop_last, pin_memory=is_cuda, **kwargs)
-    loader.errors = list(ds.errors)  # type: ignore[attr-defined]
+    loader.errors = errors  # type: ignore[attr-defined]
     return loader

@@ -81,19 +81,37 @@ POLICIES: dict[str, Callable[[int], list[Any]]] = {"paper": paper_policy, "flip"
 ON_PIL = {"paper"}
 
 
-def train_transform(policy: str, size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
-    """uint8 CHW tensor (cached pixels) -> augmented float32 CHW normalised with ``mean``/``std``.
+def train_pixels(policy: str, size: int) -> Callable[[Any], Any]:
+    """uint8 CHW tensor (cached pixels) -> augmented uint8 CHW tensor: what the training loader's
+    workers compute. The batch goes to the device as uint8 and :func:`train_normalizer` turns it into
+    the model's input there.
 
     The geometric and colour steps run on a PIL view of the cached pixels: on a CPU, Pillow's
     rotation/affine/blur are 5-10× faster than the tensor kernels for uint8 images (rotation
-    ~0.1 ms vs ~0.9 ms at 224 px), and the DataLoader workers are what feeds the accelerator. Then
-    one conversion to float and the model's normalisation, exactly as at evaluation.
+    ~0.1 ms vs ~0.9 ms at 224 px), and the DataLoader workers are what feeds the accelerator.
     """
-    import torch
     from torchvision.transforms import v2
 
     if policy not in POLICIES:
         raise ValueError(f"unknown augmentation policy {policy!r}; available: {', '.join(POLICIES)}")
     steps = POLICIES[policy](size)
-    head = [_to_pil, *steps, v2.PILToTensor()] if policy in ON_PIL else steps
-    return v2.Compose(head + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])
+    return v2.Compose([_to_pil, *steps, v2.PILToTensor()] if policy in ON_PIL else (steps or [v2.Identity()]))
+
+
+def train_normalizer(mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
+    """uint8 image or batch (any device) -> float32 normalised with ``mean``/``std``: one conversion
+    to float and the model's normalisation (torchvision's ``ToDtype(scale=True)`` + ``Normalize``,
+    the same element-wise arithmetic whether it runs per image in a worker or per batch on a GPU)."""
+    import torch
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))])
+
+
+def train_transform(policy: str, size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Any], Any]:
+    """uint8 CHW tensor (cached pixels) -> augmented float32 CHW normalised with ``mean``/``std``
+    in one per-image transform (:func:`train_pixels` then :func:`train_normalizer`); the training
+    loop itself keeps the two apart so batches travel as uint8."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([train_pixels(policy, size), train_normalizer(mean, std)])

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from ...runs.cell import CellSpec
-from ...runs.evaluate import operating_threshold, without_unreadable
+from ...runs.evaluate import calibrate_scores, operating_threshold, without_unreadable
 from ...runs.record import RunRecorder
 from ...utils.console import get_logger
 from .settings import FinetuneSettings
@@ -47,17 +47,29 @@ def misclassified(frame: pd.DataFrame, threshold: float, paths: pd.Series | None
     return out
 
 
+def _checkpoint_record(work: Any, best_epoch: int) -> dict[str, Any]:
+    """The best epoch's weights file (kept in ``work/``) and its sha256, for transfer evaluations
+    and ``dermbench predict`` (which load it with ``torch.load(weights_only=True)`` after checking it)."""
+    from ...utils.filestamp import sha256_file
+    from .train import BEST_WEIGHTS
+
+    path = work / BEST_WEIGHTS.format(epoch=int(best_epoch))
+    return {"file": f"{work.name}/{path.name}", "epoch": int(best_epoch), "sha256": sha256_file(path),
+            "format": "torch state dict, weights_only"}
+
+
 def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     """Train and evaluate one finetune cell; returns the metrics written to ``metrics.json``."""
     from ...data.contract import load_dataset
     from ...data.pipeline.decode import ResizePolicy
     from ...data.pipeline.image_cache import build_image_cache
-    from ...data.pipeline.loaders import eval_transform, make_loader
+    from ...data.pipeline.loaders import eval_transform, keep_uint8, make_loader
     from ...runs.evaluate import finalize_cell
     import torch
 
     from ...models import build_classifier
-    from ...utils.device import choose_device
+    from ...utils.device import activate_device, choose_device
+    from .settings import loader_workers
     from .train import CHECKPOINT, amp_dtype, curves_png, fit, log_frame, predict, seed_everything, settings_key
 
     settings = FinetuneSettings(**spec.settings)
@@ -67,7 +79,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         logger.info("[finetune %s seed %s] %s", spec.label, spec.seed, msg)
 
     t_start = time.perf_counter()
-    device = torch.device(choose_device(spec.device))
+    device = torch.device(activate_device(choose_device(spec.device)))  # cuda:N current before any CUDA use
     # The model first: missing weights are an error within a second, before any dataset work.
     seed_everything(spec.seed)  # the head's random init depends on the seed, nothing else
     built = build_classifier(spec.model, weights=settings.weights, freeze=settings.freeze_backbone,
@@ -89,7 +101,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                            freeze=built.freeze_backbone, settings=settings.model_dump(exclude={"preset"}),
                            dataset=dataset.fingerprint, seed=spec.seed, device=device.type)
     result = fit(built.model, dataset, settings, seed=spec.seed, work_dir=recorder.work, mean=mean, std=std,
-                 device=device, run_key=run_key, progress=not quiet, log=log)
+                 device=device, run_key=run_key, progress=not quiet, log=log, cpu_threads=spec.threads)
     for note in result.notes:
         log(note)
 
@@ -99,12 +111,14 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     channels_last = settings.channels_last and device.type == "cuda"
     scores: dict[str, pd.DataFrame] = {}
     for split in ("validation", "test"):
-        loader = make_loader(dataset, split, policy=policy, transform=eval_transform(mean, std), batch_size=eval_bs,
-                             workers=settings.workers, seed=spec.seed, device=device, progress=not quiet)
+        loader = make_loader(dataset, split, policy=policy, transform=keep_uint8, batch_size=eval_bs,
+                             workers=loader_workers(settings.workers, spec.threads), seed=spec.seed, device=device,
+                             progress=not quiet)
         frame, _loss = predict(built.model, loader, device, amp=autocast, channels_last=channels_last,
-                               tta=settings.tta)
+                               tta=settings.tta, normalize=eval_transform(mean, std))
         scores[split] = frame
     predict_s = time.perf_counter() - t_pred
+    scores, calibration = calibrate_scores(dataset, scores, settings.calibration)
 
     # the same choice finalize_cell records, so the error-analysis lists match the record
     threshold = float(operating_threshold(spec.threshold_policy, scores["validation"])["value"])
@@ -131,21 +145,21 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                      "train_images_per_s": result.train_images_per_s, "balance": settings.balance,
                      "augment": settings.augment, "resize": policy.key(), "tta": settings.tta,
                      "image_cache": cache.key, "notes": result.notes, "log": "train_log.csv", "curves": curves},
+        "checkpoint": _checkpoint_record(recorder.work, result.best_epoch),
         "error_analysis": {"split": "test", "threshold": threshold,
                            "false_benign": int(len(errors["false_benign"])),
                            "false_malignant": int(len(errors["false_malignant"])),
                            "files": dict(ERROR_FILES)},
     }
     metrics = finalize_cell(
-        recorder, dataset, {"validation": scores["validation"][["img_id", "p_malignant"]],
-                            "test": scores["test"][["img_id", "p_malignant"]]},
+        recorder, dataset, {split: frame.drop(columns=["label"]) for split, frame in scores.items()},
         threshold_policy=spec.threshold_policy, n_boot=spec.n_boot, seed=spec.seed,
         provenance={"weights": built.weights_identity, "device": str(device),
                     "dtype": "float32" if autocast is None else f"autocast {str(autocast).replace('torch.', '')}",
                     "batch_size": settings.batch_size},
         timing={"image_cache_s": round(cache_s, 3), "train_s": result.train_seconds,
                 "predict_s": round(predict_s, 3), "total_s": round(time.perf_counter() - t_start, 3)},
-        extra=extra, cell=spec.to_dict(), excluded_images=excluded)
+        extra=extra, cell=spec.to_dict(), excluded_images=excluded, calibration=calibration)
     if abs(float(metrics["threshold"]["value"]) - threshold) > 1e-12:
         logger.warning("[finetune %s seed %s] error analysis used threshold %s but the record chose %s; "
                        "false_benign/false_malignant.csv do not match the record",

@@ -72,7 +72,8 @@ class FinetuneSettings(BaseModel):
     # --- hardware -----------------------------------------------------------------------------
     amp: bool = Field(True, description="mixed precision on GPU (bf16 where supported, else fp16 + grad scaler)")
     channels_last: bool = Field(True, description="channels-last memory format on GPU")
-    workers: int = Field(2, ge=0, description="DataLoader worker processes")
+    workers: Optional[int] = Field(None, ge=0, description="DataLoader worker processes; None: from the CPUs "
+                                                           "the cell has (loader_workers)")
     compile: bool = Field(False, description="torch.compile the model (GPU, long runs)")
     keep_last_checkpoint: bool = Field(False, description="keep work/last.pt (weights + optimizer state) once "
                                                           "the cell is complete; the best epoch's weights "
@@ -98,6 +99,20 @@ class FinetuneSettings(BaseModel):
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["preset"] = name
         return cls(**values)
+
+
+def loader_workers(setting: int | None, cpu_threads: int = 0) -> int:
+    """DataLoader worker processes of a finetune run: ``setting`` when given; else one per CPU the
+    cell has beyond the one the training process itself uses (``cpu_threads - 1``, so a grid's
+    ``resources.num_cpus: 8`` gives 7 workers and ``num_cpus: 1`` trains in the main process);
+    without a CPU count (a standalone command: ``cpu_threads`` 0) up to 8, leaving one core free."""
+    import os
+
+    if setting is not None:
+        return int(setting)
+    if cpu_threads > 0:
+        return max(0, int(cpu_threads) - 1)
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 #: Named starting points. ``paper`` lists every value explicitly so the protocol reads here.

@@ -6,10 +6,12 @@ with patience, and the weights of the best epoch restored at the end.
 
 Reproducibility and resume
 --------------------------
-Every epoch starts by seeding torch, numpy and ``random`` from ``(seed, epoch)``, and the loaders
-(shuffle order, oversampling draws, worker seeds) are built per epoch from the same derived seed.
-The randomness of epoch *k* therefore depends only on the seed and *k*, never on how many epochs
-ran in this process. After every epoch the full state (model, optimizer, scheduler, grad scaler,
+Every epoch starts by seeding torch, numpy and ``random`` from ``(seed, epoch)``, and reseeding the
+training loader (shuffle order, oversampling draws, worker seeds) from the same derived seed. The
+loader itself is built once per run, so its worker processes persist across epochs; each worker
+reseeds itself at the start of an epoch exactly as a freshly started one would
+(:class:`~dermbench.data.pipeline.loaders.EpochSeededImages`). The randomness of epoch *k* therefore
+depends only on the seed and *k*, never on how many epochs ran in this process. After every epoch the full state (model, optimizer, scheduler, grad scaler,
 early-stopping state, history, RNG states) is written atomically to ``work/last.pt`` as plain
 tensors and containers, loadable with ``torch.load(weights_only=True)``. A killed run restarted
 with the same settings continues after the last saved epoch and, on a CPU, ends with
@@ -84,12 +86,22 @@ def seed_everything(seed: int) -> None:
 
 
 def amp_dtype(device: Any, enabled: bool) -> Any:
-    """Autocast dtype on CUDA (bf16 where supported, else fp16), None on CPU or when disabled."""
-    import torch
-
+    """Autocast dtype on CUDA: bf16 where the GPU computes it natively (compute capability 8.0 and
+    later), else fp16, which training pairs with a grad scaler (:func:`grad_scaler`); None on CPU or
+    when disabled."""
     if not enabled or device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    from ...utils.device import autocast_dtype
+
+    return autocast_dtype(device)
+
+
+def grad_scaler(device: Any, autocast: Any) -> Any:
+    """``torch.amp.GradScaler`` for ``device``, enabled exactly when training runs in fp16 (whose
+    small gradients underflow without loss scaling); a disabled scaler passes everything through."""
+    import torch
+
+    return torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
 
 
 def class_counts(labels: np.ndarray) -> np.ndarray:
@@ -159,6 +171,13 @@ def settings_key(**material: Any) -> str:
 # Checkpoints (weights_only-compatible)
 # --------------------------------------------------------------------------------------------
 
+def _cuda_devices() -> int:
+    """CUDA devices this process sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def _rng_state() -> dict[str, Any]:
     import torch
 
@@ -169,21 +188,38 @@ def _rng_state() -> dict[str, Any]:
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "python": random.getstate(),
     }
-    if torch.cuda.is_available():
+    if _cuda_devices():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def _set_rng_state(state: dict[str, Any]) -> None:
+def _set_rng_state(state: dict[str, Any]) -> list[str]:
+    """Restore the saved RNG states that apply here; returns notes on what was not restored.
+
+    Every epoch reseeds torch (CPU and every CUDA device), numpy and ``random`` from ``(seed,
+    epoch)``, so these states only matter between the checkpoint and that reseed; a CUDA state is
+    restored for each device that exists here and skipped otherwise (a run resumed on a machine or
+    worker that sees fewer GPUs, or none)."""
     import torch
 
+    notes = []
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
     np.random.set_state((n["key"], n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved_cuda = list(state.get("cuda") or [])
+    if saved_cuda:
+        here = _cuda_devices()
+        for index, cuda_state in enumerate(saved_cuda[:here]):
+            try:
+                torch.cuda.set_rng_state(cuda_state, device=index)
+            except (RuntimeError, ValueError) as exc:  # e.g. a state of another CUDA generator layout
+                notes.append(f"CUDA RNG state of device {index} not restored ({type(exc).__name__}: {exc})")
+        if len(saved_cuda) > here:
+            notes.append(f"checkpoint holds CUDA RNG states of {len(saved_cuda)} device(s), this process sees "
+                         f"{here}; restored {min(here, len(saved_cuda))} (each epoch reseeds every device)")
+    return notes
 
 
 def _cpu_state_dict(module: Any) -> dict[str, Any]:
@@ -210,11 +246,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 def predict(model: Any, loader: Any, device: Any, *, amp: Any = None, channels_last: bool = False,
-            tta: bool = False) -> tuple[Any, float]:
+            tta: bool = False, normalize: Callable[[Any], Any] | None = None) -> tuple[Any, float]:
     """Score every image of ``loader``: a frame ``img_id, label, p_malignant`` and the mean loss.
 
     With ``tta`` the softmax probabilities of the image and its horizontal and vertical flips
-    are averaged (the loss is that of the averaged probabilities).
+    are averaged (the loss is that of the averaged probabilities). ``normalize`` turns a uint8
+    batch into the model's input on ``device`` (:func:`~dermbench.data.pipeline.loaders.eval_transform`
+    takes batches); loaders that already yield float images need none. Scores and losses stay on
+    the device until the last batch (one host transfer, no synchronisation per batch).
     """
     import pandas as pd
     import torch
@@ -222,11 +261,14 @@ def predict(model: Any, loader: Any, device: Any, *, amp: Any = None, channels_l
     model.eval()
     ids: list[str] = []
     labels: list[np.ndarray] = []
-    probs: list[np.ndarray] = []
-    total_loss, total_n = 0.0, 0
+    probs: list[Any] = []
+    total_loss = torch.zeros((), dtype=torch.float64, device=device)
+    total_n = 0
     with torch.inference_mode():
         for batch in loader:
             x = batch["image"].to(device, non_blocking=True)
+            if normalize is not None:
+                x = normalize(x)
             if channels_last and device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             y = batch["label"].to(device)
@@ -238,15 +280,16 @@ def predict(model: Any, loader: Any, device: Any, *, amp: Any = None, channels_l
                 soft = torch.softmax(logits.float(), dim=1)
                 p = soft if p is None else p + soft
             p = p / len(views)
-            total_loss += float(torch.nn.functional.nll_loss(torch.log(p.clamp_min(1e-12)), y, reduction="sum"))
+            total_loss += torch.nn.functional.nll_loss(torch.log(p.clamp_min(1e-12)), y, reduction="sum").double()
             total_n += int(y.numel())
             ids.extend(batch["img_id"])
             labels.append(batch["label"].numpy())
-            probs.append(p[:, 1].cpu().numpy().astype(np.float64))
+            probs.append(p[:, 1])
+    p_malignant = torch.cat(probs).cpu().numpy().astype(np.float64) if probs else np.zeros(0)
     frame = pd.DataFrame({"img_id": ids,
                           "label": np.concatenate(labels) if labels else np.zeros(0, np.int64),
-                          "p_malignant": np.clip(np.concatenate(probs), 0.0, 1.0) if probs else np.zeros(0)})
-    return frame, (total_loss / total_n if total_n else float("nan"))
+                          "p_malignant": np.clip(p_malignant, 0.0, 1.0)})
+    return frame, (float(total_loss) / total_n if total_n else float("nan"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,17 +310,21 @@ def fit(
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    cpu_threads: int = 0,
 ) -> TrainResult:
     """Train ``model`` (2 logits) on ``dataset``'s train split, early-stopping on validation.
 
     ``work_dir`` holds ``last.pt`` (resume state), the best epoch's weights and the per-epoch
     ``train_log.csv``; an existing ``last.pt`` with the same ``run_key`` is resumed. On return
     the model holds the weights of the best epoch. ``on_epoch_end(epoch, row)`` is called after
-    each epoch's checkpoint is written (epochs count from 1).
+    each epoch's checkpoint is written (epochs count from 1). ``cpu_threads``: the CPUs the cell
+    has (its ``resources.num_cpus``), which size the loader workers when ``settings.workers`` is
+    not set (:func:`~dermbench.paradigms.finetune.settings.loader_workers`).
     """
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    run = _setup(model, dataset, settings, seed=seed, mean=mean, std=std, device=device, progress=progress)
+    run = _setup(model, dataset, settings, seed=seed, mean=mean, std=std, device=device, progress=progress,
+                 cpu_threads=cpu_threads)
     state = _resume(work / CHECKPOINT, run, run_key, settings, log)
     stopped_early = bool(state.history and state.history[-1].get("stopped_early"))
     train_seconds = sum(float(r["seconds"]) for r in state.history)
@@ -286,7 +333,7 @@ def fit(
         if stopped_early:
             break
         t0 = time.perf_counter()
-        loss_sum, seen, train_time = _train_epoch(run, dataset, settings, seed=seed, epoch=epoch, progress=progress)
+        loss_sum, seen, train_time = _train_epoch(run, settings, seed=seed, epoch=epoch)
         row = _finish_epoch(run, state, settings, epoch=epoch, t0=t0, train_time=train_time, loss_sum=loss_sum,
                             seen=seen, work=work, run_key=run_key)
         train_seconds += train_time
@@ -323,9 +370,14 @@ class _Run:
     autocast: Any                # autocast dtype, None for float32
     channels_last: bool
     policy: Any                  # ResizePolicy of the image cache
-    train_transform: Any
+    train_loader: Any            # built once; reseeded per epoch (_start_epoch)
+    train_sampler: Any           # the oversampler (balanced_aug) or the shuffling RandomSampler
+    epoch_generator: Any         # shuffle order and worker seeds of the current epoch
+    train_normalize: Any         # uint8 train batch -> augmented images' normalised float, on device
+    eval_normalize: Any          # uint8 eval batch -> normalised float, on device
     val_loader: Any
     train_labels: np.ndarray
+    workers: int
 
 
 @dataclass
@@ -340,19 +392,24 @@ class _Progress:
 
 
 def _setup(model: Any, dataset: Any, settings: FinetuneSettings, *, seed: int, mean: tuple[float, float, float],
-           std: tuple[float, float, float], device: Any, progress: bool) -> _Run:
-    """Model on its device, AdamW + cosine schedule + grad scaler, loss, transforms, validation loader."""
+           std: tuple[float, float, float], device: Any, progress: bool, cpu_threads: int = 0) -> _Run:
+    """Model on its device, AdamW + cosine schedule + grad scaler, loss, the training loader (once),
+    the validation loader. Loaders yield uint8 batches; normalisation happens on the device."""
     import torch
 
     from ...data.pipeline.decode import ResizePolicy
-    from ...data.pipeline.loaders import eval_transform, make_loader
+    from ...data.pipeline.loaders import eval_transform, keep_uint8, make_loader
     from ...utils.device import choose_device
-    from .augment import train_transform
+    from .augment import train_normalizer, train_pixels
+    from .settings import loader_workers
 
     device = device or torch.device(choose_device("auto"))
     policy = ResizePolicy(settings.image_size, settings.resize)
     autocast_dtype = amp_dtype(device, settings.amp)
     channels_last = settings.channels_last and device.type == "cuda"
+    if device.type == "cuda":
+        # every batch has the working size: let cuDNN pick its fastest kernels once per shape
+        torch.backends.cudnn.benchmark = True
     raw_model = model.to(device)
     if channels_last:
         raw_model = raw_model.to(memory_format=torch.channels_last)
@@ -363,17 +420,32 @@ def _setup(model: Any, dataset: Any, settings: FinetuneSettings, *, seed: int, m
         raise ValueError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.t_max, eta_min=settings.eta_min)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    scaler = grad_scaler(device, autocast_dtype)
 
     train_labels = dataset.split("train")["label"].to_numpy(dtype=np.int64)
     criterion = make_criterion(settings, train_labels, device)
-    train_tf = train_transform(settings.augment, settings.image_size, mean, std)
+    workers = loader_workers(settings.workers, cpu_threads)
+    # The epoch's draws come from these generators, reseeded per epoch (_start_epoch): the
+    # oversampler's own, or the shuffle order's (which also gives the workers' seeds).
+    epoch_generator = torch.Generator()
+    sampler = make_sampler(settings, train_labels, seed)
+    if sampler is None:
+        sampler = torch.utils.data.RandomSampler(range(len(train_labels)), generator=epoch_generator)
+    micro = settings.micro_batch_size
+    # A last batch of one image breaks BatchNorm in train mode; drop only that case.
+    train_loader = make_loader(dataset, "train", policy=policy, transform=train_pixels(settings.augment,
+                                                                                       settings.image_size),
+                               batch_size=micro, sampler=sampler, workers=workers, seed=seed,
+                               drop_last=(len(train_labels) % micro == 1), device=device, progress=progress,
+                               epoch_seeded=True)
     eval_bs = settings.eval_batch_size or settings.batch_size
-    val_loader = make_loader(dataset, "validation", policy=policy, transform=eval_transform(mean, std),
-                             batch_size=eval_bs, workers=settings.workers, seed=seed, device=device, progress=progress)
+    val_loader = make_loader(dataset, "validation", policy=policy, transform=keep_uint8, batch_size=eval_bs,
+                             workers=workers, seed=seed, device=device, progress=progress)
     return _Run(model=raw_model, net=net, optimizer=optimizer, scheduler=scheduler, scaler=scaler, criterion=criterion,
                 device=device, autocast=autocast_dtype, channels_last=channels_last, policy=policy,
-                train_transform=train_tf, val_loader=val_loader, train_labels=train_labels)
+                train_loader=train_loader, train_sampler=sampler, epoch_generator=epoch_generator,
+                train_normalize=train_normalizer(mean, std), eval_normalize=eval_transform(mean, std),
+                val_loader=val_loader, train_labels=train_labels, workers=workers)
 
 
 def _resume(ckpt_path: Path, run: _Run, run_key: str, settings: FinetuneSettings,
@@ -396,7 +468,7 @@ def _resume(ckpt_path: Path, run: _Run, run_key: str, settings: FinetuneSettings
     run.optimizer.load_state_dict(saved["optimizer"])
     run.scheduler.load_state_dict(saved["scheduler"])
     run.scaler.load_state_dict(saved["scaler"])
-    _set_rng_state(saved["rng"])
+    state.notes.extend(_set_rng_state(saved["rng"]))
     state.history = list(saved["history"])
     state.best = dict(saved["best"])
     state.start_epoch = int(saved["epoch"]) + 1
@@ -407,33 +479,41 @@ def _resume(ckpt_path: Path, run: _Run, run_key: str, settings: FinetuneSettings
     return state
 
 
-def _train_epoch(run: _Run, dataset: Any, settings: FinetuneSettings, *, seed: int, epoch: int,
-                 progress: bool) -> tuple[float, int, float]:
+def _start_epoch(run: _Run, settings: FinetuneSettings, *, seed: int, epoch: int) -> None:
+    """Seed everything epoch ``epoch`` draws from ``(seed, epoch)``: the global RNGs (augmentation
+    in the main process), the oversampler or shuffle order, and the workers' seeds (drawn first
+    from the shuffle generator, as a DataLoader draws its base seed when an epoch's iterator starts)."""
+    import torch
+
+    seed_everything(derive_seed(seed, epoch))
+    if settings.balance == "balanced_aug":
+        run.train_sampler.generator.manual_seed(derive_seed(seed, epoch, 1))
+    run.epoch_generator.manual_seed(derive_seed(seed, epoch, 2))
+    base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=run.epoch_generator).item())
+    run.train_loader.dataset.set_epoch_seed(base_seed)
+
+
+def _train_epoch(run: _Run, settings: FinetuneSettings, *, seed: int, epoch: int) -> tuple[float, int, float]:
     """One pass over the train split; returns (sum of per-image losses, images seen, seconds).
 
     The epoch's randomness (global RNGs, sampler draws, loader order and worker seeds) derives from
     ``(seed, epoch)`` alone, so a resumed run repeats it exactly. Gradients are accumulated over
-    ``settings.accumulate`` micro-batches (a shorter last group is scaled by its own length)."""
+    ``settings.accumulate`` micro-batches (a shorter last group is scaled by its own length). The
+    loss sum stays on the device (one host transfer per epoch)."""
     import torch
 
-    from ...data.pipeline.loaders import make_loader
     from ...models.classifier import set_train_mode
 
     t0 = time.perf_counter()
-    seed_everything(derive_seed(seed, epoch))
-    sampler = make_sampler(settings, run.train_labels, derive_seed(seed, epoch, 1))
-    micro = settings.micro_batch_size
-    # A last batch of one image breaks BatchNorm in train mode; drop only that case.
-    train_loader = make_loader(dataset, "train", policy=run.policy, transform=run.train_transform, batch_size=micro,
-                               shuffle=sampler is None, sampler=sampler, workers=settings.workers,
-                               seed=derive_seed(seed, epoch, 2), drop_last=(len(run.train_labels) % micro == 1),
-                               device=run.device, progress=progress)
+    _start_epoch(run, settings, seed=seed, epoch=epoch)
+    train_loader = run.train_loader
     set_train_mode(run.model)
     n_batches = len(train_loader)
-    loss_sum, seen = 0.0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
+    seen = 0
     run.optimizer.zero_grad(set_to_none=True)
     for i, batch in enumerate(train_loader):
-        x = batch["image"].to(run.device, non_blocking=True)
+        x = run.train_normalize(batch["image"].to(run.device, non_blocking=True))
         if run.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = batch["label"].to(run.device, non_blocking=True)
@@ -447,9 +527,9 @@ def _train_epoch(run: _Run, dataset: Any, settings: FinetuneSettings, *, seed: i
             run.scaler.step(run.optimizer)
             run.scaler.update()
             run.optimizer.zero_grad(set_to_none=True)
-        loss_sum += float(loss.detach()) * int(y.numel())
+        loss_sum += loss.detach().double() * int(y.numel())
         seen += int(y.numel())
-    return loss_sum, seen, time.perf_counter() - t0
+    return float(loss_sum), seen, time.perf_counter() - t0
 
 
 def _finish_epoch(run: _Run, state: _Progress, settings: FinetuneSettings, *, epoch: int, t0: float,
@@ -459,7 +539,7 @@ def _finish_epoch(run: _Run, state: _Progress, settings: FinetuneSettings, *, ep
     lr_used = float(run.optimizer.param_groups[0]["lr"])
     run.scheduler.step()
     val_frame, val_loss = predict(run.net, run.val_loader, run.device, amp=run.autocast,
-                                  channels_last=run.channels_last)
+                                  channels_last=run.channels_last, normalize=run.eval_normalize)
     val_auc = auroc(val_frame["label"].to_numpy(), val_frame["p_malignant"].to_numpy())
     if not math.isfinite(val_loss):
         raise FloatingPointError(f"validation loss is {val_loss} at epoch {epoch}; lower the learning rate")
