@@ -22,6 +22,7 @@ from dermbench.errors import MergeError, UsageError
 from test_sources import all_rows, make_sd198_folders, tiny_image
 
 ISIC18_TEST_GT = "isic2018_task3/ISIC2018_Task3_Test_GroundTruth.csv"
+TEST_EXPORT = "isic_archive/isic2018_task3_export_2024-09/challenge-2018-task-3-test_metadata_2024-09-20.csv"
 CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 
 
@@ -87,6 +88,23 @@ def test_isic2018_study_labels_give_the_studys_909_benign_171_malignant(fixtures
     assert complete["label_definition"] == "complete" and not by_reason(complete)
 
 
+def test_isic2018_archive_metadata_adds_age_sex_site_and_lesion_ids(fixtures_raw, tmp_path):
+    """The challenge files have no clinical fields; the ISIC Archive's export of the same images
+    (what the study's ISIC 2018 set was) supplies them for the patient-metadata prompts."""
+    export = pd.read_csv(fixtures_raw / TEST_EXPORT, dtype=str).drop_duplicates("isic_id").set_index("isic_id")
+    out = tmp_path / "isic18"
+    card = prepare("isic2018", fixtures_raw / "isic2018_task3", out, labels="study", quiet=True,
+                   options={"archive_metadata": [str(fixtures_raw / TEST_EXPORT)]})
+    rows = all_rows(out)
+    assert len(rows) == total(card, "benign") + total(card, "malignant") > 0
+    published = export.loc[rows["img_id"].str.removesuffix(".jpg")].reset_index(drop=True)
+    for ours, theirs in (("lesion_id", "lesion_id"), ("sex", "sex"), ("site", "anatom_site_general"),
+                         ("age", "age_approx")):
+        assert rows[ours].fillna("-").tolist() == published[theirs].fillna("-").tolist(), ours
+    assert rows["lesion_id"].notna().all() and rows["age"].notna().any()
+    assert any("age, sex, site" in n for n in card["notes"])
+
+
 # ----------------------------------------------------------------------------- HAM10000 = the study's pool
 
 @pytest.fixture(scope="module")
@@ -125,14 +143,13 @@ def test_ham10000_study_is_the_isic2018_pool_resplit_by_lesion(ham_pool_raw, fix
     assert card["split_grouping"] == "grouped" and "grouped by lesion_id" in card["split_policy"]
 
     # lesion ids of the test images from the ISIC Archive's export of that collection
-    export = (fixtures_raw / "isic_archive" / "isic2018_task3_export_2024-09"
-              / "challenge-2018-task-3-test_metadata_2024-09-20.csv")
     with_ids = prepare("ham10000", ham_pool_raw, tmp_path / "ham_ids", labels="study", quiet=True,
-                       options={"lesion_ids": [str(export)]})
+                       options={"archive_metadata": [str(fixtures_raw / TEST_EXPORT)]})
     rows = all_rows(tmp_path / "ham_ids")
-    assert rows["lesion_id"].notna().all()
+    assert rows["lesion_id"].notna().all() and rows["age"].notna().mean() > 0.95
     assert group_overlap(rows, "lesion_id") == {}
     assert not any("have no lesion id" in n for n in with_ids["notes"])
+    assert any("challenge-2018-task-3-test_metadata" in n and "lesion_id" in n for n in with_ids["notes"])
 
     # the study's own split ignored lesion_id: asked for by name, it is image-level and leaks lesions
     leaky = prepare("ham10000", ham_pool_raw, tmp_path / "ham_leaky", labels="study", split="ungrouped", quiet=True)
@@ -212,7 +229,7 @@ def test_ddi_study_is_every_image_and_the_card_says_the_371_cannot_be_derived(tm
 
 @pytest.mark.parametrize("source, message", [("fitzpatrick17k", "did not evaluate Fitzpatrick17k"),
                                              ("dermamnist", "ham10000 --labels study"),
-                                             ("csv", "substring matching")])
+                                             ("csv", "study_labels")])
 def test_sources_without_a_study_definition_refuse_it(tmp_path, capsys, source, message):
     from dermbench.cli.main import main
 
@@ -225,6 +242,23 @@ def test_sources_without_a_study_definition_refuse_it(tmp_path, capsys, source, 
     err = capsys.readouterr().err
     assert f"{source} has no 'study' label definition" in err and message in err
     assert not (tmp_path / "out").exists()
+
+
+def test_csv_study_labels_come_from_the_mapping_files_own_table(tmp_path):
+    """The study's hospital set: its labels exist only as the user writes them out (no substring rule)."""
+    from test_sources import make_private
+
+    raw = make_private(tmp_path)
+    mapping = tmp_path / "mapping.yaml"
+    mapping.write_text(mapping.read_text(encoding="utf-8") + "study_labels:\n  melanoma: malignant\n"
+                       "  nevo melanocítico: malignant\n  melanose solar: malignant\n  carcinoma basocelular: "
+                       "malignant\n  queratose actínica: exclude\n", encoding="utf-8")
+    study = prepare("csv", raw, tmp_path / "study", labels="study", quiet=True, options={"mapping": str(mapping)})
+    complete = prepare("csv", raw, tmp_path / "complete", quiet=True, options={"mapping": str(mapping)})
+    assert total(study, "malignant") == 32 and total(study, "benign") == 0
+    assert by_reason(study) == {"study_excluded_queratose_actinica": 8}
+    assert total(complete, "malignant") == 16 and complete["label_definition"] == "complete"
+    assert "study_labels" in study["label_definition_note"]
 
 
 # ----------------------------------------------------------------------------- --split ungrouped

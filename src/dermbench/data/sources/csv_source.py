@@ -21,6 +21,11 @@ malignant because they contain "melano". Mapping file::
     modality: clinical                   # optional
 
 A ``split`` column (train/validation/test) in the CSV is used as an official split.
+
+``--labels study`` needs a second table, ``study_labels:``, with the labels the study gave each
+diagnosis, written out exactly (for the study's hospital set: what its keyword matching produced,
+"melanose solar" malignant included; STUDY.md §4.7). dermbench never derives them by substring:
+the table is yours, and the card records that the ``study`` labels came from it.
 """
 
 from __future__ import annotations
@@ -51,11 +56,16 @@ def load_mapping(path: Path) -> dict:
     if not isinstance(data, dict) or not isinstance(data.get("labels"), dict) or not data["labels"]:
         raise SourceFormatError(f"mapping file {path}: needs a 'labels:' table (diagnosis: benign|malignant|"
                                 f"premalignant|exclude)")
-    unknown_keys = sorted(set(data) - {"columns", "labels", "premalignant_paper", "licence", "ratios", "modality",
-                                       "name", "url"})
+    unknown_keys = sorted(set(data) - {"columns", "labels", "study_labels", "premalignant_paper", "licence", "ratios",
+                                       "modality", "name", "url"})
     if unknown_keys:
         raise SourceFormatError(f"mapping file {path}: unknown key(s) {unknown_keys}")
-    data["labels"] = {str(k): str(v).strip().lower() for k, v in data["labels"].items()}
+    if "study_labels" in data and (not isinstance(data["study_labels"], dict) or not data["study_labels"]):
+        raise SourceFormatError(f"mapping file {path}: 'study_labels:' must be a table diagnosis: benign|malignant|"
+                                f"exclude (the labels the study gave each diagnosis)")
+    for key in ("labels", "study_labels"):
+        if key in data:
+            data[key] = {str(k): str(v).strip().lower() for k, v in data[key].items()}
     return data
 
 
@@ -75,9 +85,11 @@ class CSVSource(Source):
     licence = "as declared in the mapping file"
     LABEL_SOURCE = "diagnosis (exact, normalised match)"
     SPLIT = SplitSpec((0.70, 0.15, 0.15), group_by=("patient_id", "lesion_id"))
-    NO_STUDY_LABELS = ("a csv dataset's labels are its mapping table; the study's private hospital set was labelled "
-                       "by substring matching, which dermbench does not reproduce (STUDY.md §8.2). Write the "
-                       "mapping you mean and use --labels complete")
+    NO_STUDY_LABELS = ("its mapping file has no 'study_labels:' table. The study labelled its private hospital set "
+                       "by substring matching, which dermbench does not reproduce (STUDY.md §8.2); to prepare the "
+                       "study's labels, write them out exactly under 'study_labels:' in the mapping, or use "
+                       "--labels complete")
+    STUDY_NOTE = "the study's labels as written in the mapping file's study_labels table"
 
     @classmethod
     def add_arguments(cls, parser):
@@ -92,6 +104,9 @@ class CSVSource(Source):
                                     "benign/malignant/premalignant/exclude (see `dermbench prepare csv --help`)")
         self.mapping = load_mapping(Path(mapping).expanduser())
         self.LABEL_TABLE = self.mapping["labels"]
+        if "study_labels" in self.mapping:
+            self.STUDY_LABEL_TABLE = self.mapping["study_labels"]
+            self.NO_STUDY_LABELS = ""
         self.PAPER_PREMALIGNANT = str(self.mapping.get("premalignant_paper", "malignant"))
         self.licence = str(self.mapping.get("licence", "private"))
         self.modality = self.mapping.get("modality")

@@ -12,7 +12,7 @@ pooled from whichever ``ISIC2018_Task3_*_GroundTruth.csv`` files are under ``--r
 training part may instead come from ``HAM10000_metadata.csv``: the same images), melanoma vs
 nevus only (other classes excluded per class, as for ``isic2018 --labels study``), re-split
 75/12.5/12.5: grouped by ``lesion_id`` where one is known (``HAM10000_metadata.csv``, the ISIC
-2018 lesion groupings, or ISIC Archive exports given with ``--lesion-ids``), images without one
+2018 lesion groupings, or ISIC Archive exports given with ``--archive-metadata``), images without one
 on their own; ``--split ungrouped`` gives the study's image-level split. A missing part is a
 warning naming the file.
 """
@@ -27,8 +27,10 @@ from ...errors import SourceFormatError
 from ...utils.console import get_logger
 from ..splits import SplitSpec
 from .base import Source, SourceRows
-from .isic2018 import GROUND_TRUTH, STUDY_NOTE, read_ground_truth
-from .raw import ImageIndex, check_columns, clean_number, clean_text, find_file, image_roots, read_published_csv
+from .isic2018 import (GROUND_TRUTH, STUDY_NOTE, add_archive_metadata_argument, read_ground_truth,
+                       with_archive_metadata)
+from .raw import (ImageIndex, check_columns, clean_number, clean_text, fill_from, find_file, image_roots,
+                  read_published_csv)
 
 _log = get_logger("prepare")
 METADATA_NAMES = ["HAM10000_metadata.csv", "HAM10000_metadata", "HAM10000_metadata.tab"]
@@ -70,10 +72,7 @@ class HAM10000(Source):
     @classmethod
     def add_arguments(cls, parser):
         parser.add_argument("--metadata", help="metadata CSV (default: HAM10000_metadata.csv under --raw)")
-        parser.add_argument("--lesion-ids", action="append", default=None, metavar="CSV",
-                            help="--labels study: CSV(s) with isic_id (or image) and lesion_id, e.g. ISIC Archive "
-                                 "exports of the ISIC 2018 validation/test collections, so their images are "
-                                 "grouped by lesion too (repeatable)")
+        add_archive_metadata_argument(parser)  # under study: the lesion ids of the validation/test images
 
     def read(self, raw: Path) -> SourceRows:
         if self.labels == "study":
@@ -81,8 +80,9 @@ class HAM10000(Source):
         path = find_file(raw, METADATA_NAMES, "HAM10000 metadata", self.option("metadata"))
         frame = _read_metadata(path)
         frame["label_key"] = frame["diagnosis"]
+        frame, added = with_archive_metadata(frame, self.option("archive_metadata", []))
         return SourceRows(frame=frame, image_index=ImageIndex(image_roots(raw, self.options)),
-                          notes=[f"metadata file {path.name}"])
+                          notes=[f"metadata file {path.name}", *added])
 
     def _read_study_pool(self, raw: Path) -> SourceRows:
         """The ISIC 2018 task 3 pool, its part of origin in ``isic2018_split`` (not used as the split)."""
@@ -96,7 +96,7 @@ class HAM10000(Source):
                 notes.append(f"training part from {path.name} (HAM10000 = the ISIC 2018 task 3 training images)")
                 del missing["train"]
             extra = [c for c in ("lesion_id", "dx_type", "age", "sex", "site", "dataset") if c in ham.columns]
-            frame = _fill_from(frame, ham[["img_id", *extra]])
+            frame = fill_from(frame, ham[["img_id", *extra]])
         if not len(frame):
             raise SourceFormatError(f"HAM10000 --labels study: none of {', '.join(GROUND_TRUTH.values())} or "
                                     f"HAM10000_metadata.csv under {raw}; the study's pool is the ISIC 2018 task 3 "
@@ -106,14 +106,14 @@ class HAM10000(Source):
                        f"images): {name} not found under {raw}")
             _log.warning(message)
             notes.append("warning: " + message)
-        for lesion_file in self.option("lesion_ids", []):
-            frame = _fill_from(frame, _lesion_ids(Path(lesion_file).expanduser()))
+        frame, added = with_archive_metadata(frame, self.option("archive_metadata", []))
+        notes += added
         if "lesion_id" not in frame.columns:
             frame["lesion_id"] = None
         n_without = int(frame["lesion_id"].isna().sum())
         if n_without:
             notes.append(f"{n_without} pool image(s) have no lesion id (each is its own group in the split); "
-                         f"ISIC Archive exports given with --lesion-ids supply them")
+                         f"ISIC Archive exports given with --archive-metadata supply them")
         frame = frame.rename(columns={"split": "isic2018_split"})
         return SourceRows(frame=frame, notes=notes, image_index=ImageIndex(image_roots(raw, self.options)))
 
@@ -137,25 +137,3 @@ def _read_metadata(path: Path) -> pd.DataFrame:
     frame["site"] = frame["site"].map(clean_text)
     return frame
 
-
-def _lesion_ids(path: Path) -> pd.DataFrame:
-    """``img_id, lesion_id`` from a CSV keyed by ``isic_id``, ``image`` or ``image_id`` (an ISIC Archive
-    export repeats rows; the first row of an id is used)."""
-    if not path.is_file():
-        raise SourceFormatError(f"--lesion-ids {path} does not exist")
-    df = read_published_csv(path)
-    key = next((c for c in ("isic_id", "image", "image_id") if c in df.columns), None)
-    if key is None or "lesion_id" not in df.columns:
-        raise SourceFormatError(f"--lesion-ids {path}: needs an isic_id (or image) column and a lesion_id column; "
-                                f"found {list(df.columns)}")
-    return df[[key, "lesion_id"]].rename(columns={key: "img_id"}).dropna().drop_duplicates("img_id")
-
-
-def _fill_from(frame: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the columns of ``other`` (keyed by ``img_id``) filled in where ``frame`` has none."""
-    other = other.drop_duplicates("img_id").set_index("img_id")
-    out = frame.copy()
-    for col in other.columns:
-        values = out["img_id"].map(other[col])
-        out[col] = out[col].where(out[col].notna(), values) if col in out.columns else values
-    return out

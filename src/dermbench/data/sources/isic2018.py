@@ -6,6 +6,9 @@ float columns ``MEL,NV,BCC,AKIEC,BKL,DF,VASC``) and ``..._Input`` image folders;
 ``ISIC2018_Task3_Training_LesionGroupings.csv`` (``image,lesion_id,diagnosis_confirm_type``).
 Splits whose ground-truth file is absent stay empty (and are reported).
 
+``--archive-metadata`` adds lesion ids, age, sex and site from ISIC Archive exports of the same
+images (the challenge files have none; the study's ISIC 2018 set was such an export).
+
 Under ``--labels study`` the task is melanoma vs nevus, as the study evaluated it (STUDY.md §4.0):
 its labels were the ISIC Archive's ``benign_malignant``, which the Archive sets only for
 melanocytic lesions (MEL malignant, NV benign). The other five classes are excluded, each with its
@@ -21,7 +24,7 @@ import pandas as pd
 
 from ...errors import SourceFormatError
 from .base import Source, SourceRows
-from .raw import ImageIndex, check_columns, image_roots, read_published_csv
+from .raw import ImageIndex, check_columns, fill_from, image_roots, read_published_csv
 
 CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 GROUND_TRUTH = {
@@ -74,13 +77,37 @@ class ISIC2018(Source):
     STUDY_LABEL_SOURCE = STUDY_LABEL_SOURCE
     STUDY_NOTE = STUDY_NOTE
 
+    @classmethod
+    def add_arguments(cls, parser):
+        add_archive_metadata_argument(parser)
+
     def read(self, raw: Path) -> SourceRows:
         frame, notes, missing = read_ground_truth(raw)
         if not len(frame):
             raise SourceFormatError(f"ISIC 2018 task 3: no ground-truth file ({', '.join(GROUND_TRUTH.values())}) "
                                     f"under {raw}")
         notes = [f"{name} not found: split {split!r} is empty" for split, name in missing.items()] + notes
+        frame, added = with_archive_metadata(frame, self.option("archive_metadata", []))
+        notes += added
         return SourceRows(frame=frame, notes=notes, image_index=ImageIndex(image_roots(raw, self.options)))
+
+
+def add_archive_metadata_argument(parser) -> None:
+    parser.add_argument("--archive-metadata", action="append", default=None, metavar="CSV",
+                        help="ISIC Archive metadata export(s) of these images (isic_id, lesion_id, age_approx, sex, "
+                             "anatom_site_general, ...): fill in lesion ids and age/sex/site (repeatable)")
+
+
+def with_archive_metadata(frame: pd.DataFrame, files) -> tuple[pd.DataFrame, list[str]]:
+    """``frame`` with lesion ids, age, sex and site filled in from ISIC Archive exports."""
+    from .isic_archive import archive_fields
+
+    notes = []
+    for file in files or []:
+        fields, note = archive_fields(Path(file).expanduser())
+        frame = fill_from(frame, fields)
+        notes.append(note)
+    return frame, notes
 
 
 def read_ground_truth(raw: Path) -> tuple[pd.DataFrame, list[str], dict[str, str]]:

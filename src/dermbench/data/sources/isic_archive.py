@@ -217,6 +217,26 @@ class ISICArchive(Source):
         return out, excluded, f"split as given by {what}"
 
 
+#: what an Archive export adds to the images of another source (ISIC 2018, HAM10000)
+ARCHIVE_FIELDS = ("lesion_id", "patient_id", "age", "sex", "site")
+
+
+def archive_fields(path: Path) -> tuple[pd.DataFrame, str]:
+    """``img_id`` (= ``isic_id``) with the lesion/patient ids and age, sex and site of an ISIC
+    Archive export, validated like the source's own; and a note saying what it supplied.
+    ``--archive-metadata`` of ``isic2018`` and ``ham10000`` fill these in for their images."""
+    if not path.is_file():
+        raise SourceFormatError(f"--archive-metadata {path} does not exist")
+    df = read_published_csv(path)
+    check_columns(path, df.columns, ("isic_id",), "ISIC Archive metadata")
+    df, conflicts, _ = _deduplicate(df)
+    frame = _validated(df, path)
+    columns = [c for c in ARCHIVE_FIELDS if c in frame.columns]
+    note = (f"{', '.join(columns) or 'nothing'} from the ISIC Archive export {path.name} ({len(frame)} images"
+            + (f"; {len(conflicts)} isic_id(s) with disagreeing rows not used" if conflicts else "") + ")")
+    return frame[["img_id", *columns]], note
+
+
 def _schema_version() -> str:
     import isic_metadata
 

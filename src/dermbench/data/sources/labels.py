@@ -44,8 +44,10 @@ def normalise_key(value: Any) -> str:
 def study_exclusion_reason(label_key: Any) -> str:
     """The reason code of a row whose class the ``study`` definition leaves out: one code per
     class, ``study_excluded_<class>`` (``BKL`` -> ``study_excluded_bkl``; ``pigmented benign
-    keratosis`` -> ``study_excluded_pigmented_benign_keratosis``)."""
-    slug = re.sub(r"[^0-9a-z]+", "_", normalise_key(label_key)).strip("_")
+    keratosis`` -> ``study_excluded_pigmented_benign_keratosis``; accents dropped: ``queratose actínica``
+    -> ``study_excluded_queratose_actinica``)."""
+    ascii_key = unicodedata.normalize("NFKD", normalise_key(label_key)).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^0-9a-z]+", "_", ascii_key).strip("_")
     return f"{STUDY_EXCLUDED}_{slug or 'unnamed'}"
 
 

@@ -170,6 +170,17 @@ def attach_image_files(frame: pd.DataFrame, index: ImageIndex, lookup_col: str =
     return frame[lookup_col].map(lambda v: None if pd.isna(v) else index.find(str(v)))
 
 
+def fill_from(frame: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the columns of ``other`` (keyed by ``img_id``, first row of an id) filled in
+    where ``frame`` has no value; columns ``frame`` lacks are added."""
+    other = other.drop_duplicates("img_id").set_index("img_id")
+    out = frame.copy()
+    for col in other.columns:
+        values = out["img_id"].map(other[col])
+        out[col] = out[col].where(out[col].notna(), values) if col in out.columns else values
+    return out
+
+
 def with_file_extension(img_id: str, src: str) -> str:
     """The name an image gets in images/: the published name, with the file's extension if the
     published id has none (HAM ``ISIC_0027419`` -> ``ISIC_0027419.jpg``)."""
