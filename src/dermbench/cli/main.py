@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "run": "dermbench.cli.run",
     "score": "dermbench.cli.score",
     "report": "dermbench.cli.report",
+    "predict": "dermbench.cli.predict",
     "demo": "dermbench.cli.demo",
 }
 
