@@ -181,8 +181,8 @@ def test_specs_are_hashable_and_travel_to_worker_processes():
 
 
 def test_prefixes_per_kind():
-    assert [p.prefix for p in prefixes("classifier")] == ["timm"]
-    assert [p.prefix for p in prefixes("backbone")] == ["timm", "hf", "open_clip", "hf-hub"]
+    assert [p.prefix for p in prefixes("classifier")] == ["timm", "torchvision"]
+    assert [p.prefix for p in prefixes("backbone")] == ["timm", "torchvision", "hf", "open_clip", "hf-hub"]
     assert {p.prefix for p in prefixes("zeroshot")} == {"hf", "open_clip", "hf-hub", "clip", "siglip", "ollama",
                                                           "openai"}
     for prefix in prefixes():

@@ -3,7 +3,8 @@
 The command line, the grid validator, ``dermbench ls`` and the cells all call it, so any name one
 accepts, all accept, and they agree on its canonical name (the name of its cell folders):
 
-1. a catalog name (``resnet18``, ``biomedclip``, ``ollama:gemma3:27b`` ...; case-insensitive);
+1. a catalog name (``resnet18``, ``torchvision:resnet152``, ``biomedclip``, ``ollama:gemma3:27b`` ...;
+   case-insensitive);
 2. a prefix name, canonical as ``prefix:rest`` with the prefix lower-case (``hf-hub:org/repo`` is
    the open_clip model ``open_clip:hf-hub:org/repo``): see :data:`PREFIXES`;
 3. for classifiers and backbones, a bare timm model name (``resnet10t`` -> ``timm:resnet10t``:
@@ -53,6 +54,8 @@ class Prefix:
 PREFIXES: tuple[Prefix, ...] = (
     Prefix("timm", "timm", ("classifier", "backbone"), "timm:convnext_small.fb_in22k",
            "any timm model, name[.weight tag] (a bare timm name works too)"),
+    Prefix("torchvision", "torchvision", ("classifier", "backbone"), "torchvision:mobilenet_v3_large",
+           "a torchvision model with its DEFAULT weights (name[.WEIGHTS_TAG]), as the study loaded its CNNs"),
     Prefix("hf", "hf", ("backbone", "generative"), "hf:facebook/dinov2-small",
            "Hugging Face: a vision model (AutoModel) as a backbone, an image-text-to-text VLM for zeroshot"),
     Prefix("open_clip", "open_clip", ("backbone", "dual_encoder"), "open_clip:ViT-B-32/laion2b_s34b_b79k",

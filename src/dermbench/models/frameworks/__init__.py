@@ -35,6 +35,7 @@ _PKG = "dermbench.models.frameworks"
 
 FRAMEWORKS: dict[str, Framework] = {
     "timm": Framework(f"{_PKG}.timm", ("classifier", "backbone"), library="timm"),
+    "torchvision": Framework(f"{_PKG}.torchvision", ("classifier", "backbone"), library="torchvision"),
     "hf": Framework(f"{_PKG}.hf", ("backbone", "dual_encoder", "generative"), extra="hf", library="transformers"),
     "open_clip": Framework(f"{_PKG}.open_clip", ("backbone", "dual_encoder"), extra="clip",
                            library="open_clip_torch"),
