@@ -46,11 +46,15 @@ class ResizePolicy:
     default; no distortion, loses the edges of the long side). ``pad``: the long side fits
     ``size``, the rest is padded with black (keeps the whole lesion field). ``squash``: resize
     both sides to ``size`` regardless of aspect ratio — the distortion the study used, kept for
-    reproducing it.
+    reproducing it. ``crop_from`` (crop mode only): first resize the short side to ``crop_from``
+    (the long side to ``int(crop_from * long / short)``), then cut the centre ``size`` square —
+    torchvision's ``Resize(crop_from)`` + ``CenterCrop(size)``, as the study fed DINOv2/DINOv3
+    (256 -> 224); the border it cuts away is lost.
     """
 
     size: int = 224
     mode: str = "crop"
+    crop_from: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, numbers.Integral) or self.size < 8:
@@ -58,10 +62,21 @@ class ResizePolicy:
         object.__setattr__(self, "size", int(self.size))  # numpy ints from configs -> int
         if self.mode not in RESIZE_MODES:
             raise ValueError(f"ResizePolicy.mode must be one of {', '.join(RESIZE_MODES)}; got {self.mode!r}")
+        if self.crop_from is not None:
+            if self.mode != "crop" or int(self.crop_from) < self.size:
+                raise ValueError(f"ResizePolicy.crop_from needs mode crop and crop_from >= size ({self.size}); "
+                                 f"got mode {self.mode!r}, crop_from {self.crop_from!r}")
+            object.__setattr__(self, "crop_from", int(self.crop_from))
 
     def key(self) -> str:
-        """Short, file-name safe identity of the pixels this policy produces, e.g. ``crop224``."""
-        return f"{self.mode}{self.size}"
+        """Short, file-name safe identity of the pixels this policy produces, e.g. ``crop224``
+        (``crop224from256`` with ``crop_from``)."""
+        return f"{self.mode}{self.size}" + (f"from{self.crop_from}" if self.crop_from else "")
+
+    @property
+    def decode_side(self) -> int:
+        """The smallest side a reduced JPEG decode may keep (the largest size the policy resizes to)."""
+        return max(self.size, self.crop_from or 0)
 
 
 def load_image(path: str | Path, policy: ResizePolicy = ResizePolicy()) -> np.ndarray:
@@ -72,7 +87,7 @@ def load_image(path: str | Path, policy: ResizePolicy = ResizePolicy()) -> np.nd
     (reason ``missing_image``, ``truncated_image``, ``unreadable_image`` ...) for a file that
     cannot be used.
     """
-    side = policy.size * DRAFT_FACTOR
+    side = policy.decode_side * DRAFT_FACTOR
     img = open_rgb(path, draft_size=(side, side))
     return apply_policy(img, policy)
 
@@ -81,7 +96,14 @@ def apply_policy(img: Image.Image, policy: ResizePolicy) -> np.ndarray:
     """Resize an RGB ``PIL.Image`` to the policy's square; returns a contiguous uint8 HxWx3 array."""
     s = policy.size
     w, h = img.size
-    if policy.mode == "squash":
+    if policy.crop_from:
+        # torchvision Resize(crop_from) (short side; long side truncated) + CenterCrop(size), literally
+        r = policy.crop_from
+        nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+        resized = img.resize((nw, nh), RESAMPLE)
+        left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
+        out = resized.crop((left, top, left + s, top + s))
+    elif policy.mode == "squash":
         out = img.resize((s, s), RESAMPLE)
     elif policy.mode == "crop":
         # Resize only the central square of the source: identical to resize-then-crop, cheaper.

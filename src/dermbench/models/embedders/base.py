@@ -30,6 +30,7 @@ class Embedder:
     embed_dim: int
     image_size: int
     resize_mode: str = "crop"
+    crop_from: int | None = None  # crop mode: resize the short side to this first (256 -> 224 centre crop)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     input_kind: str = "float"
@@ -42,7 +43,7 @@ class Embedder:
     def policy(self) -> Any:
         from ...data.pipeline.decode import ResizePolicy
 
-        return ResizePolicy(size=int(self.image_size), mode=self.resize_mode)
+        return ResizePolicy(size=int(self.image_size), mode=self.resize_mode, crop_from=self.crop_from)
 
     @property
     def transform(self) -> Callable[[Any], Any]:
@@ -65,6 +66,8 @@ class Embedder:
         """Everything that changes the vectors (part of the embedding cache key)."""
         out = {"backbone": self.name, "weights": self.weights_identity, "embed_dim": int(self.embed_dim),
                "image_size": int(self.image_size), "resize_mode": self.resize_mode, "input_kind": self.input_kind}
+        if self.crop_from:
+            out["crop_from"] = int(self.crop_from)
         if self.input_kind == "float":
             out["mean"] = [round(float(v), 6) for v in self.mean]
             out["std"] = [round(float(v), 6) for v in self.std]

@@ -92,7 +92,8 @@ class ProbeBlock(GridBlock):
 
     @classmethod
     def variant_parts(cls, settings: dict[str, Any], model: ModelSpec) -> list[str]:
-        """Head, balancing, augmented views, feature transform and calibration, then the weights."""
+        """Head, balancing, augmented views, feature transform, calibration, the study's head preset
+        (``study``/``study_hpo``) and input (``study_input``), then the weights."""
         parts = [str(settings.get("head", ""))]
         balance = settings.get("balance", "none")
         if balance == "smote":
@@ -107,4 +108,8 @@ class ProbeBlock(GridBlock):
             parts.append(str(settings["feature_transform"]))
         if settings.get("calibration", "none") != "none":
             parts.append(f"cal-{settings['calibration']}")
+        if settings.get("head_preset", "dermbench") != "dermbench":
+            parts.append(str(settings["head_preset"]))  # study / study_hpo
+        if settings.get("preprocessing", "default") != "default":
+            parts.append(f"{settings['preprocessing']}_input")  # study_input
         return parts + super().variant_parts(settings, model)

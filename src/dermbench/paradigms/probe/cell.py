@@ -35,11 +35,39 @@ def build_embedder(backbone: str, settings: ProbeSettings, device: str, seed: in
     if settings.image_size is not None:
         options["image_size"] = settings.image_size
     options.setdefault("resize_mode", settings.resize)
+    study_input = _study_input(backbone, settings, options)
+    crop_from = study_input.pop("crop_from", None) if study_input else None
+    options.update(study_input or {})
     torch.manual_seed(seed)
     embedder = build_backbone(backbone, weights=settings.weights, **options)
     if embedder.weights_identity == "random init":
         embedder.details["random_init_seed"] = int(seed)
+    if crop_from:
+        embedder.crop_from = int(crop_from)
+    if settings.preprocessing == "study":
+        embedder.details["preprocessing"] = ("study: " + ", ".join(f"{k} {v}" for k, v in sorted(
+            {**(study_input or {}), **({"crop_from": crop_from} if crop_from else {})}.items()))
+            if study_input or crop_from else "study: the same as default (the study used this backbone's own)")
     return embedder.to(device)
+
+
+def _study_input(backbone: str, settings: ProbeSettings, options: dict[str, Any]) -> dict[str, Any] | None:
+    """The catalog entry's ``options.study_input`` (how the study fed this backbone: image_size,
+    crop_from, timm global_pool ...) when ``preprocessing: study``; they may not contradict
+    explicit settings."""
+    if settings.preprocessing != "study":
+        return None
+    from ...models import resolve
+
+    study = dict(resolve("backbone", backbone).options.get("study_input") or {})
+    clash = [k for k in study if k in settings.backbone_options
+             or (k == "image_size" and settings.image_size not in (None, study[k]))]
+    if clash:
+        raise ValueError(f"preprocessing: study fixes {', '.join(clash)} of backbone {backbone!r} "
+                         f"({', '.join(f'{k}={study[k]}' for k in clash)}); leave them out of the settings")
+    if study and settings.resize != "crop":
+        raise ValueError(f"preprocessing: study feeds {backbone!r} a centre crop; leave resize at crop")
+    return study
 
 
 def embed_dataset(embedder: Any, dataset: LesionDataset, settings: ProbeSettings, *, train_views: int = 0,
@@ -113,16 +141,21 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     y_val = _labels_for(dataset, "validation", val.img_ids)
 
     t0 = time.perf_counter()
-    selection = select_head(settings.head, X_train, y_train, features(val.vectors), y_val, class_weight=settings.class_weight,
-                            seed=spec.seed, metric=settings.selection_metric, grid=settings.grid or None,
-                            options=settings.head_options)
+    if settings.head_preset == "dermbench":
+        selection = select_head(settings.head, X_train, y_train, features(val.vectors), y_val,
+                                class_weight=settings.class_weight, seed=spec.seed, metric=settings.selection_metric,
+                                grid=settings.grid or None, options=settings.head_options)
+    else:
+        selection = _study_selection(settings, X_train, y_train, features(val.vectors), y_val, seed=spec.seed)
     timing["head_fit_s"] = round(time.perf_counter() - t0, 3)
 
     scores: dict[str, pd.DataFrame] = {}
     for split in ("validation", "test"):
         emb = sets[split][0]
-        scores[split] = pd.DataFrame({"img_id": emb.img_ids,
-                                      "p_malignant": selection.model.predict_proba(features(emb.vectors))})
+        X = features(emb.vectors)
+        scores[split] = pd.DataFrame({"img_id": emb.img_ids, "p_malignant": selection.model.predict_proba(X)})
+        if settings.head_preset != "dermbench":  # the study's own hard decision (estimator.predict, MLP P > 0.5)
+            scores[split]["study_pred"] = np.where(selection.model.study_predict(X) == 1, "malignant", "benign")
     # Images the image cache could not decode are excluded and reported, as in every paradigm.
     errors = [e for views in (train_views, sets["validation"], sets["test"]) for v in views for e in v.errors]
     dataset, excluded = without_unreadable(dataset, errors)
@@ -137,11 +170,16 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         "class_weight": settings.class_weight,
         "feature_transform": settings.feature_transform,
         "head_imbalance_handling": _imbalance_note(settings),
+        "head_preset": settings.head_preset,
+        "preprocessing": settings.preprocessing,
         "training_set": train_record,
         "backbone": {**embedder.identity, "licence": embedder.details.get("licence"),
                      "source": embedder.details.get("source")},
         "embeddings": embedding_record,
     }
+    if settings.head_preset != "dermbench":
+        extra["study_head"] = getattr(selection, "study", None)
+        extra["study_metrics"] = _study_metrics(dataset, scores)
     provenance = {"weights": embedder.weights_identity, "device": device,
                   "dtype": (compute_precision(device) if embedder.module is not None
                             else embedder.details.get("precision", "float32")),
@@ -151,9 +189,48 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                          excluded_images=excluded, calibration=calibration)
 
 
+def _study_selection(settings: ProbeSettings, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
+                     y_val: np.ndarray, *, seed: int) -> Any:
+    """The study's head (:mod:`.study_heads`) as a :class:`~.head_models.Selection` for the record."""
+    from .head_models import Selection, _score
+    from .study_heads import fit_study_head
+
+    model, record = fit_study_head(settings.head, settings.head_preset, X_train, y_train, X_val, y_val, seed=seed,
+                                   trials=settings.optuna_trials, options=settings.head_options)
+    score = _score(settings.selection_metric, np.asarray(y_val).astype(int), model.predict_proba(X_val))
+    search = record.get("search") or {}
+    trials = [{"params": t["params"], **{k: v for k, v in t.items() if k != "params"}}
+              for t in search.get("history", [])]
+    selection = Selection(head=settings.head, model=model, params=record["params"],
+                          validation_score=None if np.isnan(score) else float(score),  # type: ignore[arg-type]
+                          metric=settings.selection_metric, trials=trials, fit_seconds=record["fit_seconds"])
+    # what the study's preset did, beside the usual head record (the search history is its "grid")
+    selection.study = {k: v for k, v in record.items() if k not in ("training",)}  # type: ignore[attr-defined]
+    if search:
+        selection.study["search"] = {k: v for k, v in search.items() if k != "history"}  # type: ignore[attr-defined]
+    return selection
+
+
+def _study_metrics(dataset: LesionDataset, scores: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """The study's hard-label metrics per split (its estimators' own decisions)."""
+    from ...metrics.study import study_classification_metrics, study_label_names
+
+    out: dict[str, Any] = {}
+    for split, frame in scores.items():
+        truth = dataset.split(split).set_index("img_id")["label"]
+        kept = frame[frame["img_id"].isin(truth.index)]
+        out[split] = study_classification_metrics(study_label_names(truth.loc[kept["img_id"]].astype(int)),
+                                                  list(kept["study_pred"]))
+    out["rule"] = "the study's estimators' own predict (SVC: decision function; MLP: P > 0.5), macro over both classes"
+    return out
+
+
 def _imbalance_note(settings: ProbeSettings) -> str:
     from .head_models import get_head
+    from .study_heads import IMBALANCE
 
+    if settings.head_preset != "dermbench":
+        return IMBALANCE[settings.head]
     spec = get_head(settings.head)
     if settings.class_weight == "none":
         return "none"

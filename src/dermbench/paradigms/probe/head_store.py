@@ -66,9 +66,18 @@ def head_bytes(model: Any) -> tuple[str, bytes, dict[str, Any]]:
         name, data = TORCH_FILE, buf.getvalue()
         record = {"file": name, "format": "torch-weights-only", "kind": "mlp",
                   "versions": {"torch": torch.__version__}}
+    elif hasattr(model, "head_state"):  # the study's MLP heads (study_heads.py): plain tensors and numbers
+        import torch
+
+        state = model.head_state()
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        name, data = TORCH_FILE, buf.getvalue()
+        record = {"file": name, "format": "torch-weights-only", "kind": state["kind"],
+                  "versions": {"torch": torch.__version__}}
     else:
         raise TypeError(f"cannot save a probe head of type {type(model).__name__}; head_store knows "
-                        f"SklearnHead and MLPHead")
+                        f"SklearnHead, MLPHead and the study's MLP heads")
     return name, data, {**record, "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -115,6 +124,10 @@ def load_head(folder: str | Path, record: dict[str, Any]) -> Any:
         import torch
 
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if record.get("kind") in ("study_mlp", "dynamic_mlp"):
+            from .study_heads import head_from_state
+
+            return head_from_state(state)
         mean = state["mean"].numpy()
         head = MLPHead({"lr": 0.0}, class_weight="none", seed=0,
                        options={"mlp_hidden": tuple(state["hidden"]), "mlp_dropout": state["dropout"]})

@@ -48,6 +48,15 @@ class ProbeSettings(BaseModel):
     calibration: Literal["none", "temperature", "platt", "isotonic"] = Field(
         "none", description="post-hoc calibration of p_malignant, fitted on the validation split "
                             "(dermbench.metrics.calibration); part of the cell's variant when not none")
+    head_preset: Literal["dermbench", "study", "study_hpo"] = Field(
+        "dermbench", description="dermbench: the head's declared grid chosen on validation; study: the MICCAI 2026 "
+                                 "study's fixed defaults fitted on train (rf, xgboost, svm, mlp); study_hpo: the "
+                                 "study's Optuna search (needs dermbench[hpo]). Part of the cell's variant")
+    optuna_trials: int = Field(10, ge=1, description="trials of the study's Optuna search (head_preset study_hpo)")
+    preprocessing: Literal["default", "study"] = Field(
+        "default", description="default: the backbone's weights' preprocessing; study: the input and pooling the "
+                               "study extracted with (DINOv3/DINOv2: resize 256 -> centre crop 224, DINOv3 ViTs: "
+                               "the CLS token). Part of the cell's variant")
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="override the head's declared grid")
     head_options: dict[str, Any] = Field(default_factory=dict,
                                          description="rf_trees, xgb_trees, hgb_iterations, mlp_max_epochs, mlp_patience ...")
@@ -67,4 +76,10 @@ class ProbeSettings(BaseModel):
             raise ValueError("give either label_fraction or k_shot, not both")
         if self.balance == "undersample" and self.undersample == "max_per_class" and self.max_per_class is None:
             raise ValueError("undersample=max_per_class needs max_per_class")
+        if self.head_preset != "dermbench" and self.head not in ("rf", "xgboost", "svm", "mlp"):
+            raise ValueError(f"head_preset {self.head_preset} has the study's heads only (rf, xgboost, svm, mlp); "
+                             f"{self.head!r} is dermbench's own (use head_preset: dermbench)")
+        if self.head_preset != "dermbench" and self.grid:
+            raise ValueError(f"head_preset {self.head_preset} fits the study's own parameters; a grid override "
+                             f"applies to head_preset dermbench only")
         return self
