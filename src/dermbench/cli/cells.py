@@ -17,12 +17,41 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, UsageError
-from ..runs.cell import CellSpec
+from ..runs.cell import N_BOOT_MAX, CellSpec
 
 if TYPE_CHECKING:
     from ..runs.block import GridBlock
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def seed_arg(text: str) -> int:
+    """argparse type: a seed, a whole number in 0..``SEED_MAX`` (``--seed -1`` and ``--seed 1e20`` are refused)."""
+    from ..runs.cell import SEED_MAX, seed_problem
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number in 0..{SEED_MAX}, got {text[:40]!r}") from None
+    problem = seed_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def n_boot_arg(text: str) -> int:
+    """argparse type: bootstrap replicates, 0..``N_BOOT_MAX`` (0 = no confidence intervals)."""
+    from ..runs.cell import N_BOOT_MAX
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= N_BOOT_MAX:
+        raise argparse.ArgumentTypeError(f"bootstrap replicates are a whole number in 0..{N_BOOT_MAX} (0 = no "
+                                         f"confidence intervals; {N_BOOT_MAX} is the documented maximum), "
+                                         f"got {text[:40]!r}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -48,13 +77,13 @@ def add_cell_arguments(p: argparse.ArgumentParser, *, experiment: str, force_hel
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
                    help="any setting of the paradigm (repeatable; VALUE is read as YAML: 0.1, true, null, [1, 2]); "
                         "dotted keys reach into mappings, e.g. --set head_options.rf_trees=200")
-    p.add_argument("--seeds", type=int, nargs="+", default=[CellSpec.seed],
+    p.add_argument("--seeds", type=seed_arg, nargs="+", default=[CellSpec.seed],
                    help=f"one cell per seed (default {CellSpec.seed})")
     p.add_argument("--threshold-policy", default=CellSpec.threshold_policy,
                    help=f"operating threshold: fixed:0.5 (the study's), youden, sensitivity:0.9 ... (chosen on "
                         f"validation; default {CellSpec.threshold_policy})")
-    p.add_argument("--n-boot", type=int, default=CellSpec.n_boot,
-                   help=f"bootstrap resamples for the CIs (default {CellSpec.n_boot})")
+    p.add_argument("--n-boot", type=n_boot_arg, default=CellSpec.n_boot,
+                   help=f"bootstrap resamples for the CIs (default {CellSpec.n_boot}, at most {N_BOOT_MAX})")
     p.add_argument("--device", default=CellSpec.device, help=f"auto, cpu, cuda, cuda:1 ... (default {CellSpec.device})")
     p.add_argument("--runs", default="runs", help="runs root folder (default ./runs)")
     p.add_argument("--experiment", default=experiment, help="experiment name (first folder under --runs)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cells import seed_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -24,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="images per extraction batch (default 64)")
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 0)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda ...")
-    p.add_argument("--seed", type=int, default=42,
+    p.add_argument("--seed", type=seed_arg, default=42,
                    help="with --weights random: the seed of the random network (as `dermbench probe --seeds`)")
     p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
     p.set_defaults(func=run)

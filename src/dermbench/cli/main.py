@@ -47,9 +47,20 @@ typical workflow:
 """
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit 2, like every other
+    error of the command line (argparse prints the whole usage block first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        from ..errors import LINE_LIMIT
+
+        text = " ".join(str(message).split())[:LINE_LIMIT]
+        self.exit(2, f"error: {self.prog}: {text} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dermbench", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrorParser(prog="dermbench", description=DESCRIPTION,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dermbench {__version__}")
     parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on the console")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,7 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed on one line
+        return _exit_status(exc)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -75,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TQDM_MININTERVAL", "30")
     try:
         return int(args.func(args) or 0)
+    except SystemExit as exc:  # a command's own option parser (prepare SOURCE ...)
+        return _exit_status(exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -85,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     except DermbenchError as exc:  # its message says what is wrong and what to do: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+
+
+def _exit_status(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
 
 
 if __name__ == "__main__":

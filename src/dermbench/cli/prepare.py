@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cells import seed_arg
+
 HELP = "turn a public dataset as published (or a CSV + mapping table) into the dataset contract"
 
 
@@ -29,7 +31,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="dataset folder to create, e.g. datasets/ham10000")
     parser.add_argument("--images", action="append", default=None,
                         help="folder(s) to look for images in, if not under --raw (repeatable)")
-    parser.add_argument("--seed", type=int, default=42, help="seed for splits and subsampling (default 42)")
+    parser.add_argument("--seed", type=seed_arg, default=42, help="seed for splits and subsampling (default 42)")
     parser.add_argument("--premalignant", choices=PREMALIGNANT_POLICIES, default="paper",
                         help="actinic keratosis / akiec / ACK: 'paper' = what the study did per dataset "
                              "(HAM/ISIC akiec and PAD ACK malignant, SD-198 AK benign), or one rule for all")
@@ -69,7 +71,9 @@ def source_parser(name: str) -> argparse.ArgumentParser:
 
     entry = SOURCES.entry(name)
     cls = entry.load()
-    parser = argparse.ArgumentParser(
+    from .main import OneLineErrorParser
+
+    parser = OneLineErrorParser(
         prog=f"dermbench prepare {entry.name}",
         description=f"{entry.description}. Licence: {entry.meta.get('licence', '?')}. {entry.meta.get('url', '')}\n\n"
                     + (cls.__module__ and (sys.modules[cls.__module__].__doc__ or "")),

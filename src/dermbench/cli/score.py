@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError
+from ..runs.cell import N_BOOT_MAX
+from .cells import n_boot_arg, seed_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -18,8 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, help="dataset folder (contract layout) holding the ground truth")
     p.add_argument("--split", default="test", help="split to score against (default: test)")
     p.add_argument("--threshold", type=float, default=0.5, help="operating threshold on p_malignant (default 0.5)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates for CIs (default 1000; 0 = none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-boot", type=n_boot_arg, default=1000,
+                   help=f"bootstrap replicates for CIs (default 1000; 0 = none; at most {N_BOOT_MAX})")
+    p.add_argument("--seed", type=seed_arg, default=0, help="bootstrap seed")
     p.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     p.set_defaults(func=run)
     return p
@@ -31,8 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must lie in [0, 1], got {args.threshold}")
-    if args.n_boot < 0:
-        raise UsageError(f"--n-boot must be 0 (no bootstrap) or more, got {args.n_boot}")
     ds = load_dataset(args.truth, splits=(args.split,), check_images=False, quiet=True)
     frame = validate_against_truth(read_predictions_csv(args.predictions), ds.split(args.split),
                                    where=str(args.predictions))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .cells import seed_arg
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("synth", help="write a seeded synthetic lesion dataset (demo / tests)",
@@ -14,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset folder to create")
     p.add_argument("--n", type=int, default=600, help="number of images (default 600)")
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default 0)")
     p.add_argument("--malignant-fraction", type=float, default=0.35, help="share of malignant images (default 0.35)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=run)

@@ -343,7 +343,8 @@ def _without_undecodable(root: Path, frames: dict[str, pd.DataFrame], exclusions
 
     n_workers = workers or min(8, (os.cpu_count() or 2) * 2)
     out = {}
-    with FileStampMemo("image-checks", str(root), context=f"pillow {PIL.__version__}") as memo:
+    context = f"pillow {PIL.__version__}; max pixels {imgio.MAX_IMAGE_PIXELS}"  # a new limit checks again
+    with FileStampMemo("image-checks", str(root), context=context) as memo:
         for split, df in frames.items():
             if len(df) == 0:
                 out[split] = df

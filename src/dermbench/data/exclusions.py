@@ -32,8 +32,10 @@ REASON_UNSUPPORTED = "unsupported_format"
 REASON_UNREADABLE = "unreadable_image"
 REASON_TRUNCATED = "truncated_image"
 REASON_EMPTY = "empty_image"
+REASON_TOO_LARGE = "image_too_large"  # more pixels than dermbench.data.images.MAX_IMAGE_PIXELS
 #: Reasons that mean "the image file cannot be used" (the audit lists these as unreadable).
-IMAGE_REASONS = (REASON_MISSING_IMAGE, REASON_UNSUPPORTED, REASON_UNREADABLE, REASON_TRUNCATED, REASON_EMPTY)
+IMAGE_REASONS = (REASON_MISSING_IMAGE, REASON_UNSUPPORTED, REASON_UNREADABLE, REASON_TRUNCATED, REASON_EMPTY,
+                 REASON_TOO_LARGE)
 # --- paradigms -------------------------------------------------------------------------------------
 REASON_REQUEST_FAILED = "request_failed"
 # --- transfer evaluation: a target image the training cell has already seen (data/leaks.py) ---------

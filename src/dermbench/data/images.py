@@ -15,13 +15,19 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import ImageReadError
-from .exclusions import (REASON_EMPTY, REASON_MISSING_IMAGE, REASON_TRUNCATED, REASON_UNREADABLE,
+from .exclusions import (REASON_EMPTY, REASON_MISSING_IMAGE, REASON_TOO_LARGE, REASON_TRUNCATED, REASON_UNREADABLE,
                          REASON_UNSUPPORTED)
 
 # A truncated file must fail loudly rather than decode to a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
-# Dermoscopic originals can be large, but not decompression-bomb large.
-Image.MAX_IMAGE_PIXELS = 200_000_000
+#: Images with more pixels than this are refused before decoding (exclusion ``image_too_large``).
+#: Dermoscopic and clinical originals of the public datasets are at most ~25 MP; 100 MP is 300 MB
+#: as 8-bit RGB. Pillow's own check only warns up to twice its limit (a 400 MP image decoded to
+#: 1.2 GB with a DecompressionBombWarning on the console), so the limit is checked here, from the
+#: header, and Pillow's warning is not shown: the exclusion says it instead.
+MAX_IMAGE_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # EXIF/ICC/palette chatter from odd files ("Corrupt EXIF data", "Palette images with
 # Transparency ...") says nothing about whether the pixels are usable. It is silenced by a
 # filter installed once, not by ``warnings.catch_warnings()`` around each decode: that context
@@ -79,6 +85,7 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
         with Image.open(path) as img:
             if img.format not in ("JPEG", "PNG", "MPO"):
                 raise ImageReadError(path, REASON_UNSUPPORTED, f"content is {img.format}, not JPEG/PNG")
+            _check_pixels(path, img.width, img.height)
             if draft_size is not None and img.format in ("JPEG", "MPO"):
                 _draft_oriented(img, draft_size)
             img.load()
@@ -96,11 +103,21 @@ def open_rgb(path: str | Path, draft_size: tuple[int, int] | None = None) -> Ima
         truncated = "truncated" in msg.lower() or "broken data stream" in msg.lower()
         reason = REASON_TRUNCATED if truncated else REASON_UNREADABLE
         raise ImageReadError(path, reason, msg) from exc
-    except (ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # the warning when warnings are errors
+        raise ImageReadError(path, REASON_TOO_LARGE, f"more pixels than the limit of {MAX_IMAGE_PIXELS:,} "
+                                                     f"(dermbench.data.images.MAX_IMAGE_PIXELS): {exc}") from None
+    except (ValueError, SyntaxError) as exc:
         raise ImageReadError(path, REASON_UNREADABLE, str(exc)) from exc
     if rgb.width == 0 or rgb.height == 0:
         raise ImageReadError(path, REASON_EMPTY)
     return rgb
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    pixels = width * height
+    if pixels > MAX_IMAGE_PIXELS:
+        raise ImageReadError(path, REASON_TOO_LARGE, f"{width}x{height} = {pixels:,} pixels, more than the limit of "
+                                                     f"{MAX_IMAGE_PIXELS:,} (dermbench.data.images.MAX_IMAGE_PIXELS)")
 
 
 def _draft_oriented(img: Image.Image, size: tuple[int, int]) -> None:

@@ -55,8 +55,9 @@ import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, create_model, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..runs.block import GenericBlock, GridBlock, Resources, StrictModel, block_class, check_threshold_policy, unique
-from ..runs.cell import CellSpec
+from ..runs.block import (GenericBlock, GridBlock, Resources, Seed, StrictModel, block_class, check_threshold_policy,
+                          unique)
+from ..runs.cell import N_BOOT_MAX, CellSpec
 
 _GENERIC = "plugin"  # the union tag of paradigms registered without a block of their own
 
@@ -73,7 +74,7 @@ class SynthSpec(StrictModel):
 
     n: int = Field(600, ge=10)
     size: int = Field(128, ge=16)
-    seed: int = 0
+    seed: Seed = 0
     malignant_fraction: float = Field(0.35, gt=0, lt=1)
 
 
@@ -97,9 +98,10 @@ class RunConfig(StrictModel):
     runs_root: str = "runs"
     data_root: str | None = None
     datasets: list[DatasetSpec] = Field(min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [CellSpec.seed], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [CellSpec.seed], min_length=1)
     threshold_policy: str = CellSpec.threshold_policy
-    n_boot: int = Field(CellSpec.n_boot, ge=0)
+    n_boot: int = Field(CellSpec.n_boot, ge=0, le=N_BOOT_MAX,
+                        description=f"bootstrap replicates per cell, 0..{N_BOOT_MAX} (0 = no confidence intervals)")
     device: str = Field(CellSpec.device, pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$",
                         description="auto, cpu, cuda, cuda:N or mps")
     strict: bool = False

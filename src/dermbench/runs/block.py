@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -29,6 +29,19 @@ from ..errors import ConfigError, UnknownNameError
 
 if TYPE_CHECKING:
     from ..models import ModelSpec
+
+
+def _check_seed(value: Any) -> int:
+    from .cell import seed_problem
+
+    problem = seed_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+#: A seed in a config: a whole number in 0..``SEED_MAX`` (no bools, no floats such as ``1e20``).
+Seed = Annotated[int, BeforeValidator(_check_seed)]
 
 
 class StrictModel(BaseModel):
@@ -113,7 +126,7 @@ class GridBlock(StrictModel):
     model_settings: dict[str, dict[str, Any]] = Field(default_factory=dict,
                                                       description="per-model overrides of settings")
     datasets: list[str] | None = Field(None, description="restrict this block to these dataset names")
-    seeds: list[int] | None = Field(None, description="override the top-level seeds for this block")
+    seeds: list[Seed] | None = Field(None, description="override the top-level seeds for this block")
     eval_datasets: list[str] | Literal["all"] | None = Field(
         None, description="dataset names (or 'all') whose test splits each trained cell is also evaluated on, "
                           "without retraining (transfer); a block whose cells train nothing runs on them")
