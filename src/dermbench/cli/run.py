@@ -82,16 +82,24 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
         if not cells:
             raise UsageError(f"--only {only} matches no cell of the grid")
     paths = config.dataset_paths(data_root)
+    kind = executor or config.executor.kind
+    n_workers = workers or config.executor.workers
 
     if dry_run:
+        from ..runner.executors import _local_gpus
+        from ..runner.placement import place_cells
+
+        gpus = _local_gpus(cells)  # under Ray the cluster's GPUs decide at run time; this machine's stand in
+        place_cells(cells, executor=kind, workers=n_workers, gpus=len(gpus))
         print_plan(config, cells, runs_root, paths)
+        print(f"placement ({kind}{f', {n_workers} workers' if kind == 'local' and n_workers > 1 else ''}): "
+              f"{len(gpus)} CUDA GPU(s) {'on this machine' if kind == 'local' else 'here (the Ray cluster decides)'}; "
+              f"device = what each cell runs on, cpus/gpus = what it asks for")
         return 0
 
     needed = {c.spec.dataset_name for c in cells}
     needed |= {Path(t).name for c in cells for t in c.spec.eval_datasets}  # transfer targets
     prepare_datasets(config, paths, needed=needed, quiet=quiet)
-    kind = executor or config.executor.kind
-    n_workers = workers or config.executor.workers
     where = kind if kind == "ray" else (f"local, {n_workers} worker processes" if n_workers > 1 else "local, in process")
     print(f"experiment {config.experiment!r}: {len(cells)} cell(s) -> {runs_root} ({where})", flush=True)
 
@@ -121,13 +129,14 @@ def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:
 
     rows = grid_table(cells, runs_root)
     print(f"experiment {config.experiment!r}: {len(rows)} cell(s); runs folder {runs_root}")
-    header = ("paradigm", "model", "variant", "dataset", "seed", "cpus", "gpus", "state")
+    header = ("paradigm", "model", "variant", "dataset", "seed", "device", "cpus", "gpus", "state")
     widths = [max([len(h)] + [len(str(r[k])) for r in rows]) for h, k in
-              zip(header, ("paradigm", "model", "variant", "dataset", "seed", "num_cpus", "num_gpus", "state"))]
+              zip(header, ("paradigm", "model", "variant", "dataset", "seed", "device", "num_cpus", "num_gpus",
+                           "state"))]
     print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for r in rows:
-        values = (r["paradigm"], r["model"], r["variant"] or "-", r["dataset"], r["seed"], f"{r['num_cpus']:g}",
-                  f"{r['num_gpus']:g}", r["state"])
+        values = (r["paradigm"], r["model"], r["variant"] or "-", r["dataset"], r["seed"], r["device"],
+                  f"{r['num_cpus']:g}", f"{r['num_gpus']:g}", r["state"])
         print("  ".join(str(v).ljust(w) for v, w in zip(values, widths)))
     by_paradigm = Counter(r["paradigm"] for r in rows)
     by_state = Counter(r["state"] for r in rows)

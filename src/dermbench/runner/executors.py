@@ -9,6 +9,11 @@ driver only collects each cell's status.
 No home-made scheduler: the local pool is :class:`concurrent.futures.ProcessPoolExecutor`
 (spawn context, so no forked torch state), and Ray places each cell as a task with the CPU/GPU
 request from the config.
+
+GPUs (:mod:`dermbench.runner.placement` has the rule): each local pool worker gets its own
+``CUDA_VISIBLE_DEVICES`` (round-robin over the GPUs this machine shows), and a Ray task of a GPU cell
+runs in a worker process that exits after it (``max_calls=1``), so no cell inherits the GPU memory
+or the CUDA context of the one before.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from ..runs.record import is_complete
 from ..utils.console import get_logger
 from .cell import CellResult, changed_fields, execute_cell
 from .grid import PlannedCell
+from .placement import place_cells, pool_gpu_assignment
 
 log = get_logger("runner")
 
@@ -65,6 +71,8 @@ def run_cells(cells: list[PlannedCell], runs_root: str | Path, *, executor: str 
     runs_root = Path(runs_root).absolute()
     imports = list(imports)
     t0 = time.perf_counter()
+    if executor == "local":
+        place_cells(cells, executor="local", workers=workers, gpus=len(_local_gpus(cells)))
     if executor == "ray":
         results = run_ray(cells, runs_root, force=force, address=address, imports=imports, on_result=on_result)
     elif executor == "local" and workers <= 1:
@@ -126,13 +134,30 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker_init(imports: list[str], threads: int, parent_pid: int | None = None, quiet: bool = False) -> None:
-    """Runs once in each spawned worker: tie it to its parent, size the math libraries' thread
-    pools, set up the console as the driver's, load plugins."""
+def _local_gpus(cells: list[PlannedCell]) -> list[str]:
+    """The CUDA GPUs of this machine (``CUDA_VISIBLE_DEVICES`` entries); not counted (no torch
+    import) when every cell runs on the CPU anyway."""
+    if all(c.spec.device == "cpu" for c in cells):
+        return []
+    from ..utils.device import visible_gpus
+
+    return visible_gpus()
+
+
+def _worker_init(imports: list[str], threads: int, parent_pid: int | None = None, quiet: bool = False,
+                 gpu_slots: list[str] | None = None, counter: Any = None) -> None:
+    """Runs once in each spawned worker: tie it to its parent, take its own GPU (the next of
+    ``gpu_slots``, counted across the pool's workers by ``counter``) before anything can touch CUDA,
+    size the math libraries' thread pools, set up the console as the driver's, load plugins."""
     from ..utils.console import configure
 
     if parent_pid is not None:
         _die_with_parent(parent_pid)
+    if gpu_slots:
+        with counter.get_lock():
+            ordinal = int(counter.value)
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_slots[ordinal % len(gpu_slots)]
     configure(quiet=quiet)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
@@ -169,6 +194,7 @@ def run_process_pool(cells: list[PlannedCell], runs_root: Path, *, workers: int,
     """
     imports = list(imports or [])
     threads = max(1, (os.cpu_count() or 1) // workers)
+    gpu_slots = pool_gpu_assignment(cells, workers, _local_gpus(cells))  # ExecutorError: more workers than GPUs
     results: list[CellResult] = []
 
     def emit(result: CellResult) -> None:
@@ -178,7 +204,7 @@ def run_process_pool(cells: list[PlannedCell], runs_root: Path, *, workers: int,
 
     remaining = list(cells)
     while remaining:
-        suspects, queued = _pool_round(remaining, runs_root, workers, force, imports, threads, emit)
+        suspects, queued = _pool_round(remaining, runs_root, workers, force, imports, threads, emit, gpu_slots)
         if suspects or queued:
             log.warning("a worker process died; retrying %d running cell(s) one at a time and %d queued cell(s)",
                         len(suspects), len(queued))
@@ -188,7 +214,7 @@ def run_process_pool(cells: list[PlannedCell], runs_root: Path, *, workers: int,
                     "worker processes die before running any cell (see the messages above)")))
             break
         for cell in suspects:
-            running, not_started = _pool_round([cell], runs_root, 1, force, imports, threads, emit)
+            running, not_started = _pool_round([cell], runs_root, 1, force, imports, threads, emit, gpu_slots)
             for culprit in running + not_started:
                 emit(_record_failure(culprit, runs_root, RuntimeError(
                     "the worker process died while running this cell, also when it ran alone "
@@ -198,14 +224,16 @@ def run_process_pool(cells: list[PlannedCell], runs_root: Path, *, workers: int,
 
 
 def _pool_round(cells: list[PlannedCell], runs_root: Path, workers: int, force: bool, imports: list[str],
-                threads: int, emit: OnResult) -> tuple[list[PlannedCell], list[PlannedCell]]:
+                threads: int, emit: OnResult, gpu_slots: list[str] | None = None
+                ) -> tuple[list[PlannedCell], list[PlannedCell]]:
     """One pool over ``cells``; returns the cells lost to a broken pool as (running, queued)."""
     ctx = multiprocessing.get_context("spawn")
     round_start = time.time()
     broken: list[PlannedCell] = []
     quiet = any(c.spec.quiet for c in cells)
+    counter = ctx.Value("i", 0)  # worker ordinal -> its GPU slot
     with ProcessPoolExecutor(max_workers=min(workers, len(cells)), mp_context=ctx, initializer=_worker_init,
-                             initargs=(imports, threads, os.getpid(), quiet)) as pool:
+                             initargs=(imports, threads, os.getpid(), quiet, gpu_slots, counter)) as pool:
         futures = {pool.submit(_run_one, c.spec.to_dict(), str(runs_root), force, imports): c for c in cells}
         pending = set(futures)
         while pending:
@@ -292,6 +320,14 @@ def _check_feasible(ray, cells: list[PlannedCell], *, strict: bool) -> None:
         log.warning("%s; tasks wait until the cluster provides them", message)
 
 
+def _remote_functions(ray) -> tuple[Any, Any]:
+    """The cell task for CPU cells and for GPU cells. A GPU cell's worker process exits after the
+    task (``max_calls=1``): Ray's own one-task-per-GPU-worker default applies only to functions
+    declared with ``num_gpus``, and ``.options()`` cannot set ``max_calls``, so it is declared here.
+    Otherwise a reused worker keeps the CUDA context and cached memory of the GPU it first used."""
+    return ray.remote(_run_one), ray.remote(max_calls=1)(_run_one)
+
+
 def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, address: str | None = None,
             imports: list[str] | None = None, on_result: OnResult | None = None) -> list[CellResult]:
     """Each cell is a Ray task with ``num_cpus``/``num_gpus`` (and ``memory``) from the config.
@@ -330,8 +366,9 @@ def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, a
             raise ExecutorError(f"could not start or join Ray (address={address or 'local'}): {exc}") from exc
         started_here = True
     try:
+        place_cells(todo, executor="ray", gpus=int(float(ray.cluster_resources().get("GPU", 0.0))))
         _check_feasible(ray, todo, strict=started_here and not (address and address != "local"))
-        task = ray.remote(_run_one)
+        cpu_task, gpu_task = _remote_functions(ray)
         refs = {}
         first_of_group: dict[tuple, Any] = {}
         for cell in todo:
@@ -340,6 +377,7 @@ def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, a
                 opts["memory"] = int(cell.resources.memory_gb * 1024 ** 3)
             group = _cache_group(cell.spec)
             after = [first_of_group[group]] if group in first_of_group else []
+            task = gpu_task if cell.resources.num_gpus > 0 else cpu_task
             ref = task.options(**opts).remote(cell.spec.to_dict(), str(runs_root), force, imports, *after)
             if group is not None:
                 first_of_group.setdefault(group, ref)

@@ -29,6 +29,8 @@ class PlannedCell:
 
     spec: CellSpec
     resources: Resources = field(default_factory=Resources)
+    #: False when neither the block nor the config sets ``resources`` (runner.placement then decides)
+    resources_given: bool = True
 
     @property
     def key(self) -> str:
@@ -53,6 +55,7 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
             targets = []
         seeds = block.seeds or config.seeds
         resources = block.resources or config.resources
+        resources_given = block.resources is not None or "resources" in config.model_fields_set
         for model in block.model_names():
             variants = block.cell_settings(model)
             for dataset in dataset_names:
@@ -71,7 +74,7 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
                                 f"grid[{index}] repeats the cell {folder} of grid[{seen[folder]}] (same paradigm, "
                                 f"model, variant, dataset and seed); each cell must appear once")
                         seen[folder] = index
-                        cells.append(PlannedCell(spec, resources))
+                        cells.append(PlannedCell(spec, resources, resources_given))
     return cells
 
 
@@ -111,6 +114,6 @@ def grid_table(cells: list[PlannedCell], runs_root: str | Path) -> list[dict[str
         rows.append({"paradigm": s.paradigm, "model": ident.model,
                      "variant": "+".join(p for p in (ident.variant, ident.point) if p),
                      "dataset": s.dataset_name, "seed": s.seed, "num_cpus": c.resources.num_cpus,
-                     "num_gpus": c.resources.num_gpus, "state": state, "why": reasons,
+                     "num_gpus": c.resources.num_gpus, "device": s.device, "state": state, "why": reasons,
                      "path": str(s.path(runs_root))})
     return rows
