@@ -31,6 +31,8 @@ from ..images import open_rgb
 RESIZE_MODES = ("crop", "pad", "squash")
 #: Antialiased bicubic: Pillow widens the kernel when downscaling, so this is a proper low-pass.
 RESAMPLE = Image.Resampling.BICUBIC
+#: ResizePolicy.interpolation -> Pillow filter (both antialiased when downscaling)
+RESAMPLE_FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 #: Reduced decoding keeps at least ``DRAFT_FACTOR`` × the working size before the resize. 1 is
 #: the fastest setting that stays within the stated tolerance (see the module docstring).
 DRAFT_FACTOR = 1
@@ -55,6 +57,7 @@ class ResizePolicy:
     size: int = 224
     mode: str = "crop"
     crop_from: int | None = None
+    interpolation: str = "bicubic"  # or "bilinear" (the study's CNN loaders: torchvision Resize's default)
 
     def __post_init__(self) -> None:
         if isinstance(self.size, bool) or not isinstance(self.size, numbers.Integral) or self.size < 8:
@@ -67,11 +70,15 @@ class ResizePolicy:
                 raise ValueError(f"ResizePolicy.crop_from needs mode crop and crop_from >= size ({self.size}); "
                                  f"got mode {self.mode!r}, crop_from {self.crop_from!r}")
             object.__setattr__(self, "crop_from", int(self.crop_from))
+        if self.interpolation not in RESAMPLE_FILTERS:
+            raise ValueError(f"ResizePolicy.interpolation must be one of {', '.join(RESAMPLE_FILTERS)}; "
+                             f"got {self.interpolation!r}")
 
     def key(self) -> str:
         """Short, file-name safe identity of the pixels this policy produces, e.g. ``crop224``
         (``crop224from256`` with ``crop_from``)."""
-        return f"{self.mode}{self.size}" + (f"from{self.crop_from}" if self.crop_from else "")
+        return (f"{self.mode}{self.size}" + (f"from{self.crop_from}" if self.crop_from else "")
+                + ("" if self.interpolation == "bicubic" else f"-{self.interpolation}"))
 
     @property
     def decode_side(self) -> int:
@@ -96,24 +103,25 @@ def apply_policy(img: Image.Image, policy: ResizePolicy) -> np.ndarray:
     """Resize an RGB ``PIL.Image`` to the policy's square; returns a contiguous uint8 HxWx3 array."""
     s = policy.size
     w, h = img.size
+    resample = RESAMPLE_FILTERS[policy.interpolation]
     if policy.crop_from:
         # torchvision Resize(crop_from) (short side; long side truncated) + CenterCrop(size), literally
         r = policy.crop_from
         nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
-        resized = img.resize((nw, nh), RESAMPLE)
+        resized = img.resize((nw, nh), resample)
         left, top = int(round((nw - s) / 2.0)), int(round((nh - s) / 2.0))
         out = resized.crop((left, top, left + s, top + s))
     elif policy.mode == "squash":
-        out = img.resize((s, s), RESAMPLE)
+        out = img.resize((s, s), resample)
     elif policy.mode == "crop":
         # Resize only the central square of the source: identical to resize-then-crop, cheaper.
         short = min(w, h)
         left, top = (w - short) / 2.0, (h - short) / 2.0
-        out = img.resize((s, s), RESAMPLE, box=(left, top, left + short, top + short))
+        out = img.resize((s, s), resample, box=(left, top, left + short, top + short))
     else:  # pad
         scale = s / max(w, h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-        inner = img.resize((nw, nh), RESAMPLE)
+        inner = img.resize((nw, nh), resample)
         out = Image.new("RGB", (s, s), PAD_FILL)
         out.paste(inner, ((s - nw) // 2, (s - nh) // 2))
     arr = np.array(out, dtype=np.uint8)  # a writable copy (np.asarray of a PIL image is read-only)

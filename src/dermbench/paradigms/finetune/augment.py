@@ -1,11 +1,12 @@
 """Training augmentation on cached pixels (uint8 CHW tensors from the image cache).
 
-``paper`` is the study's policy, applied to the cached working-resolution image instead of the
-decoded original (the cache is what makes epochs cheap): random resized crop (scale 0.8-1.0),
-horizontal and vertical flips, rotation up to 15°, perspective distortion (scale 0.5, p 0.5),
-brightness 0.8-1.2, a small random affine (translate 10 %, scale 0.9-1.1) and Gaussian blur.
-The study's code does not pin every parameter of the affine and blur; the values used here are
-stated in :func:`paper_policy`.
+``study`` is the study's policy exactly (STUDY.md §3.2, its ``DataLoaderFactory``): its eight
+torchvision transforms in its order with its values (:func:`study_policy`). ``paper`` is
+dermbench's earlier version of it, kept unchanged so existing runs keep their numbers: the same
+steps with the default crop ratio, another affine (translate 10 %, scale 0.9-1.1, no rotation,
+no shear) and a blur of sigma 0.1-2.0 on half the images (:func:`paper_policy`). Both run on the
+cached working-resolution image instead of the decoded original (the cache is what makes epochs
+cheap); for ``study`` that is the one step that is not the study's.
 
 All randomness comes from torch's global generator (in the main process) or the worker's seeded
 generator (with DataLoader workers), which the training loop seeds per epoch so a resumed run
@@ -60,6 +61,23 @@ def paper_policy(size: int) -> list[Any]:
     ]
 
 
+def study_policy(size: int) -> list[Any]:
+    """The study's training augmentation, in its order, on a PIL image: torchvision's
+    ``transforms`` (v1, the API the study called) with the study's arguments and defaults."""
+    from torchvision import transforms
+
+    return [
+        transforms.RandomResizedCrop((size, size), scale=(0.8, 1.0), ratio=(0.75, 1.33)),
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomVerticalFlip(),
+        transforms.RandomRotation(15),
+        transforms.RandomPerspective(distortion_scale=0.5, p=0.5),
+        transforms.ColorJitter(brightness=(0.8, 1.2)),
+        transforms.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.95, 1.05), shear=5),
+        transforms.GaussianBlur(kernel_size=(3, 3), sigma=(0.1, 1.0)),
+    ]
+
+
 def _to_pil(image: Any) -> Any:
     """uint8 CHW tensor (or HxWx3 array) of the image cache -> PIL image, without a decode."""
     import numpy as np
@@ -76,9 +94,10 @@ def flip_policy(size: int) -> list[Any]:
     return [v2.RandomHorizontalFlip(p=0.5), v2.RandomVerticalFlip(p=0.5)]
 
 
-POLICIES: dict[str, Callable[[int], list[Any]]] = {"paper": paper_policy, "flip": flip_policy, "none": lambda size: []}
+POLICIES: dict[str, Callable[[int], list[Any]]] = {"paper": paper_policy, "study": study_policy, "flip": flip_policy,
+                                                   "none": lambda size: []}
 #: Policies whose steps run on a PIL view (flips alone are cheaper on the tensor).
-ON_PIL = {"paper"}
+ON_PIL = {"paper", "study"}
 
 
 def train_pixels(policy: str, size: int) -> Callable[[Any], Any]:

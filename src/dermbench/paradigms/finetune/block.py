@@ -54,11 +54,13 @@ class FinetuneBlock(GridBlock):
     @classmethod
     def variant_parts(cls, settings: dict[str, Any], model: ModelSpec) -> list[str]:
         """Balancing mode, then ``frozen``/``unfrozen`` when the backbone is trained otherwise than
-        the model entry says, then ``cal-<method>`` for a calibrated cell, then the weights."""
+        the model entry says, then ``cal-<method>`` for a calibrated cell, ``study`` for the study
+        preset (its image handling differs from ``paper``'s), then the weights."""
         entry_frozen = bool(model.freeze_backbone)
         requested = settings.get("freeze_backbone")
         frozen = entry_frozen if requested is None else bool(requested)
         freeze = "" if frozen == entry_frozen else ("frozen" if frozen else "unfrozen")
         calibration = settings.get("calibration", "none")
         calibrated = "" if calibration in (None, "none") else f"cal-{calibration}"
-        return [str(settings.get("balance", "")), freeze, calibrated] + super().variant_parts(settings, model)
+        study = "study" if settings.get("preset") == "study" else ""
+        return [str(settings.get("balance", "")), freeze, calibrated, study] + super().variant_parts(settings, model)

@@ -67,6 +67,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     from ...runs.evaluate import finalize_cell
     import torch
 
+    from ...metrics.study import argmax_predictions, study_classification_metrics, study_label_names
     from ...models import build_classifier
     from ...utils.device import activate_device, choose_device
     from .settings import loader_workers
@@ -88,7 +89,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     log(f"{built.spec.model_id} ({built.weights_identity}); {built.trainable_parameters:,} of "
         f"{built.total_parameters:,} parameters trainable; device {device}")
 
-    policy = ResizePolicy(settings.image_size, settings.resize)
+    policy = ResizePolicy(settings.image_size, settings.resize, interpolation=settings.interpolation)
     t_cache = time.perf_counter()
     cache = build_image_cache(dataset, policy, progress=not quiet)
     cache_s = time.perf_counter() - t_cache
@@ -116,6 +117,8 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                              progress=not quiet)
         frame, _loss = predict(built.model, loader, device, amp=autocast, channels_last=channels_last,
                                tta=settings.tta, normalize=eval_transform(mean, std))
+        if settings.preset == "study":  # the study's decision: argmax of the two logits (P > 0.5)
+            frame["study_pred"] = argmax_predictions(frame["p_malignant"])
         scores[split] = frame
     predict_s = time.perf_counter() - t_pred
     scores, calibration = calibrate_scores(dataset, scores, settings.calibration)
@@ -151,6 +154,11 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                            "false_malignant": int(len(errors["false_malignant"])),
                            "files": dict(ERROR_FILES)},
     }
+    if settings.preset == "study":
+        extra["study_metrics"] = {split: study_classification_metrics(study_label_names(frame["label"]),
+                                                                      list(frame["study_pred"]))
+                                  for split, frame in scores.items()}
+        extra["study_metrics"]["rule"] = "argmax of the two logits (P(malignant) > 0.5), macro over both classes"
     metrics = finalize_cell(
         recorder, dataset, {split: frame.drop(columns=["label"]) for split, frame in scores.items()},
         threshold_policy=spec.threshold_policy, n_boot=spec.n_boot, seed=spec.seed,

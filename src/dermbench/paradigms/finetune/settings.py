@@ -1,16 +1,25 @@
 """Settings of the finetune paradigm (pydantic; no torch here).
 
-The ``paper`` preset is the study's protocol (PRODUCT §5) exactly: 224 px, AdamW (lr 1e-5,
-weight decay 1e-4), cosine schedule (T_max 100, eta_min 1e-6), up to 100 epochs, early stopping
-with patience 10 on the validation loss, batch 128, the paper's augmentation policy, weighted
-oversampling (``balanced_aug``). Seed 42 is the :class:`~dermbench.runs.cell.CellSpec` default.
+Two presets follow the MICCAI 2026 study (STUDY.md §3.2, §5.1). Both train as it did: 224 px,
+AdamW (lr 1e-5, weight decay 1e-4), cosine schedule (T_max 100, eta_min 1e-6), up to 100 epochs,
+early stopping with patience 10 on the validation loss (best weights restored), batch 128,
+weighted oversampling (``balanced_aug``). Seed 42 is the :class:`~dermbench.runs.cell.CellSpec`
+default.
 
-Two things differ from the study by default, both with a switch back:
-
-* ``resize="crop"``: images are resized aspect-preserving (short side, centre crop) where the
-  study squashed every image to 224×224; ``resize="squash"`` reproduces the study.
-* mixed precision and channels-last are used on a GPU (``amp``/``channels_last``); they are
-  no-ops on a CPU.
+* ``study`` reproduces the study's image handling too: every image squashed to 224×224 with
+  bilinear filtering (its ``Resize((224, 224))``), its augmentation in its order with its values
+  (``augment="study"``: random resized crop 0.8-1.0 / ratio 0.75-1.33, flips, rotation 15°,
+  perspective 0.5, brightness 0.8-1.2, affine 10° / translate 5 % / scale 0.95-1.05 / shear 5,
+  3×3 Gaussian blur sigma 0.1-1.0 on every image), an oversampled epoch of ``max class count × 2``
+  draws (``balanced_epoch="max_class"``, its ``num_samples``), and float32 on a GPU (``amp`` off).
+  What still differs: the augmentation runs on the cached 224 px squashed image, where the study's
+  random resized crop cut from the full-resolution original, and JPEGs are decoded at reduced size
+  before the resize (``data/pipeline/decode.py``: mean difference below 1.5 of 255).
+* ``paper`` (dermbench's default, unchanged since before ``study`` existed) keeps the study's
+  training hyperparameters with dermbench's image handling: aspect-preserving resize (short side,
+  centre crop) instead of the squash, bicubic filtering, dermbench's augmentation values
+  (``augment="paper"``: translate 10 %, scale 0.9-1.1, no shear, blur sigma 0.1-2.0 with p 0.5,
+  the default crop ratio), ``len(train)`` draws per oversampled epoch, and mixed precision on a GPU.
 
 ``smoke`` (tiny, for tests and CI) and ``demo`` (a few minutes on a laptop CPU) are small presets
 with the same loop and a larger learning rate, since their models start far from a solution.
@@ -23,7 +32,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 BALANCE_MODES = ("balanced_aug", "class_weighted", "unbalanced")
-AUGMENT_POLICIES = ("paper", "flip", "none")
+AUGMENT_POLICIES = ("paper", "study", "flip", "none")
 
 
 class FinetuneSettings(BaseModel):
@@ -37,8 +46,11 @@ class FinetuneSettings(BaseModel):
     resize: Literal["crop", "pad", "squash"] = Field(
         "crop", description="how an image becomes a square: crop/pad keep the aspect ratio; "
                             "squash is the study's distortion (for reproduction)")
-    augment: Literal["paper", "flip", "none"] = Field(
-        "paper", description="training augmentation: the study's policy, flips only, or none")
+    augment: Literal["paper", "study", "flip", "none"] = Field(
+        "paper", description="training augmentation: dermbench's version of the study's policy, the study's "
+                             "exact policy (study), flips only, or none")
+    interpolation: Literal["bicubic", "bilinear"] = Field(
+        "bicubic", description="resize filter of the image cache (the study's torchvision Resize: bilinear)")
     # --- optimisation ---------------------------------------------------------------------
     lr: float = Field(1e-5, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
@@ -55,6 +67,9 @@ class FinetuneSettings(BaseModel):
     balance: Literal["balanced_aug", "class_weighted", "unbalanced"] = Field(
         "balanced_aug", description="class balancing: weighted oversampling of the training set "
                                     "(study), class-weighted loss, or none (study)")
+    balanced_epoch: Literal["train_size", "max_class"] = Field(
+        "train_size", description="draws per epoch of the balanced_aug oversampler: train_size = len(train); "
+                                  "max_class = largest class count x 2 (the study's num_samples)")
     # --- model ------------------------------------------------------------------------------
     weights: str = Field("default", description="'default' (the model's pretrained weights, offline from the "
                                                 "local cache), 'random' (explicit random init), a local "
@@ -119,6 +134,9 @@ def loader_workers(setting: int | None, cpu_threads: int = 0) -> int:
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(image_size=224, resize="crop", augment="paper", lr=1e-5, weight_decay=1e-4, t_max=100,
                   eta_min=1e-6, epochs=100, patience=10, batch_size=128, balance="balanced_aug"),
+    "study": dict(image_size=224, resize="squash", interpolation="bilinear", augment="study", lr=1e-5,
+                  weight_decay=1e-4, t_max=100, eta_min=1e-6, epochs=100, patience=10, batch_size=128,
+                  balance="balanced_aug", balanced_epoch="max_class", amp=False),
     "demo": dict(image_size=96, resize="crop", augment="paper", lr=3e-4, weight_decay=1e-4, t_max=8,
                  eta_min=1e-6, epochs=8, patience=3, batch_size=32, balance="balanced_aug", workers=0),
     "smoke": dict(image_size=48, resize="crop", augment="flip", lr=2e-3, weight_decay=1e-4, t_max=4,

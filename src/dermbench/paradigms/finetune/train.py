@@ -21,7 +21,8 @@ dataset fingerprint, seed); a checkpoint with another key is ignored and trainin
 
 Balancing
 ---------
-``balanced_aug``: a ``WeightedRandomSampler`` draws ``len(train)`` images per epoch with
+``balanced_aug``: a ``WeightedRandomSampler`` draws ``len(train)`` images per epoch (the
+``study`` preset: ``balanced_epoch="max_class"``, the largest class count × 2, as the study) with
 replacement, each with probability proportional to 1 / (its class count) — both classes are seen
 equally often, and the minority class is seen through fresh augmentations (the study's mode).
 ``class_weighted``: the training loss weights class c by ``n / (2 · n_c)``.
@@ -126,19 +127,33 @@ def loss_class_weights(labels: np.ndarray) -> np.ndarray:
     return counts.sum() / (2.0 * counts)
 
 
-def make_oversampler(labels: np.ndarray, seed: int) -> Any:
+def oversampled_epoch(labels: np.ndarray, mode: str = "train_size") -> int:
+    """Draws per oversampled epoch: ``train_size`` = ``len(labels)``; ``max_class`` = the largest
+    class count × the number of classes present (the study's ``num_samples``)."""
+    if mode == "train_size":
+        return int(len(labels))
+    if mode == "max_class":
+        counts = class_counts(labels)
+        return int(counts.max() * int((counts > 0).sum()))
+    raise ValueError(f"unknown balanced_epoch {mode!r}; use train_size or max_class")
+
+
+def make_oversampler(labels: np.ndarray, seed: int, num_samples: int | None = None) -> Any:
     import torch
     from torch.utils.data import WeightedRandomSampler
 
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return WeightedRandomSampler(torch.as_tensor(oversampling_weights(labels), dtype=torch.double),
-                                 num_samples=len(labels), replacement=True, generator=generator)
+                                 num_samples=int(num_samples or len(labels)), replacement=True, generator=generator)
 
 
 def make_sampler(settings: FinetuneSettings, train_labels: np.ndarray, seed: int) -> Any:
-    """The epoch's sampler: weighted oversampling for ``balanced_aug``, else None (plain shuffling)."""
-    return make_oversampler(train_labels, seed) if settings.balance == "balanced_aug" else None
+    """The epoch's sampler: weighted oversampling for ``balanced_aug`` (``balanced_epoch`` draws),
+    else None (plain shuffling)."""
+    if settings.balance != "balanced_aug":
+        return None
+    return make_oversampler(train_labels, seed, oversampled_epoch(train_labels, settings.balanced_epoch))
 
 
 def make_criterion(settings: FinetuneSettings, train_labels: np.ndarray, device: Any = "cpu") -> Any:
@@ -404,7 +419,7 @@ def _setup(model: Any, dataset: Any, settings: FinetuneSettings, *, seed: int, m
     from .settings import loader_workers
 
     device = device or torch.device(choose_device("auto"))
-    policy = ResizePolicy(settings.image_size, settings.resize)
+    policy = ResizePolicy(settings.image_size, settings.resize, interpolation=settings.interpolation)
     autocast_dtype = amp_dtype(device, settings.amp)
     channels_last = settings.channels_last and device.type == "cuda"
     if device.type == "cuda":
@@ -436,7 +451,7 @@ def _setup(model: Any, dataset: Any, settings: FinetuneSettings, *, seed: int, m
     train_loader = make_loader(dataset, "train", policy=policy, transform=train_pixels(settings.augment,
                                                                                        settings.image_size),
                                batch_size=micro, sampler=sampler, workers=workers, seed=seed,
-                               drop_last=(len(train_labels) % micro == 1), device=device, progress=progress,
+                               drop_last=(len(sampler) % micro == 1), device=device, progress=progress,
                                epoch_seeded=True)
     eval_bs = settings.eval_batch_size or settings.batch_size
     val_loader = make_loader(dataset, "validation", policy=policy, transform=keep_uint8, batch_size=eval_bs,
