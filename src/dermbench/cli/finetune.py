@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True,
                    help="classifier name (`dermbench ls finetune-models`), timm:<name> or any timm model name")
     p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
-    p.add_argument("--preset", help="settings preset: paper (the default), demo, smoke")
+    p.add_argument("--preset", help="settings preset: paper (the default), study (the study's image handling "
+                                    "exactly: squash, its augmentation, its epoch length), demo, smoke")
     p.add_argument("--balance", choices=BALANCE_MODES, help="class balancing (paper preset: balanced_aug)")
     p.add_argument("--epochs", type=int, help="maximum epochs")
     p.add_argument("--patience", type=int, help="early-stopping patience in epochs")

