@@ -130,6 +130,7 @@ def _load(root: Path, *, card: dict[str, Any], strict: bool, check_images: bool,
     if check_images:
         frames = _without_undecodable(root, frames, exclusions, workers)
     frames = _without_same_file_rows(frames, exclusions)
+    warnings += index.symlink_warnings()
     warnings += _split_warnings(frames)
     if strict and exclusions:
         listing = "\n  ".join(str(e) for e in exclusions[:50])
@@ -184,6 +185,7 @@ def read_metadata_csv(path: Path, warnings: list[str]) -> pd.DataFrame:
     dup = sorted({c for c in df.columns if list(df.columns).count(c) > 1})
     if dup:
         raise DatasetError(f"{path} has duplicate columns {dup}; each column name must appear once")
+    df = _rename_reserved(df, path, warnings)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise DatasetError(
@@ -194,6 +196,27 @@ def read_metadata_csv(path: Path, warnings: list[str]) -> pd.DataFrame:
     for col in df.columns:
         df[col] = df[col].str.strip()
     return df.replace({"": None})
+
+
+#: Columns the loader sets itself in every split frame (the image file, the 0/1 label). A metadata
+#: column with one of these names (private CSVs often have a ``label`` or ``path`` of their own) is
+#: kept as ``original_<name>``, with a note in the dataset's warnings, never overwritten or dropped.
+RESERVED_COLUMNS = ("path", "label")
+
+
+def _rename_reserved(df: pd.DataFrame, path: Path, warnings: list[str]) -> pd.DataFrame:
+    renames: dict[str, str] = {}
+    for column in RESERVED_COLUMNS:
+        if column in df.columns:
+            new, k = f"original_{column}", 2
+            while new in df.columns or new in renames.values():
+                new, k = f"original_{column}_{k}", k + 1
+            renames[column] = new
+    if not renames:
+        return df
+    warnings.append(f"{path.name}: column(s) " + ", ".join(f"{a!r} -> {b!r}" for a, b in renames.items())
+                    + f" renamed on read: {', '.join(RESERVED_COLUMNS)} are reserved (the loader sets them)")
+    return df.rename(columns=renames)
 
 
 def unsafe_img_id(img_id: str) -> str:
@@ -266,30 +289,65 @@ def _usable_rows(split: str, df: pd.DataFrame, index: "_ImageIndex", seen: dict[
 
 
 class _ImageIndex:
-    """One directory scan of ``images/`` for fast, deterministic extension resolution."""
+    """One directory scan of ``images/`` for fast, deterministic extension resolution.
+
+    Symlinks are followed (a symlinked sub-folder too, each real folder once). A symlink whose
+    target does not exist resolves to a ``missing_image`` exclusion that says so; symlinks to files
+    outside ``images/`` are usable and reported (:meth:`symlink_warnings`): the dataset's content
+    then lives elsewhere (``prepare --link symlink`` makes such datasets)."""
 
     def __init__(self, images_dir: Path):
         self.images_dir = images_dir
         self.files: set[str] = set()
         self.by_stem: dict[str, list[str]] = {}
         self.by_lower: dict[str, list[str]] = {}
+        self.dangling: dict[str, str] = {}   # relative name -> the missing target
+        self.outside: dict[str, str] = {}    # relative name -> real path outside images/
         if images_dir.is_dir():
-            for dirpath, _dirs, names in os.walk(images_dir):
+            real_root = os.path.realpath(images_dir)
+            seen_dirs: set[str] = set()
+            for dirpath, dirs, names in os.walk(images_dir, followlinks=True):
+                real_dir = os.path.realpath(dirpath)
+                if real_dir in seen_dirs:  # a symlink loop, or the same folder linked twice
+                    dirs[:] = []
+                    continue
+                seen_dirs.add(real_dir)
                 rel_dir = Path(dirpath).relative_to(images_dir)
                 for n in names:
                     rel = (rel_dir / n).as_posix() if str(rel_dir) != "." else n
+                    self._classify(Path(dirpath) / n, rel, real_root)
                     self.files.add(rel)
                     stem = rel.rsplit(".", 1)[0] if "." in n else rel
                     self.by_stem.setdefault(stem, []).append(rel)
                     self.by_lower.setdefault(rel.lower(), []).append(rel)
+
+    def _classify(self, full: Path, rel: str, real_root: str) -> None:
+        real = os.path.realpath(full)
+        if not os.path.exists(full):
+            self.dangling[rel] = os.readlink(full) if os.path.islink(full) else real
+        elif os.path.commonpath([real, real_root]) != real_root:
+            self.outside[rel] = real
+
+    def symlink_warnings(self) -> list[str]:
+        if not self.outside:
+            return []
+        name, target = next(iter(sorted(self.outside.items())))
+        return [f"{len(self.outside)} file(s) in images/ are symlinks to files outside images/ (e.g. {name} -> "
+                f"{target}); the dataset's content is those files: keep them in place"]
 
     def resolve(self, img_id: str) -> tuple[str | None, str, str]:
         """Return (relative file, reason, detail); file is None when unresolved.
 
         An id with an accepted extension must exist as given (case-insensitively if unique).
         An id without one is resolved by stem, preferring .jpg, then .jpeg, then .png, so the
-        choice never depends on directory order.
+        choice never depends on directory order. A file that is a dangling symlink is missing.
         """
+        rel, reason, detail = self._resolve(img_id)
+        if rel is not None and rel in self.dangling:
+            return None, REASON_MISSING_IMAGE, f"images/{rel} is a symlink to {self.dangling[rel]}, which does not exist"
+        return rel, reason, detail
+
+    def _resolve(self, img_id: str) -> tuple[str | None, str, str]:
         suffix = PurePosixPath(img_id).suffix.lower()
         exact = [img_id] if img_id in self.files else self.by_lower.get(img_id.lower(), [])
         if len(exact) == 1:

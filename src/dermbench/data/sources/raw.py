@@ -124,19 +124,30 @@ def clean_text(value: Any) -> str | None:
 
 
 class ImageIndex:
-    """Every image file below some folders, looked up by stem or file name (case-sensitive first)."""
+    """Every image file below some folders, looked up by stem or file name (case-sensitive first).
+
+    Symlinked folders are followed (an ``images`` folder linked into ``--raw`` is common), each
+    real folder once, so a symlink loop cannot hang the walk; a dangling symlink is no file."""
 
     def __init__(self, roots: Iterable[Path]):
         self.by_name: dict[str, list[Path]] = {}
         self.by_stem: dict[str, list[Path]] = {}
+        seen_dirs: set[str] = set()
         for root in roots:
             if not Path(root).is_dir():
                 continue
-            for dirpath, dirs, names in os.walk(root):
+            for dirpath, dirs, names in os.walk(root, followlinks=True):
+                real_dir = os.path.realpath(dirpath)
+                if real_dir in seen_dirs:
+                    dirs[:] = []
+                    continue
+                seen_dirs.add(real_dir)
                 dirs.sort()
                 for n in sorted(names):
                     if Path(n).suffix.lower() in IMAGE_EXTENSIONS and not n.startswith("."):
                         p = Path(dirpath) / n
+                        if not p.exists():
+                            continue
                         self.by_name.setdefault(n, []).append(p)
                         self.by_stem.setdefault(Path(n).stem, []).append(p)
         self.used: set[Path] = set()
