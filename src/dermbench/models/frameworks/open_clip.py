@@ -222,7 +222,8 @@ def build_dual_encoder(spec: ModelSpec, settings: Any, *, weights: str, device: 
     tokenizer = _tokenizer(spec.model_id, weights)
     preprocess = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
     dev = torch.device(device)
-    dtype = torch_dtype(settings.dtype, dev)
-    model = model.to(dev).to(dtype)
+    dtype = torch_dtype(settings.dtype, dev, fp16_safe=spec.fp16_safe)
+    # open_clip builds in float32 (no dtype-aware loading to bypass): one move, one cast
+    model = model.to(device=dev, dtype=dtype)
     return OpenClipEncoder(model, preprocess, tokenizer, device=dev, weights=identity, model_id=spec.model_id,
                            batch_size=settings.batch_size, dtype=str(dtype).replace("torch.", ""))

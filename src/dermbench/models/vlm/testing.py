@@ -19,6 +19,7 @@ model         behaviour
 ``noanswer``  HTTP 200 JSON without the message / choices fields
 ``garbage``   answers text that names no label ("I am not sure what this is.")
 ``refuse``    answers a refusal
+``empty``     answers an empty message (what MedGemma gives in float16)
 ============  =================================================================================
 
 ``requests`` records every request body; ``max_in_flight`` the most requests handled at once.
@@ -145,6 +146,8 @@ class FakeVLMServer:
         wants_json = ("format" in body) or ("response_format" in body)
         if model == "garbage":
             text, tokens = "I am not sure what this is.", None
+        elif model == "empty":
+            text, tokens = "", None
         elif model == "refuse":
             text, tokens = "I'm sorry, but I can't provide a medical diagnosis. Please consult a dermatologist.", None
         else:

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 logger = get_logger("zeroshot")
 EVAL_SPLITS = ("validation", "test")
 ANSWER_CACHE = "answers.jsonl"
+#: A cell whose received answers are empty more often than this fails instead of completing: a
+#: model that says nothing is broken (e.g. a Gemma-3-based VLM run in float16), not a weak classifier.
+MAX_EMPTY_ANSWER_RATE = 0.5
 
 
 def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
@@ -188,7 +191,12 @@ def _request_key(spec: CellSpec, key_fields: dict[str, Any], identity: dict[str,
     """Everything that changes an answer: model, seed, the answer-changing settings (``key_fields``,
     with the answer format in effect), the prompt set (its content, incl. the answer schema), the
     rendered system and user prompt, and the image's content."""
-    payload = {"model": spec.model, "identity": {k: identity.get(k) for k in ("backend", "model", "weights")},
+    # the dtype a local model actually ran in (``auto`` resolves per GPU): answers of a float16 run are
+    # not reused by a bfloat16 one (server backends report no dtype and keep their key)
+    ident = {k: identity.get(k) for k in ("backend", "model", "weights")}
+    if identity.get("dtype"):
+        ident["dtype"] = identity["dtype"]
+    payload = {"model": spec.model, "identity": ident,
                "seed": spec.seed, "settings": key_fields, "system": system, "prompt": prompt,
                "prompt_set": prompt_set_hash, "image": image}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
@@ -301,6 +309,8 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
         atomic_write_text(Path(work) / "failed_requests.csv", exclusion_frame(failed).to_csv(index=False))
         log(f"zeroshot: {n_failed} request(s) failed and are scored as wrong; e.g. {next(iter(failures.values()))}")
 
+    _check_not_mostly_empty(cache, keys, identity, work)
+
     scores = {}
     statuses: list[str] = []
     sources: list[str] = []
@@ -341,3 +351,19 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
         "requests_per_s": round(len(requests) / max(time.perf_counter() - t0, 1e-9), 3) if requests else None,
     }
     return scores, extra
+
+
+def _check_not_mostly_empty(cache: AnswerCache, keys: dict[str, str], identity: dict[str, Any], work: Path) -> None:
+    """Fail the cell when most received answers are empty (see :data:`MAX_EMPTY_ANSWER_RATE`)."""
+    texts = [record["text"] for img_id, key in keys.items() if (record := cache.get(img_id, key)) is not None]
+    empty = sum(not str(text or "").strip() for text in texts)
+    if texts and empty / len(texts) > MAX_EMPTY_ANSWER_RATE:
+        dtype = identity.get("dtype")
+        raise RuntimeError(
+            f"{empty} of {len(texts)} answers of {identity.get('backend')} model {identity.get('model')!r} are empty "
+            f"(more than {MAX_EMPTY_ANSWER_RATE:.0%}); a model that answers nothing is broken, not a weak classifier, "
+            f"so the cell is not scored."
+            + (f" It ran in {dtype}: Gemma-3-based models (MedGemma) give empty output in float16; use dtype "
+               f"bfloat16 or float32 (dtype auto picks them)." if dtype == "float16" else
+               " Check the model's chat template and max_new_tokens, and that the server runs this model.")
+            + f" The answers are kept in {work}/{ANSWER_CACHE}.")

@@ -80,21 +80,23 @@ def build_dual_encoder(spec: ModelSpec, settings: Any, *, weights: str, device: 
                          f"use one of {', '.join(ARCHITECTURES)}")
     model_cls_name, encoder_cls = ARCHITECTURES[architecture]
     dev = torch.device(device)
-    dtype = torch_dtype(settings.dtype, dev)
+    dtype = torch_dtype(settings.dtype, dev, fp16_safe=spec.fp16_safe)
     source, random_init = hf_source(spec.model_id, weights)
     model_cls = getattr(transformers, model_cls_name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         image_processor = AutoImageProcessor.from_pretrained(source)
+        # Built or loaded in ``dtype`` (transformers keeps the modules a model needs in float32 in
+        # float32); moved to the device afterwards without another cast.
         if random_init:
             config = transformers.AutoConfig.from_pretrained(source)
-            model = model_cls.from_config(config) if model_cls_name == "AutoModel" else model_cls(config)
+            model = transformers.AutoModel.from_config(config, dtype=dtype)
             identity = RANDOM_IDENTITY
         else:
             model = model_cls.from_pretrained(source, dtype=dtype)
             identity = loaded_from(source)
     except OSError as exc:
         raise missing_weights(source, exc, f"huggingface-cli download {spec.model_id}") from exc
-    model = model.to(dev).to(dtype)
+    model = model.to(dev)
     return encoder_cls(model, tokenizer, image_processor, device=dev, weights=identity, model_id=spec.model_id,
                        batch_size=settings.batch_size, dtype=str(dtype).replace("torch.", ""))

@@ -166,6 +166,28 @@ class HFGenerativeBackend:
         return tokens
 
 
+def _straight_onto(device: Any) -> dict[str, Any]:
+    """``from_pretrained`` options that load the weights straight onto a GPU (``device_map``, which
+    needs accelerate, the ``[hf]`` extra): a 4B VLM never sits in host memory as a whole. Without
+    accelerate or on the CPU: none (the model is moved after loading)."""
+    if device.type != "cuda":
+        return {}
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        return {}
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return {"device_map": {"": f"cuda:{index}"}}
+
+
+def _on_device(model: Any, device: Any) -> bool:
+    parameter = next(iter(model.parameters()), None)
+    if parameter is None:
+        return True
+    here = parameter.device
+    return here.type == device.type and (device.index is None or here.index == device.index)
+
+
 def build_generative(spec: ModelSpec, settings: Any, *, weights: str, device: str,
                      seed: int = 42) -> HFGenerativeBackend:
     """A Hugging Face VLM from the local cache, a local folder (``weights``), or ``weights="random"``
@@ -174,23 +196,27 @@ def build_generative(spec: ModelSpec, settings: Any, *, weights: str, device: st
     auto_class = spec.options.get("auto_class", "image_text_to_text")
     trust = bool(settings.trust_remote_code or spec.options.get("trust_remote_code", False))
     dev = torch.device(device)
-    dtype = torch_dtype(settings.dtype, dev)
+    dtype = torch_dtype(settings.dtype, dev, fp16_safe=spec.fp16_safe)
     source, random_init = hf_source(spec.model_id, weights)
     model_cls = (transformers.AutoModelForCausalLM if auto_class == "causal_lm"
                  else transformers.AutoModelForImageTextToText)
     torch.manual_seed(seed)
     try:
         processor = transformers.AutoProcessor.from_pretrained(source, trust_remote_code=trust)
+        # Built or loaded in ``dtype``, never cast afterwards: ``.to(dtype)`` would also cast what
+        # transformers keeps in float32 on purpose (rotary ``inv_freq`` buffers, norms of some models).
         if random_init:
             config = transformers.AutoConfig.from_pretrained(source, trust_remote_code=trust)
-            model = model_cls.from_config(config, trust_remote_code=trust)
+            model = model_cls.from_config(config, trust_remote_code=trust, dtype=dtype)
             identity = RANDOM_IDENTITY
         else:
-            model = model_cls.from_pretrained(source, dtype=dtype, trust_remote_code=trust)
+            model = model_cls.from_pretrained(source, dtype=dtype, trust_remote_code=trust,
+                                              **_straight_onto(dev))
             identity = loaded_from(source)
     except OSError as exc:
         raise missing_weights(source, exc, f"huggingface-cli download {spec.model_id}") from exc
-    model = model.to(dev).to(dtype)
+    if not _on_device(model, dev):
+        model = model.to(dev)
     return HFGenerativeBackend(model, processor, model_id=spec.model_id, weights=identity, device=dev,
                                batch_size=settings.batch_size, max_new_tokens=settings.max_new_tokens,
                                logprobs=settings.logprobs, top_logprobs=settings.top_logprobs,
