@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from dermbench.errors import PromptSetError
-from dermbench.metrics.study import study_classification_metrics
+import numpy as np
+
+from dermbench.metrics.study import study_classification_metrics, study_metric_intervals
 from dermbench.paradigms.zeroshot.prompts import load_prompt_set
 from dermbench.paradigms.zeroshot.study import choose_block, render_block, study_parse, study_rows
 
@@ -177,6 +179,18 @@ def test_study_parser_and_macro_f1_with_error_class():
     # F1 benign 1.0, malignant 2/3, error 0 -> macro over three classes
     assert m["study_macro_f1"] == pytest.approx((1.0 + 2 / 3 + 0.0) / 3, abs=1e-6)
     assert m["study_accuracy"] == 0.75
+    # bootstrap bounds drawn as dermbench's own (whole groups when given), around the point value
+    rng = np.random.default_rng(0)
+    true = list(rng.choice(["benign", "malignant"], 80))
+    pred = [t if rng.random() < 0.7 else rng.choice(["benign", "malignant", "error"]) for t in true]
+    point = study_classification_metrics(true, pred)
+    ci = study_metric_intervals(true, pred, n_boot=300, seed=1)
+    for metric in ("study_macro_f1", "study_accuracy"):
+        assert ci[f"{metric}_ci_low"] <= point[metric] <= ci[f"{metric}_ci_high"]
+        assert ci[f"{metric}_ci_high"] - ci[f"{metric}_ci_low"] > 0.02
+    grouped = study_metric_intervals(true, pred, groups=[i // 8 for i in range(80)], n_boot=300, seed=1)
+    assert grouped["ci"]["unit"] == "group" and grouped != ci
+    assert study_metric_intervals(true, pred, n_boot=0)["study_macro_f1_ci_low"] is None
 
 
 @pytest.fixture()
@@ -233,6 +247,7 @@ def test_ollama_generate_cell_sends_the_study_request(tmp_path, pad_dataset):
     expected = study_classification_metrics(["malignant" if v else "benign" for v in preds["label"]],
                                              list(preds["study_pred"]))
     assert test_study["study_macro_f1"] == expected["study_macro_f1"]
+    assert test_study["ci"]["n_boot"] == 10 and "study_macro_f1_ci_low" in test_study
     # the honest metrics stay where they were
     assert "macro_f1" not in extra and metrics["splits"]["test"]["metrics"]
 

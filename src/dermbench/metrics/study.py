@@ -52,6 +52,62 @@ def study_classification_metrics(true: Sequence[str], pred: Sequence[str]) -> di
     return out
 
 
+def _weighted_f1_accuracy(true_idx: np.ndarray, pred_idx: np.ndarray, n_classes: int,
+                          weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(macro-F1, accuracy) per replicate row of ``weights`` (draw counts per image), the study's
+    way: the classes are those present (true or predicted) in the replicate, F1 0 where undefined."""
+    f1s, present = [], []
+    for c in range(n_classes):
+        t, q = true_idx == c, pred_idx == c
+        tp = weights[:, t & q].sum(axis=1)
+        n_true, n_pred = weights[:, t].sum(axis=1), weights[:, q].sum(axis=1)
+        denom = n_true + n_pred
+        f1s.append(np.divide(2.0 * tp, denom, out=np.zeros_like(tp), where=denom > 0))
+        present.append(denom > 0)
+    f1 = np.stack(f1s, axis=1)
+    mask = np.stack(present, axis=1)
+    macro = np.divide((f1 * mask).sum(axis=1), mask.sum(axis=1), out=np.full(len(weights), np.nan),
+                      where=mask.sum(axis=1) > 0)
+    total = weights.sum(axis=1)
+    accuracy = np.divide(weights[:, true_idx == pred_idx].sum(axis=1), total, out=np.full(len(weights), np.nan),
+                         where=total > 0)
+    return macro, accuracy
+
+
+def study_metric_intervals(true: Sequence[str], pred: Sequence[str], *, groups: Any = None, n_boot: int = 1000,
+                           seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
+    """Bootstrap percentile intervals of ``study_macro_f1`` and ``study_accuracy``, resampling as
+    dermbench's own metrics do (whole patients/lesions when ``groups`` is given; the same seed and
+    draws as :func:`dermbench.metrics.bootstrap.bootstrap_ci` for the same ``groups`` and length).
+    Keys ``<metric>_ci_low``, ``<metric>_ci_high`` (None when there are no replicates)."""
+    from ._inputs import as_group_index
+    from .bootstrap import percentile_interval, replicate_weights
+
+    true = [str(t).lower() for t in true]
+    pred = [str(p).lower() for p in pred]
+    names = sorted(set(true) | set(pred))
+    out: dict[str, Any] = {f"{m}_ci_{side}": None for m in ("study_macro_f1", "study_accuracy")
+                           for side in ("low", "high")}
+    n = len(true)
+    if n == 0 or n_boot <= 0:
+        return out
+    true_idx = np.array([names.index(t) for t in true])
+    pred_idx = np.array([names.index(p) for p in pred])
+    if groups is None:
+        group_of_image, n_groups = np.arange(n), n
+    else:
+        group_of_image, n_groups = as_group_index(groups, n)
+    weights = replicate_weights(np.random.default_rng(seed), group_of_image, n_groups, int(n_boot))
+    macro, accuracy = _weighted_f1_accuracy(true_idx, pred_idx, len(names), weights)
+    for metric, values in (("study_macro_f1", macro), ("study_accuracy", accuracy)):
+        low, high, _ = percentile_interval(values, alpha)
+        out[f"{metric}_ci_low"] = None if low is None else round(low, 6)
+        out[f"{metric}_ci_high"] = None if high is None else round(high, 6)
+    out["ci"] = {"n_boot": int(n_boot), "seed": int(seed), "alpha": alpha,
+                 "unit": "image" if groups is None else "group"}
+    return out
+
+
 def argmax_predictions(p_malignant: Sequence[float]) -> list[str]:
     """The study's decision for two-logit models and its MLP: malignant only when P > 0.5
     (``argmax`` picks benign on a tie, and the MLP tested ``softmax[:, 1] > 0.5``)."""

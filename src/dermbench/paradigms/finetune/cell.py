@@ -67,7 +67,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     from ...runs.evaluate import finalize_cell
     import torch
 
-    from ...metrics.study import argmax_predictions, study_classification_metrics, study_label_names
+    from ...metrics.study import argmax_predictions
     from ...models import build_classifier
     from ...utils.device import activate_device, choose_device
     from .settings import loader_workers
@@ -155,10 +155,10 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                            "files": dict(ERROR_FILES)},
     }
     if settings.preset == "study":
-        extra["study_metrics"] = {split: study_classification_metrics(study_label_names(frame["label"]),
-                                                                      list(frame["study_pred"]))
-                                  for split, frame in scores.items()}
-        extra["study_metrics"]["rule"] = "argmax of the two logits (P(malignant) > 0.5), macro over both classes"
+        from ...runs.study import study_metrics_record
+
+        extra["study_metrics"] = study_metrics_record(dataset, scores, n_boot=spec.n_boot, seed=spec.seed,
+                                                      rule="argmax of the two logits (P(malignant) > 0.5)")
     metrics = finalize_cell(
         recorder, dataset, {split: frame.drop(columns=["label"]) for split, frame in scores.items()},
         threshold_policy=spec.threshold_policy, n_boot=spec.n_boot, seed=spec.seed,

@@ -179,7 +179,11 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     }
     if settings.head_preset != "dermbench":
         extra["study_head"] = getattr(selection, "study", None)
-        extra["study_metrics"] = _study_metrics(dataset, scores)
+        from ...runs.study import study_metrics_record
+
+        extra["study_metrics"] = study_metrics_record(
+            dataset, scores, n_boot=spec.n_boot, seed=spec.seed,
+            rule="the study's estimators' own predict (SVC: its decision function; MLP: P > 0.5)")
     provenance = {"weights": embedder.weights_identity, "device": device,
                   "dtype": (compute_precision(device) if embedder.module is not None
                             else embedder.details.get("precision", "float32")),
@@ -209,20 +213,6 @@ def _study_selection(settings: ProbeSettings, X_train: np.ndarray, y_train: np.n
     if search:
         selection.study["search"] = {k: v for k, v in search.items() if k != "history"}  # type: ignore[attr-defined]
     return selection
-
-
-def _study_metrics(dataset: LesionDataset, scores: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """The study's hard-label metrics per split (its estimators' own decisions)."""
-    from ...metrics.study import study_classification_metrics, study_label_names
-
-    out: dict[str, Any] = {}
-    for split, frame in scores.items():
-        truth = dataset.split(split).set_index("img_id")["label"]
-        kept = frame[frame["img_id"].isin(truth.index)]
-        out[split] = study_classification_metrics(study_label_names(truth.loc[kept["img_id"]].astype(int)),
-                                                  list(kept["study_pred"]))
-    out["rule"] = "the study's estimators' own predict (SVC: decision function; MLP: P > 0.5), macro over both classes"
-    return out
 
 
 def _imbalance_note(settings: ProbeSettings) -> str:

@@ -33,6 +33,7 @@ import pandas as pd
 from ...data.exclusions import REASON_REQUEST_FAILED, Exclusion, exclusion_frame
 from ...runs.cell import CellSpec
 from ...runs.record import RunRecorder
+from ...runs.study import study_metrics_record
 from ...utils.atomic import atomic_write_text
 from ...utils.console import get_logger
 from .parsing import FAILED, UNPARSED, TokenLogprob, score_answer
@@ -92,7 +93,10 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                   "prompt_set_hash": prompt_set.content_hash, "prompt_set_version": prompt_set.version})
     if prompt_set.study_format:
         extra.update({"prompt_set_file": prompt_set.path, "study_format": True, "metadata_block": block})
-    extra["study_metrics"] = _study_metrics(frames, scores)
+    extra["study_metrics"] = study_metrics_record(
+        dataset, scores, n_boot=spec.n_boot, seed=spec.seed,
+        rule=("the study's hard labels (STUDY.md §5.4/§6.6): generative answers read by its parser (error = a third "
+              "class in the macro average, failed requests dropped), dual encoders by the larger class score"))
     identity = model.identity()
     provenance = {"weights": identity.get("weights", identity.get("model")), "model_identity": identity,
                   "licence": model_spec.licence, "source": model_spec.source,
@@ -219,24 +223,6 @@ def _check_block_columns(block: str, columns: list[str], dataset_name: str, prom
             f"isic-archive), or set metadata_block: none")
     logger.warning("zeroshot: dataset %r has no column for %s of the study's %r metadata block; those lines read "
                    "'None', as the study's code printed a missing column", dataset_name, names, block)
-
-
-def _study_metrics(frames: dict[str, pd.DataFrame], scores: dict[str, pd.DataFrame]) -> dict[str, Any]:
-    """Per split, the study's hard-label metrics over the images it would have scored (rows whose
-    request failed have no ``study_pred`` and are dropped, as the study dropped them)."""
-    from ...metrics.study import study_classification_metrics, study_label_names
-
-    out = {}
-    for split, frame in frames.items():
-        truth = dict(zip(frame["img_id"].astype(str), study_label_names(frame["label"].astype(int))))
-        pred = scores[split].set_index("img_id")["study_pred"]
-        kept = [(truth[i], p) for i, p in pred.items() if p]
-        result = study_classification_metrics([t for t, _ in kept], [p for _, p in kept])
-        result["n_dropped"] = int(len(pred) - len(kept))
-        out[split] = result
-    out["rule"] = ("the study's hard labels (STUDY.md §5.4/§6.6): generative answers by its parser (error = a third "
-                   "class in the macro average, failed requests dropped), dual encoders by the larger class score")
-    return out
 
 
 def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.DataFrame],
