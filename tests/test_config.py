@@ -195,23 +195,3 @@ def test_plugin_imports_must_exist():
     msg = error_of({"experiment": "x", "datasets": ["d"], "imports": ["no_such_plugin_module"],
                     "grid": [{"paradigm": "fake", "models": ["m"]}]})
     assert "no_such_plugin_module" in msg
-
-
-def test_paper_config_lists_the_study_grid(capsys):
-    """The packaged paper.yaml validates against the real catalog and expands to the full grid."""
-    from dermbench.cli.main import main
-
-    config = load_config("paper")
-    cells = expand_grid(config)
-    by = {}
-    for c in cells:
-        by.setdefault(c.spec.paradigm, set()).add((c.spec.model, c.spec.identity.variant))
-    assert {d.name for d in config.datasets} == {"hc", "pad_ufes_20", "ddi", "sd198", "isic2018", "isic2024",
-                                                "merged_clinic", "merged_dermatoscopic", "merged"}
-    assert len({m for m, _ in by["finetune"]}) == 15 and len(by["finetune"]) == 30
-    assert len({m for m, _ in by["probe"]}) == 5 and {v for _, v in by["probe"]} == {"rf", "xgboost", "svm", "mlp"}
-    vlm_prompts = {"image_only", "simple", "patient_metadata", "abcde"}
-    assert vlm_prompts <= {v for _, v in by["zeroshot"]}
-    assert len(cells) == 9 * (30 + 20 + len(by["zeroshot"]))
-    assert main(["run", "configs/paper.yaml", "--dry-run"]) == 0
-    assert f"{len(cells)} cell(s)" in capsys.readouterr().out

@@ -107,10 +107,14 @@ def test_matched_values_are_the_papers_beside_ours_with_ci(report: Path):
     rows = pd.read_csv(report / "comparison_with_paper.csv", keep_default_na=False, na_values=[""])
     cnn = rows[(rows["setting"] == "balanced_aug") & (rows["study_model"] == "convnext_large") & (rows["experiment"] == "paper")]
     # every published metric of the cell that has a counterpart of ours (not macro_precision, per-class F1, weighted)
-    assert set(cnn["paper_metric"]) == {"accuracy", "macro_f1", "macro_recall", "sensitivity", "specificity",
-                                        "precision_malignant", "precision_benign", "support_malignant", "support_benign"}
+    assert set(cnn["paper_metric"]) == {"accuracy", "macro_f1", "macro_recall", "macro_precision", "sensitivity",
+                                        "specificity", "precision_malignant", "precision_benign", "support_malignant",
+                                        "support_benign"}
     by_metric = cnn.set_index("paper_metric")
     assert by_metric.loc["precision_malignant", "our_metric"] == "ppv"
+    # the mean of PPV and NPV is the study rule's macro precision, which these fake records do not carry
+    assert by_metric.loc["macro_precision", "our_metric"] == "study_macro_precision"
+    assert pd.isna(by_metric.loc["macro_precision", "our_value"]) and by_metric.loc["macro_precision", "n_seeds"] == 0
     assert by_metric.loc["support_malignant", "paper_value"] == 171 and by_metric.loc["support_malignant", "our_metric"] == "n_malignant"
     assert by_metric.loc["support_malignant", "difference"] == by_metric.loc["support_malignant", "our_value"] - 171
     assert pd.isna(by_metric.loc["support_malignant", "paper_in_ci"])  # a count has no CI
@@ -166,7 +170,7 @@ def test_vlm_macro_f1_is_compared_with_the_study_rule(report: Path):
 def test_what_differs_from_the_study_is_flagged(report: Path):
     rows = pd.read_csv(report / "comparison_with_paper.csv", keep_default_na=False)
     own = rows[rows["experiment"] == "own"]
-    assert len(own) == 9 and set(own["label_definition"]) == {"complete"} and set(own["split_grouping"]) == {"grouped"}
+    assert len(own) == 10 and set(own["label_definition"]) == {"complete"} and set(own["split_grouping"]) == {"grouped"}
     flags = own["differs_from_study"].iloc[0]
     assert "labels complete ≠ study" in flags and "split grouped ≠ official" in flags
     assert "threshold youden ≠ 0.5" in flags and own["threshold"].iloc[0].startswith("youden (")
