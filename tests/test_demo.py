@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
+import pandas as pd
 import pytest
+import yaml
 
 from dermbench.cli.main import main
 from dermbench.runner.config import load_config, packaged_config
@@ -35,6 +36,9 @@ def test_demo_produces_the_report(tmp_path, capsys):
     index = out / "report" / "index.html"
     assert index.is_file() and f"report: {index}" in printed
     assert "[1/3]" in printed and "[3/3]" in printed
+    # the demo ends with `dermbench predict` on new images, with the command to do the same
+    assert "predict: " in printed and "dermbench predict " in printed
+    assert len(pd.read_csv(out / "predict" / "predictions.csv")) > 0
     html = index.read_text()
     assert "finetune/efficientnet_lite0+balanced_aug" in html and "probe/handcrafted+logreg" in html
     # (the report names the cell either way: as a result, or in the note saying it was skipped)

@@ -232,3 +232,21 @@ def test_eval_datasets_in_the_grid(tmp_path):
     bad["grid"][0]["eval_datasets"] = ["A", "Z"]
     with pytest.raises(ConfigError, match="eval_datasets names 'Z'"):
         parse_config(bad)
+
+
+def test_synthetic_sets_of_one_modality_keep_the_structure(tmp_path):
+    """``modality: clinical`` draws the patients, lesions, labels and splits of the mixed set with
+    every image a clinical view (the demo's dermoscopic -> clinical transfer)."""
+    from dermbench.data.contract import load_dataset
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.runs.transfer import dataset_modality
+
+    mixed = load_dataset(make_synthetic_dataset(tmp_path / "m", n=40, size=32, seed=3, progress=False), quiet=True)
+    clinical = load_dataset(make_synthetic_dataset(tmp_path / "c", n=40, size=32, seed=3, progress=False,
+                                                   modality="clinical"), quiet=True)
+    for split in ("train", "validation", "test"):
+        a, b = mixed.split(split), clinical.split(split)
+        assert a.drop(columns=["modality", "path"]).equals(b.drop(columns=["modality", "path"]))
+        assert set(b["modality"]) == {"clinical"}
+    assert dataset_modality(mixed) == "mixed" and dataset_modality(clinical) == "clinical"
+    assert clinical.card["modality"] == "clinical"

@@ -11,6 +11,7 @@ import argparse
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 from .cells import positive_int
 
@@ -103,6 +104,43 @@ def run(args: argparse.Namespace) -> int:
     for r in failed:
         print(f"  FAILED {r.spec.paradigm}/{r.spec.label}: {r.error.splitlines()[0] if r.error else ''} "
               f"(details: {r.path / 'error.txt'})")
+    predict_example(summary.results, out / "predict", quiet=quiet)
     print(f"report: {report.index}")
     print(f"open it with: xdg-open {report.index}   (or any browser; it needs no network)")
     return 1 if failed else 0
+
+
+def predict_example(results: list[Any], folder: Path, *, quiet: bool = False) -> Path | None:
+    """``dermbench predict`` on new images: the first complete probe (else finetune) cell, preferably
+    one evaluated on another dataset, scores that dataset's test images copied into a folder of
+    their own (the way new photos would arrive). Returns the predictions CSV (None without a cell)."""
+    import pandas as pd
+
+    from ..runs.predict import predict_images
+    from ..utils.atomic import atomic_write_text
+
+    done = [r for r in results if r.status in ("done", "skipped") and r.spec.paradigm in ("probe", "finetune")
+            and r.spec.identity.curve_axis is None]
+    if not done:
+        return None
+    done.sort(key=lambda r: (not r.spec.eval_datasets, r.spec.paradigm != "probe"))
+    cell = done[0].spec
+    source = Path(cell.eval_datasets[0] if cell.eval_datasets else cell.dataset)
+    images = folder / f"new_images_{source.name}"
+    test = pd.read_csv(source / "test_metadata.csv", dtype={"img_id": str})
+    images.mkdir(parents=True, exist_ok=True)
+    for img_id in test["img_id"]:
+        target = images / Path(img_id).name
+        if not target.exists():
+            shutil.copyfile(source / "images" / img_id, target)
+    path = done[0].path
+    result = predict_images(path, [str(images)], progress=not quiet)
+    csv = folder / "predictions.csv"
+    atomic_write_text(csv, result.frame.to_csv(index=False, lineterminator="\n"))
+    counts = result.frame["decision"].value_counts()
+    print(f"predict: {len(result.frame)} new image(s) ({source.name} test photos) scored by "
+          f"{cell.paradigm}/{cell.label} trained on {cell.dataset_name}: {int(counts.get('malignant', 0))} malignant, "
+          f"{int(counts.get('benign', 0))} benign at its operating threshold {result.threshold:.3g} -> {csv}"
+          + (f"; {len(result.unreadable)} unreadable" if len(result.unreadable) else ""))
+    print(f"  the same from the command line: dermbench predict {path} {images} --out {csv}")
+    return csv

@@ -171,7 +171,8 @@ def prepare_datasets(config, paths: dict[str, Path], needed: set[str], quiet: bo
 
             print(f"creating synthetic dataset {folder} (n={spec.synth.n}, {spec.synth.size}px)", flush=True)
             make_synthetic_dataset(folder, n=spec.synth.n, size=spec.synth.size, seed=spec.synth.seed,
-                                   malignant_fraction=spec.synth.malignant_fraction, progress=not quiet)
+                                   malignant_fraction=spec.synth.malignant_fraction, modality=spec.synth.modality,
+                                   progress=not quiet)
         else:
             missing.append(f"{spec.name}: {folder}")
     if missing:

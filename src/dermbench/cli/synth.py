@@ -18,6 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=128, help="image side in pixels (default 128)")
     p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default 0)")
     p.add_argument("--malignant-fraction", type=float, default=0.35, help="share of malignant images (default 0.35)")
+    p.add_argument("--modality", choices=("mixed", "dermoscopic", "clinical"), default="mixed",
+                   help="draw every image as a dermoscopic or a clinical view (default mixed: both)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=run)
     return p
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.synth import make_synthetic_dataset
 
     out = make_synthetic_dataset(args.out, n=args.n, size=args.size, seed=args.seed,
-                                 malignant_fraction=args.malignant_fraction, overwrite=args.overwrite)
+                                 malignant_fraction=args.malignant_fraction, overwrite=args.overwrite,
+                                 modality=args.modality)
     ds = load_dataset(out, quiet=True)
     print(ds.summary())
     print(f"wrote {out}")

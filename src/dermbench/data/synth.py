@@ -486,13 +486,16 @@ def make_synthetic_dataset(
     images_per_patient: tuple[int, int] = (1, 3),
     overwrite: bool = False,
     progress: bool = True,
+    modality: str = "mixed",
 ) -> Path:
     """Draw a seeded ABCD-rule lesion dataset into ``out`` (contract layout + ``dataset.json``).
 
     The dataset is written into a hidden sibling folder and renamed to ``out`` only when it is
     complete, so an interrupted run never leaves a folder that looks like a finished dataset.
     ``overwrite`` replaces an existing dataset folder (one with a card or split CSVs); any
-    other non-empty folder is refused. Returns the dataset folder.
+    other non-empty folder is refused. ``modality`` ``dermoscopic`` or ``clinical`` renders every
+    image in that modality (the same patients, lesions, labels and splits as ``mixed``, the default,
+    which draws both; a transfer demo trains on one and tests on the other). Returns the dataset folder.
     """
     from .contract import write_card
     from .writer import move_into_place
@@ -503,7 +506,12 @@ def make_synthetic_dataset(
     out = Path(out).expanduser().absolute()
     _prepare_output(out, overwrite)
 
+    if modality not in ("mixed", *MODALITIES):
+        raise SynthError(f"modality must be mixed, {' or '.join(MODALITIES)}; got {modality!r}")
     patients, lesions, images = _draw_structure(n, seed, malignant_fraction, images_per_patient)
+    if modality != "mixed":  # after the structure is drawn: its random streams stay those of `mixed`
+        for im in images:
+            im.modality = modality
     assignment = _assign_splits(patients, lesions, images, ratios, seed,
                                 f"with n={n}, ratios={ratios} and malignant_fraction={malignant_fraction}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -528,7 +536,8 @@ def make_synthetic_dataset(
             generator={"name": "dermbench.data.synth", "version": GENERATOR_VERSION, "seed": seed,
                        "n": n, "size": size, "malignant_fraction": malignant_fraction,
                        "images_per_patient": list(images_per_patient), "abcd_shift": ABCD_SHIFT,
-                       "dermbench_version": __version__},
+                       "dermbench_version": __version__, **({"modality": modality} if modality != "mixed" else {})},
+            **({"modality": modality} if modality != "mixed" else {}),
             note="Synthetic demo/test data drawn by the ABCD rule; not a medical result.",
         )
         move_into_place(tmp, out)

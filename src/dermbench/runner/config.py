@@ -76,6 +76,7 @@ class SynthSpec(StrictModel):
     size: int = Field(128, ge=16)
     seed: Seed = 0
     malignant_fraction: float = Field(0.35, gt=0, lt=1)
+    modality: Literal["mixed", "dermoscopic", "clinical"] = "mixed"
 
 
 class DatasetSpec(StrictModel):
