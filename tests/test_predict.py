@@ -137,3 +137,48 @@ def test_saved_heads_load_only_what_they_recorded(tmp_path):
     record = {"file": "head.skops", "format": "skops", "sha256": hashlib.sha256(data).hexdigest()}
     with pytest.raises(CacheError, match="does not trust"):
         load_head(tmp_path, record)
+
+
+@pytest.mark.slow
+def test_a_finetune_cell_predicts_and_transfers_with_its_best_checkpoint(tmp_path, capsys):
+    """A tiny finetune cell (random-init ResNet-10t, 2 epochs, calibrated): `predict` on its test
+    images reproduces its own test predictions from the best checkpoint, and its evaluation on
+    another dataset is recorded; a checkpoint that is not the recorded one is refused."""
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
+    from dermbench.runs.record import read_metrics
+
+    dataset = make_synthetic_dataset(tmp_path / "synth", n=60, size=32, seed=6, progress=False)
+    other = make_synthetic_dataset(tmp_path / "other", n=50, size=32, seed=7, progress=False)
+    spec = CellSpec("f", "finetune", model="timm:resnet10t", dataset=str(dataset), seed=0, n_boot=20, quiet=True,
+                    device="cpu", threshold_policy="youden", eval_datasets=[str(other)],
+                    settings={"preset": "smoke", "weights": "random", "epochs": 2, "image_size": 32,
+                              "calibration": "temperature"})
+    result = execute_cell(spec, tmp_path / "runs")
+    assert result.status == "done", result.error
+    assert [t.status for t in result.transfers] == ["done"]
+    cell = result.path
+    metrics = read_metrics(cell)
+    assert metrics["extra"]["checkpoint"]["file"].startswith("work/best_epoch")
+    transfer = read_metrics(cell / "transfer" / "other")
+    assert transfer["threshold"]["value"] == metrics["threshold"]["value"]
+    assert transfer["calibration"]["method"] == "temperature"
+    assert transfer["calibration"]["params"] == metrics["calibration"]["params"]  # the cell's calibrator, not refitted
+
+    test = _test_images_folder(dataset, tmp_path / "photos")
+    out = tmp_path / "ft.csv"
+    assert main(["predict", str(cell), str(tmp_path / "photos"), "--out", str(out), "--device", "cpu"]) == 1
+    frame = pd.read_csv(out, dtype={"img_id": str})
+    assert len(frame) == len(test)
+    frame["img_id"] = frame["image"].map(os.path.basename)
+    own = pd.read_csv(cell / "predictions_test.csv", dtype={"img_id": str})
+    joined = frame.merge(own, on="img_id", suffixes=("", "_cell"), validate="one_to_one")
+    assert (joined["pred"] == joined["pred_cell"]).all()
+    assert joined["p_malignant"].to_numpy() == pytest.approx(joined["p_malignant_cell"].to_numpy(), abs=1e-6)
+    capsys.readouterr()
+
+    best = cell / metrics["extra"]["checkpoint"]["file"]
+    best.write_bytes(best.read_bytes() + b"\0")
+    assert main(["predict", str(cell), str(tmp_path / "photos"), "--out", str(out), "--device", "cpu"]) == 2
+    assert "not the checkpoint this cell recorded" in capsys.readouterr().err

@@ -8,7 +8,8 @@ from ..registry import Registry
 PARADIGMS = Registry("paradigm")
 PARADIGMS.add("finetune", "dermbench.paradigms.finetune.cell:run_cell",
               "train an image classifier end to end (or frozen backbone + head)",
-              block="dermbench.paradigms.finetune.block:FinetuneBlock")
+              block="dermbench.paradigms.finetune.block:FinetuneBlock",
+              scorer="dermbench.paradigms.finetune.scorer:load_scorer")
 PARADIGMS.add("probe", "dermbench.paradigms.probe.cell:run_cell",
               "frozen backbone -> cached embeddings -> classical or MLP head",
               block="dermbench.paradigms.probe.block:ProbeBlock",
