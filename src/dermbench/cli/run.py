@@ -126,6 +126,7 @@ def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:
     from collections import Counter
 
     from ..runner.grid import grid_table
+    from ..runs.transfer import transfer_state, transfer_targets
 
     rows = grid_table(cells, runs_root)
     print(f"experiment {config.experiment!r}: {len(rows)} cell(s); runs folder {runs_root}")
@@ -142,6 +143,10 @@ def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:
     by_state = Counter(r["state"] for r in rows)
     print("cells per paradigm: " + ", ".join(f"{k} {v}" for k, v in by_paradigm.items()))
     print("state: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())))
+    transfers = Counter(transfer_state(c.spec.path(runs_root), t) for c in cells for t in transfer_targets(c.spec))
+    if transfers:
+        print(f"transfer evaluations (eval_datasets): {sum(transfers.values())}; "
+              + ", ".join(f"{k} {v}" for k, v in sorted(transfers.items())))
     redone = [r for r in rows if r["why"]]
     if redone:
         print("redone on run:")
