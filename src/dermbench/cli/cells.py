@@ -177,7 +177,9 @@ def run_and_summarise(specs: list[CellSpec], args: argparse.Namespace,
     status, test AUROC with its CI, paradigm ``details`` and the record's folder."""
     from ..runner.cell import execute_cell
     from ..runs.record import read_metrics
+    from .run import check_cell_folders
 
+    check_cell_folders(Path(args.runs).absolute(), specs)
     status = 0
     for spec in specs:
         result = execute_cell(spec, args.runs, force=args.force)

@@ -48,7 +48,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--link", choices=LINK_MODES, default="copy",
                         help="how images get into images/: copy (default), hardlink or symlink")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument("--group-similar", action="store_true",
+                        help="find likely same-lesion images (two photographs of one lesion; the embedding-similarity "
+                             "search of `dermbench audit`) and keep each group of them in one split; for datasets "
+                             "without patient or lesion ids. Recorded in dataset.json (group_similar)")
+    parser.add_argument("--similar-backbone", default=None, metavar="NAME",
+                        help="backbone of --group-similar (default efficientnet_lite0_imagenet, offline weights)")
+    parser.add_argument("--similar-threshold", type=float, default=None, metavar="COS",
+                        help="cosine similarity at or above which --group-similar joins two images (default: the "
+                             "audit's calibrated value)")
+    parser.add_argument("--device", default="auto", help="device of the --group-similar backbone (auto, cpu, cuda ...)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -92,6 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
     parser = source_parser(args.source)  # an unknown source: the CLI prints the did-you-mean error
     opts = parser.parse_args(args.args)
+    if opts.quiet:  # -q after the source name is the command's own option: quiet everything, as before it
+        from ..utils.console import configure
+
+        configure(quiet=True)
     entry = SOURCES.entry(args.source)
     common = {"raw", "out", "seed", "premalignant", "labels", "split", "ratios", "link", "overwrite", "quiet"}
     options = {k: v for k, v in vars(opts).items() if k not in common}

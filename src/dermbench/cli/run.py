@@ -97,6 +97,7 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
               f"device = what each cell runs on, cpus/gpus = what it asks for")
         return 0
 
+    check_cell_folders(runs_root, [c.spec for c in cells])
     needed = {c.spec.dataset_name for c in cells}
     needed |= {Path(t).name for c in cells for t in c.spec.eval_datasets}  # transfer targets
     prepare_datasets(config, paths, needed=needed, quiet=quiet)
@@ -120,6 +121,19 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
     print(summary.format(), flush=True)
     print(f"next: dermbench report {runs_root} --out report", flush=True)
     return 1 if summary.failed else 0
+
+
+def check_cell_folders(runs_root: Path, specs) -> None:
+    """Refuse, before any cell runs, a runs folder that cannot be written and a file where a cell's
+    folder goes (a UsageError naming it: one line, exit 2)."""
+    from ..errors import UsageError
+    from ..utils.paths import file_in_the_way, writable_folder
+
+    writable_folder(runs_root, "runs folder")
+    for spec in specs:
+        blocking = file_in_the_way(spec.path(runs_root))
+        if blocking is not None:
+            raise UsageError(f"{blocking} is a file where the folder of cell {spec.key} goes; move it away")
 
 
 def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UsageError, quote
 from ..runs.cell import N_BOOT_MAX
 from .cells import n_boot_arg, seed_arg
 
@@ -35,10 +35,19 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 <= args.threshold <= 1.0:
         raise UsageError(f"--threshold must lie in [0, 1], got {args.threshold}")
     ds = load_dataset(args.truth, splits=(args.split,), check_images=False, quiet=True)
+    excluded = {e.img_id: e for e in ds.exclusions if e.split == args.split}
     frame = validate_against_truth(read_predictions_csv(args.predictions), ds.split(args.split),
-                                   where=str(args.predictions))
+                                   where=str(args.predictions), excluded=excluded)
     result = score_frame(frame, threshold=args.threshold, n_boot=args.n_boot, seed=args.seed)
+    not_scored = frame.attrs.get("not_scored") or {}
+    if not_scored:
+        result["not_scored"] = not_scored
     print(format_metrics(result))
+    if not_scored:
+        first, reason = next(iter(not_scored.items()))
+        print(f"note: {len(not_scored)} prediction(s) not scored: the dataset excluded those images from "
+              f"{args.split} when it was loaded (e.g. {quote(first)}: {reason}); `dermbench validate "
+              f"{args.truth}` lists every exclusion")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -31,11 +31,11 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import UsageError
+from ..errors import NoRunsError, UsageError
 from ..utils.atomic import atomic_write_text
 from ..utils.console import get_logger
-from ..utils.paths import safe_name
-from . import plots
+from ..utils.paths import safe_name, writable_folder
+from . import plots, stale
 from .collect import CellRecord, RunsIndex, collect_runs
 from .comparison import write_comparison
 from .error_pages import write_error_pages
@@ -78,8 +78,12 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
         raise UsageError(f"unknown metric {opts.metric!r}; available: {', '.join(metric_names())}")
     t0 = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     index = collect_runs(runs)
+    if not index.cells and not index.incomplete:
+        raise NoRunsError(f"no run records under {index.root} (no cell folder with a config.yaml or COMPLETE); run "
+                          f"`dermbench run CONFIG` first, or name the runs folder it wrote")
+    writable_folder(out, "report folder --out")
+    before = stale.snapshot(out)  # to remove what an earlier report wrote and this one does not
     log = (lambda msg: None) if opts.quiet else get_logger("report").info
     log(f"report: {len(index.cells)} complete cell(s), {len(index.incomplete)} incomplete, from {index.root}")
 
@@ -109,6 +113,10 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
         content.error_links = write_error_pages(index.cells, out, opts.max_thumbs)
     atomic_write_text(out / "index.html", index_page(content))
     files.append(out / "index.html")
+    removed = stale.remove_stale(out, before)
+    if removed:
+        log(f"report: removed {len(removed)} file(s) an earlier report wrote and this one does not "
+            f"(e.g. {removed[0]})")
     log(f"report: wrote {out / 'index.html'} in {time.perf_counter() - t0:.1f}s")
     return Report(out, out / "index.html", len(index.cells), len(index.incomplete), files)
 

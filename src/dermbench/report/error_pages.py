@@ -4,6 +4,7 @@ test images, the most confident mistakes first (``errors/*.html`` and ``thumbs/*
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ def thumbnail(image_path: str | Path, thumbs_dir: Path, size: int = 128) -> str 
     name = hashlib.sha1(str(Path(image_path).absolute()).encode()).hexdigest()[:16] + ".jpg"
     target = thumbs_dir / name
     if target.is_file():
+        os.utime(target)  # reused by this report too: not a stale file of an earlier one (report/stale.py)
         return name
     try:
         image = open_rgb(image_path, draft_size=(size * 2, size * 2))

@@ -25,6 +25,7 @@ from ..runs.cell import CellSpec
 from ..runs.record import RunRecorder, is_complete, verify_complete
 from ..utils.console import get_logger
 from ..utils.locks import BUSY, lock_holder, try_exclusive_lock
+from ..utils.paths import file_in_the_way
 
 log = get_logger("runner")
 
@@ -78,6 +79,9 @@ def _with_transfers(result: CellResult, force: bool) -> CellResult:
 
 def _execute_cell(spec: CellSpec, runs_root: str | Path, *, force: bool, wait: bool) -> CellResult:
     path = spec.path(runs_root)
+    blocking = file_in_the_way(path)
+    if blocking is not None:  # nowhere to record it, not even error.txt: the grid goes on
+        return CellResult(spec, path, "failed", error=f"{blocking} is a file where the cell's folder goes; move it away")
     if not force and _is_current(spec, path, announce=True):
         return CellResult(spec, path, "skipped")
 
