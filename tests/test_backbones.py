@@ -287,6 +287,7 @@ def test_derm_foundation_embeds_batches_in_one_call(tmp_path, monkeypatch, fixtu
     fake_tf = types.SimpleNamespace(
         __version__="fake",
         constant=lambda values: Tensor(list(values)),
+        config=types.SimpleNamespace(list_physical_devices=lambda kind: [], experimental=None),
         saved_model=types.SimpleNamespace(load=lambda path: types.SimpleNamespace(
             signatures={"serving_default": serving_default})))
     monkeypatch.setitem(sys.modules, "tensorflow", fake_tf)

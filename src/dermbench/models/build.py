@@ -75,11 +75,11 @@ def build_zeroshot(model: ModelSpec | str, settings: Any, *, device: str = "auto
     options). ``device`` is chosen with :func:`dermbench.utils.device.choose_device` for models
     that run here; a server model runs where its server is.
     """
-    from ..utils.device import choose_device
+    from ..utils.device import activate_device, choose_device
 
     spec = _as_spec("zeroshot", model)
     kind = "dual_encoder" if spec.zeroshot_kind == "dual" else "generative"
     if FRAMEWORKS[spec.framework].local:
-        device = choose_device(device)
+        device = activate_device(choose_device(device))  # cuda:N is current before the model touches CUDA
     return _builder(spec, kind)(spec, settings, weights=weights_for(spec, getattr(settings, "weights", None)),
                                 device=device, seed=seed)

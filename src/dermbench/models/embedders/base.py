@@ -14,6 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+#: A frozen torch backbone whose float32 weights exceed this is stored in half precision on a GPU
+#: (bf16 where native, else fp16) instead of float32 + autocast copies: DINOv3 ViT-7B is ~27 GiB in
+#: float32, which with autocast's half copies does not fit a 40-48 GB card; ~13.5 GiB in bf16 does.
+LARGE_BACKBONE_BYTES = 4 * 2**30
+
 
 @dataclass
 class Embedder:
@@ -87,11 +92,19 @@ class Embedder:
         return x.sub_(mean).div_(std)
 
     def to(self, device: str) -> "Embedder":
+        """Move the backbone to ``device``; a large one (:data:`LARGE_BACKBONE_BYTES`) is stored in
+        half precision on a GPU, cast on the host before the move so float32 never reaches the GPU
+        (recorded as ``weights_dtype``: part of the identity, so of the embedding cache key)."""
         if self.module is not None:
             import torch
 
-            self.module.to(torch.device(device))
-            if torch.device(device).type == "cuda":
+            dev = torch.device(device)
+            half = half_storage_dtype(self.module, dev)
+            if half is not None:
+                self.module.to(dtype=half)
+                self.details["weights_dtype"] = str(half).replace("torch.", "")
+            self.module.to(dev)
+            if dev.type == "cuda":
                 self.module.to(memory_format=torch.channels_last)
         self.device = str(device)
         return self
@@ -117,29 +130,51 @@ def _keep_uint8(image: Any) -> Any:
 
 
 def compute_precision(device: str) -> str:
-    """The arithmetic a torch backbone runs in on ``device``: float32, or CUDA autocast bf16/fp16."""
+    """The arithmetic a torch backbone runs in on ``device``: float32, or CUDA autocast in bf16 where
+    the GPU computes it natively (compute capability 8.0+), else fp16."""
     if not str(device).startswith("cuda"):
         return "float32"
+    from ...utils.device import native_bf16
+
+    return "autocast-bfloat16" if native_bf16(device) else "autocast-float16"
+
+
+def half_storage_dtype(module: Any, device: Any) -> Any:
+    """The dtype a frozen ``module`` is stored in on ``device``: half precision (bf16 where native,
+    else fp16) for a large backbone on a GPU, None (as it is) otherwise."""
     import torch
 
-    return "autocast-bfloat16" if torch.cuda.is_bf16_supported() else "autocast-float16"
+    if torch.device(device).type != "cuda":
+        return None
+    size = sum(p.numel() * p.element_size() for p in module.parameters())
+    if size <= LARGE_BACKBONE_BYTES:
+        return None
+    from ...utils.device import autocast_dtype
+
+    return autocast_dtype(device)
 
 
 def torch_forward(module: Any, pool: Callable[[Any], Any] | None = None) -> Callable[[Any], np.ndarray]:
     """Wrap a torch module as an embedder forward: inference mode, channels-last and autocast on
-    GPU (bf16 where supported, else fp16), output as float32 numpy."""
+    GPU (bf16 where native, else fp16), autocast in the weights' own dtype for a module stored in
+    half precision, output as float32 numpy."""
 
     def forward(batch: Any) -> np.ndarray:
         import torch
 
         module.eval()
-        device = next(iter(module.parameters()), torch.zeros(0)).device
+        parameter = next(iter(module.parameters()), torch.zeros(0))
+        device = parameter.device
         x = batch.to(device, non_blocking=True)
         with torch.inference_mode():
             if device.type == "cuda":
+                from ...utils.device import autocast_dtype
+
                 x = x.contiguous(memory_format=torch.channels_last)
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-                with torch.autocast("cuda", dtype=dtype):
+                with torch.autocast("cuda", dtype=autocast_dtype(device)):
+                    out = module(x)
+            elif parameter.dtype in (torch.bfloat16, torch.float16):
+                with torch.autocast(device.type, dtype=parameter.dtype):
                     out = module(x)
             else:
                 out = module(x)

@@ -87,7 +87,26 @@ def _import_tf() -> Any:
     except ImportError as exc:
         raise ImportError("the derm_foundation backbone needs TensorFlow: pip install 'dermbench[tf]' "
                           "(or pip install tensorflow)") from exc
+    enable_memory_growth(tf)
     return tf
+
+
+def enable_memory_growth(tf: Any) -> list[str]:
+    """Let TensorFlow take GPU memory as it needs it instead of reserving all of every GPU when it
+    first touches one (its default), which would starve torch cells in the same process or on the
+    same GPU. Must run before TF initialises a GPU; returns the GPUs it was set for. A GPU TF has
+    already initialised keeps its setting (TF raises RuntimeError then): logged, not fatal."""
+    from ...utils.console import get_logger
+
+    done = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+            done.append(str(getattr(gpu, "name", gpu)))
+        except RuntimeError as exc:
+            get_logger("models").warning("TensorFlow GPU %s was initialised before memory growth could be enabled "
+                                         "(%s); it may reserve the whole GPU", getattr(gpu, "name", gpu), exc)
+    return done
 
 
 def build_embedder(spec: ModelSpec, *, weights: str, image_size: int | None = None, resize_mode: str = "crop",

@@ -70,6 +70,46 @@ def _study_input(backbone: str, settings: ProbeSettings, options: dict[str, Any]
     return study
 
 
+def embedding_request(backbone: str, settings: ProbeSettings, dataset: LesionDataset, device: str,
+                      seed: int) -> dict[str, Any]:
+    """What a probe cell asks of the embedding cache, known before its backbone is built: the
+    backbone and its catalog source, the weights setting (with the file stamps of a local weights
+    file or folder), the build options, the precision on ``device``, the views and the dataset's
+    content (see :func:`.embed_cache.find_request`)."""
+    from pathlib import Path
+
+    from ...models import resolve
+    from ...models.embedders.base import compute_precision
+    from ...utils.filestamp import file_stamp
+
+    spec = resolve("backbone", backbone)
+    weights = settings.weights
+    stamps: list[Any] = []
+    path = Path(str(weights)).expanduser()
+    if weights not in ("default", "random") and path.exists():
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        stamps = [[str(p.relative_to(path)) if path.is_dir() else p.name, *file_stamp(p)] for p in files]
+    return {"backbone": spec.name, "framework": spec.framework, "model_id": spec.model_id,
+            "default_weights": spec.default_weights, "weights": str(weights), "weights_files": stamps,
+            "random_init_seed": int(seed) if weights in ("random", "random-init", "random_init") else None,
+            "backbone_options": settings.backbone_options, "image_size": settings.image_size,
+            "resize": settings.resize, "preprocessing": settings.preprocessing,
+            "study_input": spec.options.get("study_input") if settings.preprocessing == "study" else None,
+            "precision": compute_precision(device),
+            "train_views": settings.train_views, "augmentation": settings.augmentation if settings.train_views else None,
+            "dataset": dataset.fingerprint, "splits": sorted(dataset.splits)}
+
+
+def backbone_record(embedder: Any, device: str) -> dict[str, Any]:
+    """What the run record says about the backbone that produced a cell's embeddings."""
+    from ...models.embedders.base import compute_precision
+
+    return {"identity": embedder.identity, "weights_identity": embedder.weights_identity,
+            "licence": embedder.details.get("licence"), "source": embedder.details.get("source"),
+            "dtype": (compute_precision(device) if embedder.module is not None
+                      else embedder.details.get("precision", "float32"))}
+
+
 def embed_dataset(embedder: Any, dataset: LesionDataset, settings: ProbeSettings, *, train_views: int = 0,
                   progress: bool = True) -> dict[str, Any]:
     """Embedding sets ``{"train": [view0, view1, ...], "validation": [view0], "test": [view0]}``."""
@@ -93,9 +133,9 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     """Embed, fit the head chosen on validation, score validation and test; returns the metrics
     written to ``metrics.json``."""
     from ...data.contract import load_dataset
-    from ...models.embedders.base import compute_precision
-    from ...utils.device import choose_device
+    from ...utils.device import activate_device, choose_device
     from ...runs.evaluate import calibrate_scores, finalize_cell, without_unreadable
+    from .embed_cache import find_request, remember_request
     from .head_models import get_head, select_head
     from .head_store import head_bytes
 
@@ -110,14 +150,25 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
                              f"validation (head selection, threshold) and test")
     timing["load_dataset_s"] = round(time.perf_counter() - t0, 3)
 
-    device = choose_device(spec.device)
-    t0 = time.perf_counter()
-    embedder = build_embedder(spec.model, settings, device, seed=spec.seed)
-    timing["build_backbone_s"] = round(time.perf_counter() - t0, 3)
+    device = activate_device(choose_device(spec.device))
+    # Cached embeddings are found from what the cell asks for: the backbone is built only when some
+    # vectors are missing (a multi-GB model is not loaded, nor a GPU touched, to fit a head).
+    request = embedding_request(spec.model, settings, dataset, device, spec.seed)
+    cached = find_request(spec.model, request)
+    if cached is not None:
+        sets, backbone = cached
+        timing["build_backbone_s"] = 0.0
+        timing["embed_s"] = 0.0
+    else:
+        t0 = time.perf_counter()
+        embedder = build_embedder(spec.model, settings, device, seed=spec.seed)
+        timing["build_backbone_s"] = round(time.perf_counter() - t0, 3)
 
-    t0 = time.perf_counter()
-    sets = embed_dataset(embedder, dataset, settings, train_views=settings.train_views, progress=not spec.quiet)
-    timing["embed_s"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        sets = embed_dataset(embedder, dataset, settings, train_views=settings.train_views, progress=not spec.quiet)
+        timing["embed_s"] = round(time.perf_counter() - t0, 3)
+        backbone = backbone_record(embedder, device)
+        remember_request(spec.model, request, sets, backbone)
     embedding_record = {split: [{"view": s.view, "key": s.key, "cache_hit": s.hit, "n": len(s.img_ids),
                                  "images_per_s": round(s.images_per_second, 2)} for s in views]
                         for split, views in sets.items()}
@@ -173,8 +224,8 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         "head_preset": settings.head_preset,
         "preprocessing": settings.preprocessing,
         "training_set": train_record,
-        "backbone": {**embedder.identity, "licence": embedder.details.get("licence"),
-                     "source": embedder.details.get("source")},
+        "backbone": {**backbone["identity"], "licence": backbone.get("licence"), "source": backbone.get("source"),
+                     "loaded": cached is None},
         "embeddings": embedding_record,
     }
     if settings.head_preset != "dermbench":
@@ -184,9 +235,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
         extra["study_metrics"] = study_metrics_record(
             dataset, scores, n_boot=spec.n_boot, seed=spec.seed,
             rule="the study's estimators' own predict (SVC: its decision function; MLP: P > 0.5)")
-    provenance = {"weights": embedder.weights_identity, "device": device,
-                  "dtype": (compute_precision(device) if embedder.module is not None
-                            else embedder.details.get("precision", "float32")),
+    provenance = {"weights": backbone["weights_identity"], "device": device, "dtype": backbone["dtype"],
                   "batch_size": settings.batch_size, "backbone": spec.model}
     return finalize_cell(recorder, dataset, scores, threshold_policy=spec.threshold_policy, n_boot=spec.n_boot,
                          seed=spec.seed, provenance=provenance, timing=timing, extra=extra, cell=spec.to_dict(),

@@ -31,12 +31,13 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from ...data.dataset import LesionDataset
 from ...data.exclusions import Exclusion, stored_exclusion
+from ...errors import CacheError
 from ...utils.atomic import atomic_path, atomic_write_text
 from ...utils.console import progress as progress_bar
 from ...utils.locks import exclusive_lock
@@ -126,10 +127,6 @@ def augmentation_transform(preset: str, base: Any) -> Any:
     return transform
 
 
-def _seed_for(view: int, shard: int) -> int:
-    return int(hashlib.sha256(f"view{view}-shard{shard}".encode()).hexdigest()[:8], 16)
-
-
 def _seed_for_image(view: int, position: int) -> int:
     return int(hashlib.sha256(f"view{view}-image{position}".encode()).hexdigest()[:8], 16)
 
@@ -193,22 +190,18 @@ def _extract(embedder: Any, dataset: LesionDataset, split: str, key: str, folder
     pending = [s for s in range(n_shards) if not _shard_ok(folder, s, size, n, embedder.embed_dim)]
     done_before = n - sum(min(size, n - s * size) for s in pending)
     embedded = 0
-    embed_seconds = 0.0
+    t_embed = time.perf_counter()
     desc = f"embed {embedder.name} {split}" + (f" view{view}" if view else "")
     with progress_bar(n, desc, enabled=progress, initial=done_before) as bar:
-        for shard in pending:
+        for shard, vectors in _embed_pending(embedder, images, img_ids, pending, size, batch_size=batch_size,
+                                             workers=workers, bar=bar):
             start, stop = shard * size, min((shard + 1) * size, n)
-            t_shard = time.perf_counter()
-            vectors = _embed_shard(embedder, images, img_ids, view, shard, start, stop, batch_size=batch_size,
-                                   workers=workers, bar=bar)
-            embed_seconds += time.perf_counter() - t_shard
-            if vectors is None:
-                raise RuntimeError(f"embedding shard {shard} of {split}: loader order changed; delete {folder} "
-                                   f"and retry")
+            check_finite(vectors, embedder.name, split, shard, img_ids[start:stop])
             with atomic_path(folder / f"shard-{shard:05d}.npy") as tmp:
                 with open(tmp, "wb") as fh:
                     np.save(fh, vectors)
             embedded += stop - start
+    embed_seconds = time.perf_counter() - t_embed if pending else 0.0
     meta = {"key": key, "split": split, "view": int(view), "augmentation": augmentation if view else None,
             "n": n, "embed_dim": int(embedder.embed_dim), "shards": n_shards, "shard_size": size,
             "errors": [e.as_dict() for e in loader.errors], "identity": embedder.identity,
@@ -244,30 +237,58 @@ def _shard_plan(folder: Path, key: str, img_ids: list[str], shard_size: int, ide
     return int(plan["shard_size"])
 
 
-def _embed_shard(embedder: Any, images: Any, img_ids: list[str], view: int, shard: int, start: int, stop: int, *,
-                 batch_size: int, workers: int, bar: Any) -> np.ndarray | None:
-    """Vectors of rows ``start:stop``, or None when the loader did not yield exactly those images."""
+def _embed_pending(embedder: Any, images: Any, img_ids: list[str], pending: list[int], size: int, *,
+                   batch_size: int, workers: int, bar: Any) -> Iterator[tuple[int, np.ndarray]]:
+    """``(shard, vectors)`` for each shard of ``pending``, in order, from ONE loader over all of them
+    (its workers start once, not once per shard). Batches never straddle a shard, so each shard is
+    complete, checked and written before the next is embedded; a kill loses one shard at most."""
     import torch
-    from torch.utils.data import DataLoader, Subset
+    from torch.utils.data import DataLoader
 
-    generator = torch.Generator().manual_seed(_seed_for(view, shard))
+    n = len(img_ids)
+    batches: list[list[int]] = []
+    for shard in pending:
+        stop = min((shard + 1) * size, n)
+        batches += [list(range(b, min(b + batch_size, stop))) for b in range(shard * size, stop, batch_size)]
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(num_workers=workers, persistent_workers=False, prefetch_factor=4)
-    shard_loader = DataLoader(Subset(images, range(start, stop)), batch_size=batch_size, shuffle=False,
-                              generator=generator, pin_memory=str(embedder.device).startswith("cuda"), **kwargs)
-    parts = []
+        kwargs.update(num_workers=workers, prefetch_factor=4)
+    loader = DataLoader(images, batch_sampler=batches, pin_memory=str(embedder.device).startswith("cuda"), **kwargs)
+    shard_of = {shard: k for k, shard in enumerate(pending)}
+    parts: list[np.ndarray] = []
     ids_seen: list[str] = []
+    current = pending[0] if pending else None
     # Augmented views seed torch's global RNG per image (_SeededView); fork_rng keeps the
     # caller's RNG state untouched.
     with torch.random.fork_rng(devices=[]):
-        for batch in shard_loader:
+        for batch in loader:
             parts.append(embedder(batch["image"]))
             ids_seen += list(batch["img_id"])
             bar.update(len(batch["img_id"]))
-    if ids_seen != img_ids[start:stop]:
-        return None
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, embedder.embed_dim), np.float32)
+            start, stop = current * size, min((current + 1) * size, n)
+            if len(ids_seen) == stop - start:
+                if ids_seen != img_ids[start:stop]:
+                    raise CacheError(f"embedding shard {current} of {embedder.name}: the loader yielded other images "
+                                     f"than the plan lists; delete the cache entry and retry")
+                yield current, np.concatenate(parts).astype(np.float32)
+                parts, ids_seen = [], []
+                k = shard_of[current] + 1
+                current = pending[k] if k < len(pending) else None
+    if current is not None:
+        raise CacheError(f"embedding shard {current} of {embedder.name}: the loader ended before the shard was "
+                         f"complete; delete the cache entry and retry")
+
+
+def check_finite(vectors: np.ndarray, backbone: str, split: str, shard: int, img_ids: list[str]) -> None:
+    """Refuse to write a shard holding NaN or infinite values (a backbone that overflowed in half
+    precision, a broken checkpoint): a FloatingPointError naming the images, and nothing cached."""
+    finite = np.isfinite(vectors).all(axis=1) if vectors.ndim == 2 else np.isfinite(vectors)
+    if not finite.all():
+        bad = [img_ids[i] for i in np.flatnonzero(~finite)]
+        raise FloatingPointError(
+            f"backbone {backbone!r} returned non-finite embeddings for {len(bad)} of {len(img_ids)} {split} image(s) "
+            f"of shard {shard} (e.g. {', '.join(bad[:3])}); nothing was cached. On a GPU this is usually float16 "
+            f"overflow: run on a GPU with bfloat16 (compute capability 8.0+) or with --device cpu.")
 
 
 def _shard_ok(folder: Path, shard: int, size: int, n: int, dim: int) -> bool:
@@ -345,3 +366,57 @@ def _read_complete(folder: Path, split: str, view: int, key: str, *, repair: boo
         return None
     return EmbeddingSet(split=split, view=view, key=key, path=folder, img_ids=list(plan["img_ids"]),
                         vectors=vectors, errors=[stored_exclusion(e) for e in meta.get("errors", [])], hit=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding a cell's embeddings without building its backbone
+# ---------------------------------------------------------------------------------------------
+# An entry's key hashes the built embedder's identity (weights hash, preprocessing read from the
+# model's config ...), which is only known once the model is loaded. A probe cell whose vectors are
+# cached must not load a multi-GB backbone (nor occupy a GPU) to find that out, so every answered
+# request is also recorded under a key of what the cell *asks* for (backbone, weights setting and
+# the stamp of a local weights file, options, size, device precision, dataset content, views) ->
+# the entries it was answered with. A hub model re-downloaded at another revision under the same
+# name is not noticed by this record: clear the backbone's cache folder (or pass --weights PATH).
+REQUEST_FORMAT = 1
+
+
+def request_path(backbone: str, material: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps({**material, "request_format": REQUEST_FORMAT}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:24]
+    return cache_dir("embeddings") / safe_name(backbone) / "requests" / f"{digest}.json"
+
+
+def remember_request(backbone: str, material: dict[str, Any], sets: dict[str, list[EmbeddingSet]],
+                     backbone_record: dict[str, Any]) -> None:
+    """Record which complete entries answered ``material`` (and what produced them)."""
+    root = cache_dir("embeddings")
+    entries = {split: [{"view": s.view, "key": s.key, "folder": s.path.relative_to(root).as_posix()} for s in views]
+               for split, views in sets.items()}
+    record = {"material": material, "entries": entries, "backbone": backbone_record, "request_format": REQUEST_FORMAT}
+    atomic_write_text(request_path(backbone, material), json.dumps(record, indent=1, default=str))
+
+
+def find_request(backbone: str, material: dict[str, Any]) -> tuple[dict[str, list[EmbeddingSet]], dict[str, Any]] | None:
+    """The embedding sets that answered ``material`` before and the record of the backbone that
+    produced them, read without building it; None unless every entry is still complete."""
+    path = request_path(backbone, material)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("material") != json.loads(json.dumps(material, default=str)):
+        return None
+    root = cache_dir("embeddings")
+    sets: dict[str, list[EmbeddingSet]] = {}
+    try:
+        for split, views in record["entries"].items():
+            sets[split] = []
+            for entry in views:
+                found = _read_complete(root / entry["folder"], split, int(entry["view"]), entry["key"])
+                if found is None:
+                    return None
+                sets[split].append(found)
+    except (KeyError, TypeError, ValueError):
+        return None
+    return sets, dict(record.get("backbone") or {})
