@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -111,3 +113,29 @@ def test_a_cell_whose_answers_are_mostly_empty_fails(tmp_path):
     assert result.status == "failed" and not is_complete(result.path)
     assert "answers of ollama model" in result.error and "are empty" in result.error
     assert (result.path / "work" / "answers.jsonl").is_file()  # kept: nothing is asked twice on a re-run
+
+
+def test_dual_encoder_images_are_preprocessed_in_loader_workers(tmp_path):
+    """Decoding and the model's preprocessing run in DataLoader workers: the same vectors as the
+    in-process path, batch by batch, whatever the number of workers."""
+    from test_zeroshot_dual import TEXT, VISION, tiny_tokenizer
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    from dermbench.data.images import open_rgb
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.models import build_zeroshot
+    from dermbench.paradigms.zeroshot.settings import ZeroshotSettings
+
+    folder = tmp_path / "clip"
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=TEXT, vision_config=VISION, projection_dim=8)).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    encoder = build_zeroshot(f"clip:{folder}", ZeroshotSettings(batch_size=4), device="cpu")
+    synth = make_synthetic_dataset(tmp_path / "synth", n=30, size=40, progress=False)
+    paths = sorted(str(p) for p in (synth / "images").rglob("*.png"))[:10] or \
+        sorted(str(p) for p in (synth / "images").rglob("*.jpg"))[:10]
+    assert len(paths) == 10
+    in_process = encoder.encode_images([open_rgb(p) for p in paths])
+    for workers in (0, 2):
+        np.testing.assert_array_equal(encoder.encode_image_paths(paths, batch_size=4, workers=workers), in_process)

@@ -196,6 +196,9 @@ class OpenClipEncoder(DualEncoder):
     def _pixel_batch(self, images: list[Any]) -> Any:
         return torch.stack([self.preprocess(im) for im in images])
 
+    def image_preprocessor(self) -> Any:
+        return self.preprocess
+
     def _image_features(self, pixels: Any) -> Any:
         return self.model.encode_image(pixels.to(next(self.model.parameters()).dtype))
 

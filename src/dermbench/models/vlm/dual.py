@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -58,6 +58,12 @@ class DualEncoder(ABC):
     def _pixel_batch(self, images: list[Any]) -> Any:
         """PIL images -> the model's pixel tensor (its own preprocessing)."""
 
+    def image_preprocessor(self) -> Callable[[Any], Any]:
+        """One PIL image -> the model's pixel tensor ``[3, H, W]``: what the extraction loader's workers
+        run (a light, picklable object: the model itself never goes to a worker). Subclasses return
+        their processor; this default runs :meth:`_pixel_batch` on one image."""
+        return lambda image: self._pixel_batch([image])[0]
+
     @abstractmethod
     def _image_features(self, pixels: Any) -> Any:
         """Pixel tensor -> unnormalised image embeddings."""
@@ -78,12 +84,34 @@ class DualEncoder(ABC):
                 out.append(torch.nn.functional.normalize(feats, dim=-1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
-    def encode_image_paths(self, paths: Sequence[str], batch_size: int | None = None) -> np.ndarray:
-        """Embed images read with ``open_rgb``, ``batch_size`` at a time (never all in memory)."""
-        from ...data.images import open_rgb
+    def encode_image_paths(self, paths: Sequence[str], batch_size: int | None = None,
+                           workers: int | None = None) -> np.ndarray:
+        """Embed images read with ``open_rgb``, ``batch_size`` at a time (never all in memory). The
+        images are decoded and preprocessed in ``workers`` DataLoader processes (default: one per
+        CPU thread this cell has beyond the main one, ``torch.get_num_threads() - 1``) while the model
+        embeds the previous batch; 0 does it all in this process."""
+        import torch
+        from torch.utils.data import DataLoader
 
         step = batch_size or self.batch_size
-        parts = [self.encode_images([open_rgb(p) for p in paths[i:i + step]]) for i in range(0, len(paths), step)]
+        workers = max(0, torch.get_num_threads() - 1) if workers is None else int(workers)
+        workers = min(workers, max(1, -(-len(paths) // step))) if paths else 0
+        kwargs: dict[str, Any] = {}
+        if workers > 0:
+            import multiprocessing
+            import sys
+
+            kwargs.update(num_workers=workers, prefetch_factor=2)
+            if sys.platform.startswith("linux"):  # fork: the processor is not pickled; workers never touch CUDA
+                kwargs["multiprocessing_context"] = multiprocessing.get_context("fork")
+        loader = DataLoader(_PreprocessedImages(list(paths), self.image_preprocessor()), batch_size=step,
+                            shuffle=False, pin_memory=getattr(self.device, "type", str(self.device)) == "cuda",
+                            **kwargs)
+        parts = []
+        with torch.inference_mode():
+            for pixels in loader:
+                feats = self._image_features(pixels.to(self.device, non_blocking=True)).float()
+                parts.append(torch.nn.functional.normalize(feats, dim=-1).cpu().numpy())
         return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -92,6 +120,21 @@ class DualEncoder(ABC):
         with torch.inference_mode():
             feats = self._text_features(list(texts)).float()
             return torch.nn.functional.normalize(feats, dim=-1).cpu().numpy()
+
+
+class _PreprocessedImages:
+    """Map-style dataset: image ``i`` of ``paths`` read with ``open_rgb`` and run through ``preprocess``."""
+
+    def __init__(self, paths: list[str], preprocess: Callable[[Any], Any]):
+        self.paths, self.preprocess = paths, preprocess
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Any:
+        from ...data.images import open_rgb
+
+        return self.preprocess(open_rgb(self.paths[i]))
 
 
 # -- scoring ------------------------------------------------------------------------------------------

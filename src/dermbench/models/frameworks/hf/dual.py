@@ -28,6 +28,16 @@ def _features(output: Any) -> Any:
     return pooled if pooled is not None else output[0]
 
 
+class _ProcessorPixels:
+    """One image -> ``pixel_values[0]`` of a Hugging Face image processor (picklable, model-free)."""
+
+    def __init__(self, image_processor: Any):
+        self.image_processor = image_processor
+
+    def __call__(self, image: Any) -> Any:
+        return self.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+
+
 class HFClipEncoder(DualEncoder):
     """Hugging Face ``CLIPModel`` (OpenAI CLIP, MONET ...): tokenizer + image processor of the repo."""
 
@@ -43,6 +53,9 @@ class HFClipEncoder(DualEncoder):
 
     def _pixel_batch(self, images: list[Any]) -> Any:
         return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    def image_preprocessor(self) -> Any:
+        return _ProcessorPixels(self.image_processor)
 
     def _image_features(self, pixels: Any) -> Any:
         return _features(self.model.get_image_features(pixel_values=pixels.to(self.model.dtype)))
