@@ -27,6 +27,7 @@ from .names import (
     METRIC_NAMES,
 )
 from .ranking import check_threshold_free_options
+from .small_sample import DEFAULT_RULE
 
 # Upper bound on replicates x images held in memory at once (float64: 8 bytes each).
 _MAX_BATCH_CELLS = 2_000_000
@@ -189,6 +190,7 @@ def evaluate(
          "metrics": {name: {"value", "ci_low", "ci_high"}},   # every name in METRIC_NAMES
          "confusion": {"tn", "fp", "fn", "tp"},
          "undefined": {name: reason},                          # metrics whose value is None
+         "small_sample": note,                                 # "" unless n < 100 or < 20 of a class
          "bootstrap": {"n_boot", "unit", "seed", "alpha", "method", "valid": {name: count}}}
 
     ``group_unit`` names what ``groups`` holds ("patient", "lesion", or "group" when not given);
@@ -247,6 +249,7 @@ def evaluate(
         "metrics": metrics,
         "confusion": {name: counts[name] for name in CONFUSION_NAMES},
         "undefined": undefined,
+        "small_sample": DEFAULT_RULE.note(int(labels.size), n_pos, n_neg),
         "bootstrap": {
             "n_boot": n_boot,
             "unit": unit,

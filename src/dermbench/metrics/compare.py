@@ -13,6 +13,7 @@ from .bootstrap import _check_bootstrap_options, bootstrap_replicates, percentil
 from .names import AT_THRESHOLD_NAMES, METRIC_NAMES
 from .operating_point import at_threshold
 from .ranking import threshold_free
+from .small_sample import DEFAULT_RULE
 
 
 def _midranks(x: np.ndarray) -> np.ndarray:
@@ -53,8 +54,13 @@ def _delong_components(y: np.ndarray, scores: np.ndarray):
 def delong_test(y, p_a, p_b, *, alpha: float = 0.05) -> dict:
     """DeLong test of AUROC(a) - AUROC(b) for two models scored on the same images.
 
-    Returns ``{"auc_a", "auc_b", "diff", "se", "z", "p_value", "ci_low", "ci_high"}`` where the
-    interval is diff +/- z_{1-alpha/2} * se (normal approximation) and the p-value is two-sided.
+    Returns ``{"auc_a", "auc_b", "diff", "se", "z", "p_value", "ci_low", "ci_high", "n",
+    "n_malignant", "n_benign", "clipped", "note"}`` where the interval is diff +/- z_{1-alpha/2} * se
+    (normal approximation), **clipped to [-1, 1]** (a difference of two AUROCs cannot leave it;
+    ``clipped`` says whether it had to be), and the p-value is two-sided. ``note`` is empty unless
+    the sample is small (:mod:`.small_sample`: fewer than 100 images or 20 of a class), the interval
+    was clipped or the variance is zero — when the normal approximation behind the interval and
+    the p-value is poor, and the note says so.
     When the difference has zero variance (e.g. identical scores): diff == 0 gives z = 0 and
     p = 1; a non-zero diff with zero variance gives z = None and p = 0.
     Needs both classes (ValueError otherwise). O(n log n).
@@ -88,6 +94,16 @@ def delong_test(y, p_a, p_b, *, alpha: float = 0.05) -> dict:
     else:
         z, p_value = None, 0.0
     quantile = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    raw_low, raw_high = diff - quantile * se, diff + quantile * se
+    ci_low, ci_high = max(-1.0, raw_low), min(1.0, raw_high)
+    clipped = ci_low != raw_low or ci_high != raw_high
+    notes = [DEFAULT_RULE.note(int(labels.size), m, n)]
+    if notes[0]:
+        notes.append("the normal approximation of DeLong's test is poor here: read the interval and p-value as rough")
+    if clipped:
+        notes.append(f"interval clipped to [-1, 1] (normal approximation gave [{raw_low:.3f}, {raw_high:.3f}])")
+    if se <= 1e-15:
+        notes.append("zero variance of the difference: no interval")
     return {
         "auc_a": float(auc_a),
         "auc_b": float(auc_b),
@@ -95,8 +111,13 @@ def delong_test(y, p_a, p_b, *, alpha: float = 0.05) -> dict:
         "se": se,
         "z": None if z is None else float(z),
         "p_value": float(p_value),
-        "ci_low": diff - quantile * se,
-        "ci_high": diff + quantile * se,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "n": int(labels.size),
+        "n_malignant": int(m),
+        "n_benign": int(n),
+        "clipped": bool(clipped),
+        "note": "; ".join(x for x in notes if x),
     }
 
 
@@ -122,7 +143,10 @@ def paired_bootstrap(
     """Paired bootstrap of metric(a) - metric(b): both models are scored on the same resamples.
 
     Returns ``{"metric", "value_a", "value_b", "diff", "ci": (low, high), "ci_low", "ci_high",
-    "p_value", "n_boot", "valid", "unit"}``. ``diff`` is the difference on the full data; the CI
+    "p_value", "n_boot", "valid", "unit", "n", "note"}``. The interval is a percentile interval of
+    differences of metrics in [0, 1], so it stays inside [-1, 1]; ``note`` says when the sample is
+    small (:mod:`.small_sample`), when fewer than 90% of the replicates defined the metric, or
+    when the replicates take few distinct values (then the percentiles are coarse). ``diff`` is the difference on the full data; the CI
     is the percentile interval of the replicate differences; the two-sided p-value is
     min(1, 2 * min(#(d* <= 0) + 1, #(d* >= 0) + 1) / (valid + 1)) over valid replicates (the +1
     keeps it away from an impossible 0 with finitely many replicates). Replicates where the metric
@@ -159,6 +183,15 @@ def paired_bootstrap(
     else:
         p_value = None
     diff = None if value_a is None or value_b is None else value_a - value_b
+    n_pos = int(labels.sum())
+    notes = [DEFAULT_RULE.note(int(labels.size), n_pos, int(labels.size) - n_pos)]
+    if n_boot and valid < 0.9 * n_boot:
+        notes.append(f"only {valid} of {n_boot} replicates defined {metric} for both models")
+    if valid and np.unique(np.round(defined, 12)).size < 20:
+        notes.append(f"the replicate differences take {np.unique(np.round(defined, 12)).size} distinct values: "
+                     f"the interval's bounds are coarse")
+    if low is not None:
+        low, high = max(-1.0, low), min(1.0, high)
     return {
         "metric": metric,
         "value_a": value_a,
@@ -171,4 +204,6 @@ def paired_bootstrap(
         "n_boot": n_boot,
         "valid": valid,
         "unit": "image" if groups is None else "group",
+        "n": int(labels.size),
+        "note": "; ".join(x for x in notes if x),
     }
