@@ -1,7 +1,8 @@
-"""``dermbench audit DATASET... [--json out.json]``: leakage and quality audit of dataset folders.
+"""``dermbench audit DATASET... [--json out.json] [--html DIR]``: leakage and quality audit of dataset folders.
 
-Exit code: 0 when no leakage is found, 1 when a patient/lesion group or a (near) duplicate image
-spans two splits, 2 when a dataset cannot be loaded.
+Exit code: 0 when nothing is found, 1 when a patient/lesion group or a (near) duplicate image
+spans two splits or likely same-lesion images in two splits need review, 2 when a dataset cannot
+be loaded.
 """
 
 from __future__ import annotations
@@ -9,16 +10,21 @@ from __future__ import annotations
 import argparse
 import json
 
-HELP = "find patient/lesion overlap, exact and near duplicates, label imbalance and unreadable images"
+HELP = ("find patient/lesion overlap, exact and near duplicates, likely same-lesion images, label imbalance and "
+        "unreadable images")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ..data.similarity import DEFAULT_BACKBONE, DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
+
     parser = subparsers.add_parser(
         "audit", help=HELP,
-        description=HELP + " within and across dataset folders. Exits 1 when leakage "
-                           "(a group or a duplicate image in two splits) is found.")
+        description=HELP + " within and across dataset folders. Exits 1 when leakage (a group or a duplicate image "
+                           "in two splits) is found or likely same-lesion images in two splits need review.")
     parser.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset folder(s) to audit together")
     parser.add_argument("--json", dest="json_out", metavar="FILE", help="also write the full report as JSON")
+    parser.add_argument("--html", dest="html_out", metavar="DIR",
+                        help="also write an audit page with thumbnails of every pair found (DIR/audit.html)")
     parser.add_argument("--phash-threshold", type=int, default=6,
                         help="Hamming distance (of 64 pHash bits) at or below which two images are near "
                              "duplicates (default 6)")
@@ -27,6 +33,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "(0-255 scale, default 3); 255 turns the confirmation off")
     parser.add_argument("--no-near-duplicates", action="store_true",
                         help="skip perceptual hashing (exact duplicates and group overlap only)")
+    parser.add_argument("--similarity", choices=("auto", "on", "off"), default="auto",
+                        help="embedding-similarity search for photographs of one lesion in two splits: auto (default) "
+                             "runs it when a dataset lacks patient or lesion ids for some images")
+    parser.add_argument("--similar-backbone", default=DEFAULT_BACKBONE, metavar="NAME",
+                        help=f"backbone of the similarity search (any probe backbone; default {DEFAULT_BACKBONE}, "
+                             f"offline ImageNet weights)")
+    parser.add_argument("--similar-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="COS",
+                        help=f"cosine similarity at or above which two images are listed (default {DEFAULT_THRESHOLD}, "
+                             f"calibrated for the default backbone by benchmarks/audit.py --calibrate)")
+    parser.add_argument("--similar-neighbours", type=int, default=DEFAULT_NEIGHBOURS, metavar="K",
+                        help=f"nearest neighbours per image considered (default {DEFAULT_NEIGHBOURS})")
+    parser.add_argument("--device", default="auto", help="device of the similarity backbone (auto, cpu, cuda ...)")
     parser.add_argument("--workers", type=int, default=None, help="threads for image hashing")
     parser.add_argument("--max-list", type=int, default=20, help="items listed per section in the text report")
     parser.set_defaults(func=run)
@@ -35,14 +53,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.audit import audit_datasets, format_report
+    from ..errors import UsageError
     from ..utils.atomic import atomic_write_text
+    from ..utils.console import is_quiet
 
+    if not 0.0 < args.similar_threshold <= 1.0:
+        raise UsageError(f"--similar-threshold {args.similar_threshold}: a cosine similarity in (0, 1]")
+    if args.similar_neighbours < 1:
+        raise UsageError(f"--similar-neighbours {args.similar_neighbours}: at least 1")
+    search = None
+    if args.similarity != "off":
+        from ..paradigms.probe.similarity import similarity_search
+
+        search = similarity_search(args.similar_backbone, threshold=args.similar_threshold,
+                                   neighbours=args.similar_neighbours, device=args.device, progress=not is_quiet())
     # a dataset that cannot be loaded raises DatasetError: the CLI prints it and exits 2
     report = audit_datasets(args.datasets, phash_threshold=args.phash_threshold,
                             colour_threshold=args.colour_threshold, workers=args.workers,
-                            near_duplicates=not args.no_near_duplicates)
+                            near_duplicates=not args.no_near_duplicates, similarity=search,
+                            similarity_without_ids_only=args.similarity == "auto")
     print(format_report(report, max_list=args.max_list))
     if args.json_out:
         atomic_write_text(args.json_out, json.dumps(report.as_dict(), indent=2) + "\n")
         print(f"JSON report: {args.json_out}")
-    return 1 if report.leakage else 0
+    if args.html_out:
+        from ..report.audit_page import write_audit_page
+
+        print(f"audit page: {write_audit_page(report, args.html_out)}")
+    return 0 if report.status in ("clean", "unchecked") else 1
