@@ -107,13 +107,27 @@ def run(args: argparse.Namespace) -> int:
 
         configure(quiet=True)
     entry = SOURCES.entry(args.source)
-    common = {"raw", "out", "seed", "premalignant", "labels", "split", "ratios", "link", "overwrite", "quiet"}
+    common = {"raw", "out", "seed", "premalignant", "labels", "split", "ratios", "link", "overwrite", "quiet",
+              "group_similar", "similar_backbone", "similar_threshold", "device"}
     options = {k: v for k, v in vars(opts).items() if k not in common}
+    if not opts.group_similar and (opts.similar_backbone or opts.similar_threshold is not None):
+        raise UsageError("--similar-backbone/--similar-threshold apply to --group-similar; add --group-similar")
+    search = None
+    if opts.group_similar:
+        from ..data.similarity import DEFAULT_BACKBONE, DEFAULT_THRESHOLD
+        from ..paradigms.probe.similarity import similarity_search
+        from ..utils.console import is_quiet
+
+        threshold = DEFAULT_THRESHOLD if opts.similar_threshold is None else opts.similar_threshold
+        if not 0.0 < threshold <= 1.0:
+            raise UsageError(f"--similar-threshold {threshold}: a cosine similarity in (0, 1]")
+        search = similarity_search(opts.similar_backbone or DEFAULT_BACKBONE, threshold=threshold, device=opts.device,
+                                   progress=not (opts.quiet or is_quiet()))
     try:
         prepare(entry.name, opts.raw, opts.out, seed=opts.seed, premalignant=opts.premalignant, labels=opts.labels,
                 split=opts.split, link=opts.link,
                 overwrite=opts.overwrite, ratios=parse_ratios(opts.ratios) if opts.ratios else None,
-                options=options, quiet=opts.quiet)
+                options=options, quiet=opts.quiet, group_similar=search)
     except DermbenchError:
         raise
     except (FileExistsError, ValueError, OSError) as exc:  # an existing --out, a bad --ratios, an unreadable file

@@ -57,7 +57,8 @@ class SplitSpec:
         r = "/".join(f"{100 * x:g}" for x in self.ratios)
         grouped = f"grouped by {group_col}" if group_col else "image-level (no patient or lesion ids)"
         strat = " × ".join(("label",) + tuple(self.stratify_by))
-        return f"{r} stratified by {strat}, {grouped}"
+        # "target": with few images per stratum the split made can be far from it (prepare prints both)
+        return f"target {r} stratified by {strat}, {grouped}"
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
