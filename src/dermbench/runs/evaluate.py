@@ -17,7 +17,7 @@ import pandas as pd
 from ..data.dataset import LesionDataset
 from ..data.exclusions import Exclusion, count_by_reason, exclusion_frame
 from ..data.splits import bootstrap_groups
-from .provenance import collect_provenance
+from .provenance import card_essentials, collect_provenance
 from .record import RunRecorder
 
 #: Subgroup columns of the contract and how their values are grouped for reporting.
@@ -46,7 +46,9 @@ def attach_labels(dataset: LesionDataset, split: str, scores: pd.DataFrame) -> p
     if got - expected:
         extra = sorted(got - expected)
         raise ValueError(f"{len(extra)} scored id(s) are not in {split} (e.g. {extra[0]!r})")
-    keep = ["img_id", "label"] + [c for c in ("patient_id", "lesion_id", *SUBGROUP_COLUMNS) if c in truth.columns]
+    # diagnosis: the error pages show it beside each image (what the missed lesion was)
+    keep = ["img_id", "label"] + [c for c in ("patient_id", "lesion_id", *SUBGROUP_COLUMNS, "diagnosis")
+                                  if c in truth.columns]
     # SUBGROUP_COLUMNS includes "source", which also namespaces ids in the bootstrap
     extra_cols = [c for c in scores.columns if c not in ("label", "pred") and c not in keep]
     merged = truth[keep].merge(scores[["img_id"] + [c for c in extra_cols if c != "img_id"]], on="img_id", how="left")
@@ -165,6 +167,13 @@ def finalize_cell(
     threshold_record = dict(threshold) if threshold is not None else operating_threshold(
         threshold_policy, frames.get("validation"))
     threshold = threshold_record["value"]
+    if threshold_record.get("note"):
+        # the same for every cell of this dataset and policy: one line per grid, and in the record
+        from ..utils.console import note_once
+
+        note_once(f"threshold|{dataset.fingerprint}|{threshold_record['policy']}",
+                  f"{dataset.name}: {threshold_record['note']} (every cell with this policy on this dataset)",
+                  name="evaluate")
 
     split_metrics: dict[str, Any] = {}
     subgroup_parts = []
@@ -190,25 +199,35 @@ def finalize_cell(
 
     timing = dict(timing or {})
     timing["evaluate_s"] = round(time.perf_counter() - t0, 3)
+    essentials = card_essentials(dataset)
+    # a re-split dataset (split_seeds) has its own fingerprint for the caches; the record keeps the
+    # folder's, which is what "did the dataset change" compares against
+    folder_fingerprint = (dataset.card.get("resplit") or {}).get("base_fingerprint") or dataset.fingerprint
     metrics = {
         "cell": cell or {},
         "identity": (cell or {}).get("identity"),  # dermbench.runs.cell.CellIdentity.as_record(): how the report groups
-        "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": dataset.fingerprint,
+        "dataset": {"name": dataset.name, "root": str(dataset.root), "fingerprint": folder_fingerprint,
                     "counts": dataset.counts(), "warnings": dataset.warnings,
                     "premalignant_policy": dataset.card.get("premalignant_policy"),
                     # prepare --labels / --split (dataset.json): which label definition, and whether the split is the
                     # study's leaky image-level one
                     "label_definition": dataset.card.get("label_definition"),
-                    "split_grouping": dataset.card.get("split_grouping")},
+                    "split_grouping": dataset.card.get("split_grouping"),
+                    # the card's essentials (source, licence, label mapping, prepare-time exclusions, subsampling,
+                    # split policy and seeds): what a reader of these numbers needs to know about the data
+                    "provenance": essentials},
         "threshold": threshold_record,
         "splits": split_metrics,
         "subgroups": {"file": "subgroups.csv" if subgroup_parts else None, "min_n": subgroup_min_n,
                       "notes": sorted(set(subgroup_notes))},
-        "exclusions": {"count": len(exclusions), "by_reason": count_by_reason(exclusions), "file": "exclusions.csv"},
+        # count/by_reason: rows excluded when loading or decoding for this run; prepare: rows `prepare` dropped
+        # before the dataset was written (its excluded.csv), e.g. DDI metadata rows without an image
+        "exclusions": {"count": len(exclusions), "by_reason": count_by_reason(exclusions), "file": "exclusions.csv",
+                       "prepare": essentials["prepare_exclusions"]},
         "calibration": _calibration_record(calibration, frames),
         "extra": extra or {},
         "timing": timing,
-        "provenance": collect_provenance(dataset_fingerprint=dataset.fingerprint, **(provenance or {})),
+        "provenance": collect_provenance(dataset_fingerprint=folder_fingerprint, **(provenance or {})),
     }
     recorder.finish(metrics)
     return metrics

@@ -67,3 +67,46 @@ def collect_provenance(**fields: Any) -> dict[str, Any]:
         **torch_info,
         **fields,
     }
+
+
+def card_essentials(dataset: Any) -> dict[str, Any]:
+    """What a run record carries of its dataset's card (``dataset.json``): source and licence,
+    label definition and mapping, the premalignant policy, the rows ``prepare`` excluded (by reason,
+    of how many read), subsampling, the split policy and seed (and a re-split by ``split_seeds``),
+    ``--group-similar``. Fields a card does not have are None (a hand-made dataset), never guessed."""
+    card = dict(getattr(dataset, "card", None) or {})
+    excluded = card.get("excluded") or []
+    by_reason: dict[str, int] = {}
+    for entry in excluded if isinstance(excluded, list) else []:
+        if isinstance(entry, dict) and entry.get("reason"):
+            by_reason[str(entry["reason"])] = by_reason.get(str(entry["reason"]), 0) + int(entry.get("count") or 0)
+    split_policy = card.get("split_policy")
+    resplit = card.get("resplit")
+    similar = card.get("group_similar")
+    return {
+        "source": card.get("source"),
+        "source_title": card.get("source_title"),
+        "licence": card.get("licence"),
+        "url": card.get("url"),
+        "label_definition": card.get("label_definition"),
+        "label_definition_note": card.get("label_definition_note"),
+        "label_source": card.get("label_source"),
+        "label_mapping": card.get("label_mapping"),
+        "premalignant_policy": card.get("premalignant_policy"),
+        "prepare_exclusions": {"count": int(sum(by_reason.values())), "by_reason": by_reason,
+                               "rows_read": card.get("rows_read"),
+                               "recorded": "excluded" in card,  # False: the card says nothing (not "0 excluded")
+                               "file": "excluded.csv (in the dataset folder)" if by_reason else None},
+        "subsampling": card.get("subsampling") or None,
+        "split": {"policy": split_policy if isinstance(split_policy, str) else
+                  (None if split_policy is None else
+                   "; ".join(f"{k} {v}" for k, v in split_policy.items()) if isinstance(split_policy, dict)
+                   else str(split_policy)),
+                  "grouping": card.get("split_grouping"), "seed": card.get("seed"),
+                  "counts": card.get("split_counts") or None,
+                  "split_seed": resplit.get("split_seed") if isinstance(resplit, dict) else None,
+                  "resplit": resplit if isinstance(resplit, dict) else None},
+        "group_similar": ({k: similar.get(k) for k in ("backbone", "threshold", "pairs", "groups", "images_grouped")}
+                          if isinstance(similar, dict) else None),
+        "written_by": card.get("written_by"),
+    }

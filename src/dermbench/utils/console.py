@@ -50,6 +50,20 @@ def configure(*, quiet: bool = False) -> None:
     logger.propagate = False
 
 
+_NOTED: set[str] = set()
+
+
+def note_once(key: str, message: str, *, name: str = "") -> bool:
+    """Log ``message`` as a warning the first time ``key`` is noted in this process; later calls
+    with the same key say nothing (a fact about a dataset, such as a split without malignant
+    images, is one line for a whole grid, not one per cell). Returns whether it was logged."""
+    if key in _NOTED:
+        return False
+    _NOTED.add(key)
+    get_logger(name).warning("%s", message)
+    return True
+
+
 def is_quiet() -> bool:
     """True when INFO messages (and progress bars) are switched off."""
     return not get_logger().isEnabledFor(logging.INFO)
