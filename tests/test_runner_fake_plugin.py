@@ -25,7 +25,7 @@ if "fake" not in PARADIGMS:
 
 
 def run_cell(spec, recorder) -> dict:
-    from dermbench.data.contract import load_dataset
+    from dermbench.runs.datasets import load_cell_dataset
     from dermbench.runs.evaluate import finalize_cell
 
     settings = spec.settings
@@ -35,7 +35,7 @@ def run_cell(spec, recorder) -> dict:
         os.kill(os.getpid(), signal.SIGKILL)
     if settings.get("fail"):
         raise RuntimeError(f"fake failure of {spec.label}")
-    dataset = load_dataset(spec.dataset, quiet=True)
+    dataset = load_cell_dataset(spec, quiet=True)
     skill = float(settings.get("skill", 1.0))
     rng = np.random.default_rng(zlib.crc32(f"{spec.label}|{spec.seed}|{dataset.name}".encode()))
     scores = {}

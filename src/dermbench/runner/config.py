@@ -10,6 +10,7 @@
       - path: synth_small           # ... or a mapping; ``synth`` creates it with `dermbench synth`
         synth: {n: 300, size: 64, seed: 0}
     seeds: [42]
+    split_seeds: [0, 1, 2]          # optional: re-split each dataset per seed (same policy): mean ± sd over splits
     threshold_policy: youden        # operating threshold: fixed:0.5 (default, the study), youden, sensitivity:0.9 ...
     n_boot: 1000
     device: auto
@@ -30,7 +31,7 @@ What a grid block of each paradigm holds (its model list, its variant lists, its
 is declared by the paradigm (``paradigms/<p>/block.py``, a :class:`~dermbench.runs.block.GridBlock`);
 this module builds the schema from the registered paradigms and names none of them. Keys every
 block has: ``settings``, ``model_settings`` (per-model overrides), ``datasets``, ``seeds``,
-``resources``, ``threshold_policy``, ``eval_datasets`` (dataset names, or ``all``: each trained
+``split_seeds``, ``resources``, ``threshold_policy``, ``eval_datasets`` (dataset names, or ``all``: each trained
 finetune/probe cell is also evaluated on their test splits without retraining, see
 :mod:`dermbench.runs.transfer`; on a zeroshot block they are simply more datasets to run on).
 
@@ -100,6 +101,10 @@ class RunConfig(StrictModel):
     data_root: str | None = None
     datasets: list[DatasetSpec] = Field(min_length=1)
     seeds: list[Seed] = Field(default_factory=lambda: [CellSpec.seed], min_length=1)
+    split_seeds: list[Seed] | None = Field(
+        None, min_length=1, description="re-split every dataset once per seed (grouped, stratified, the policy it was "
+                                        "prepared with; dermbench.data.resplit): each cell runs on every split, and "
+                                        "the report gives mean ± sd over splits. None: the datasets' own split")
     threshold_policy: str = CellSpec.threshold_policy
     n_boot: int = Field(CellSpec.n_boot, ge=0, le=N_BOOT_MAX,
                         description=f"bootstrap replicates per cell, 0..{N_BOOT_MAX} (0 = no confidence intervals)")
@@ -125,6 +130,11 @@ class RunConfig(StrictModel):
     @classmethod
     def _seeds_unique(cls, v: list[int]) -> list[int]:
         return unique(v, "seed")
+
+    @field_validator("split_seeds")
+    @classmethod
+    def _split_seeds_unique(cls, v: list[int] | None) -> list[int] | None:
+        return v if v is None else unique(v, "split seed")
 
     @field_validator("threshold_policy")
     @classmethod

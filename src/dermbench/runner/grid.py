@@ -54,12 +54,13 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
             dataset_names = dataset_names + [n for n in targets if n not in dataset_names]
             targets = []
         seeds = block.seeds or config.seeds
+        split_seeds = block.split_seeds or config.split_seeds or [None]
         resources = block.resources or config.resources
         resources_given = block.resources is not None or "resources" in config.model_fields_set
         for model in block.model_names():
             variants = block.cell_settings(model)
             for dataset in dataset_names:
-                for seed in seeds:
+                for split_seed, seed in [(s, t) for s in split_seeds for t in seeds]:
                     for settings in variants:
                         spec = CellSpec(
                             experiment=config.experiment, paradigm=block.paradigm, model=model,
@@ -67,7 +68,8 @@ def expand_grid(config: RunConfig, *, data_root: str | Path | None = None,
                             threshold_policy=block.threshold_policy or config.threshold_policy,
                             n_boot=config.n_boot, device=config.device, strict=config.strict, quiet=quiet,
                             threads=max(1, math.ceil(resources.num_cpus)),
-                            eval_datasets=[str(paths[n]) for n in targets if n != dataset])
+                            eval_datasets=[str(paths[n]) for n in targets if n != dataset],
+                            split_seed=None if split_seed is None else int(split_seed))
                         folder = str(spec.path("")).lower()  # names are made file-system safe there
                         if folder in seen:
                             raise ConfigError(
@@ -113,7 +115,7 @@ def grid_table(cells: list[PlannedCell], runs_root: str | Path) -> list[dict[str
         state, reasons = cell_state_and_reasons(c, runs_root, fingerprints)
         rows.append({"paradigm": s.paradigm, "model": ident.model,
                      "variant": "+".join(p for p in (ident.variant, ident.point) if p),
-                     "dataset": s.dataset_name, "seed": s.seed, "num_cpus": c.resources.num_cpus,
+                     "dataset": s.dataset_part, "seed": s.seed, "num_cpus": c.resources.num_cpus,
                      "num_gpus": c.resources.num_gpus, "device": s.device, "state": state, "why": reasons,
                      "path": str(s.path(runs_root))})
     return rows

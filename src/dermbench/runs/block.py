@@ -127,6 +127,8 @@ class GridBlock(StrictModel):
                                                       description="per-model overrides of settings")
     datasets: list[str] | None = Field(None, description="restrict this block to these dataset names")
     seeds: list[Seed] | None = Field(None, description="override the top-level seeds for this block")
+    split_seeds: list[Seed] | None = Field(None, min_length=1,
+                                           description="override the top-level split_seeds for this block")
     eval_datasets: list[str] | Literal["all"] | None = Field(
         None, description="dataset names (or 'all') whose test splits each trained cell is also evaluated on, "
                           "without retraining (transfer); a block whose cells train nothing runs on them")

@@ -145,6 +145,10 @@ class CellSpec:
     # dataset folders the trained cell is also evaluated on, no retraining (dermbench.runs.transfer);
     # not part of the identity: each evaluation is a record inside the cell, <cell>/transfer/<dataset>/
     eval_datasets: list[str] = field(default_factory=list)
+    # re-split the dataset with this seed, same policy (dermbench.data.resplit); None = the folder's
+    # own split. Part of the cell's folder (<dataset>+split<k>) but not of its configuration: the
+    # report pools split seeds like training seeds (mean ± sd over splits)
+    split_seed: int | None = None
 
     @property
     def identity(self) -> CellIdentity:
@@ -160,14 +164,19 @@ class CellSpec:
         return Path(self.dataset).name
 
     @property
+    def dataset_part(self) -> str:
+        """The dataset's part of the cell's folder and key: its name, ``+split<k>`` when re-split."""
+        return self.dataset_name if self.split_seed is None else f"{self.dataset_name}+split{int(self.split_seed)}"
+
+    @property
     def key(self) -> str:
         """``paradigm/label/dataset/seedK``: how progress lines, summaries and ``--only`` name a cell."""
-        return f"{self.paradigm}/{self.label}/{self.dataset_name}/seed{self.seed}"
+        return f"{self.paradigm}/{self.label}/{self.dataset_part}/seed{self.seed}"
 
     def path(self, runs_root: str | Path) -> Path:
         from .record import cell_dir  # pandas: not needed to build the command line
 
-        return cell_dir(runs_root, self.experiment, self.paradigm, self.label, self.dataset_name, self.seed)
+        return cell_dir(runs_root, self.experiment, self.paradigm, self.label, self.dataset_part, self.seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The cell as recorded (``config.yaml``, ``metrics.json`` ``cell``): its fields and its identity."""

@@ -60,7 +60,7 @@ def _checkpoint_record(work: Any, best_epoch: int) -> dict[str, Any]:
 
 def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     """Train and evaluate one finetune cell; returns the metrics written to ``metrics.json``."""
-    from ...data.contract import load_dataset
+    from ...runs.datasets import load_cell_dataset
     from ...data.pipeline.decode import ResizePolicy
     from ...data.pipeline.image_cache import build_image_cache
     from ...data.pipeline.loaders import eval_transform, keep_uint8, make_loader
@@ -85,7 +85,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     seed_everything(spec.seed)  # the head's random init depends on the seed, nothing else
     built = build_classifier(spec.model, weights=settings.weights, freeze=settings.freeze_backbone,
                              drop_rate=settings.drop_rate, image_size=settings.image_size)
-    dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=quiet)
+    dataset = load_cell_dataset(spec, quiet=quiet)
     log(f"{built.spec.model_id} ({built.weights_identity}); {built.trainable_parameters:,} of "
         f"{built.total_parameters:,} parameters trainable; device {device}")
 

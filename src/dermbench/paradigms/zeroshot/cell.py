@@ -50,12 +50,36 @@ ANSWER_CACHE = "answers.jsonl"
 #: A cell whose received answers are empty more often than this fails instead of completing: a
 #: model that says nothing is broken (e.g. a Gemma-3-based VLM run in float16), not a weak classifier.
 MAX_EMPTY_ANSWER_RATE = 0.5
+#: Characters of one answer that are kept (an answer of max_new_tokens tokens is a few thousand at
+#: most). A longer answer is cut here, with a note saying how much was dropped, and stored once: in
+#: work/answers.jsonl. The label must come within these characters (else the answer is unparsed).
+MAX_ANSWER_CHARS = 16_384
+#: Characters of an answer shown in the predictions' ``raw_answer`` (a longer one ends with where the rest is).
+RAW_ANSWER_PREVIEW = 4_000
+#: Log-probability steps kept per answer.
+MAX_ANSWER_TOKENS = 4_096
+
+
+def capped_answer(text: str | None) -> tuple[str | None, int]:
+    """``text`` cut to :data:`MAX_ANSWER_CHARS` with a note, and how many characters were dropped."""
+    if text is None or len(text) <= MAX_ANSWER_CHARS:
+        return text, 0
+    dropped = len(text) - MAX_ANSWER_CHARS
+    return f"{text[:MAX_ANSWER_CHARS]}\n[answer cut: {dropped} more characters not kept (MAX_ANSWER_CHARS)]", dropped
+
+
+def _preview(text: str | None) -> str:
+    if text is None:
+        return ""
+    if len(text) <= RAW_ANSWER_PREVIEW:
+        return text
+    return f"{text[:RAW_ANSWER_PREVIEW]} [... {len(text) - RAW_ANSWER_PREVIEW} more characters in work/{ANSWER_CACHE}]"
 
 
 def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     """Score the validation and test splits with ``spec.model`` and the settings' prompt set;
     returns the metrics written to ``metrics.json``."""
-    from ...data.contract import load_dataset
+    from ...runs.datasets import load_cell_dataset
     from ...models import build_zeroshot, resolve
     from ...runs.evaluate import finalize_cell
 
@@ -67,7 +91,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     if prompt_set.kind != kind:
         raise PromptSetError(f"model {spec.model!r} is a {kind} model but prompt set {prompt_set.name!r} is for "
                              f"{prompt_set.kind} models; use e.g. {DEFAULT_PROMPT_SET[kind]!r}")
-    dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=spec.quiet)
+    dataset = load_cell_dataset(spec)
     frames = {split: dataset.split(split) for split in EVAL_SPLITS}
     fields = metadata_fields_from_mapping(settings.metadata_columns) if settings.metadata_columns else None
     answer_format, block = settings.answer_format, "none"
@@ -264,9 +288,12 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
         if answer.failed:
             failures[answer.img_id] = answer.error
         else:
-            cache.put({"img_id": answer.img_id, "key": keys[answer.img_id], "text": answer.text,
-                       "tokens": [t.to_dict() for t in answer.tokens] if answer.tokens else None,
-                       "attempts": answer.attempts, "seconds": round(answer.seconds, 3)})
+            text, dropped = capped_answer(answer.text)
+            tokens = answer.tokens[:MAX_ANSWER_TOKENS] if answer.tokens else None
+            cache.put({"img_id": answer.img_id, "key": keys[answer.img_id], "text": text,
+                       "tokens": [t.to_dict() for t in tokens] if tokens else None,
+                       "attempts": answer.attempts, "seconds": round(answer.seconds, 3),
+                       **({"truncated_chars": dropped} if dropped else {})})
         if done[0] % 25 == 0 or done[0] == len(requests):
             rate = done[0] / max(time.perf_counter() - t0, 1e-9)
             log(f"zeroshot: {done[0]}/{len(requests)} answered ({rate:.2f} images/s, {len(failures)} failed)")
@@ -313,7 +340,7 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
                          "answer_label": scored.label,
                          "study_pred": study_parse(text) if record else "",
                          "parse_status": scored.parse_status, "score_source": scored.score_source,
-                         "raw_answer": text if text is not None else "",
+                         "raw_answer": _preview(text),
                          "error": failures.get(img_id, "") if record is None else "",
                          "attempts": record.get("attempts", 1) if record else attempts.get(img_id, 0)})
             statuses.append(scored.parse_status)
