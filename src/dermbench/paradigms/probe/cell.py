@@ -124,6 +124,24 @@ def embed_dataset(embedder: Any, dataset: LesionDataset, settings: ProbeSettings
     return out
 
 
+def _cv_pool(dataset: LesionDataset, settings: ProbeSettings, train_ids: list[str], X_train: np.ndarray,
+             y_train: np.ndarray, val_ids: list[str], X_val: np.ndarray, y_val: np.ndarray,
+             seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """What hyperparameters are cross-validated on when validation is tiny (``select_head``):
+    the training images of the label fraction (view 0, before balancing) and the validation
+    images, with group keys that keep a patient, lesion or likely same-lesion group in one fold."""
+    from ...data.splits import group_keys
+    from .trainset import label_subset
+
+    keep = label_subset(y_train, fraction=settings.label_fraction, k_shot=settings.k_shot, seed=seed)
+    rows = [dataset.split("train").set_index("img_id").loc[[train_ids[i] for i in keep]],
+            dataset.split("validation").set_index("img_id").loc[val_ids]]
+    frame = pd.concat(rows).reset_index()
+    keys, _used, _without = group_keys(frame, ("patient_id", "lesion_id", "similar_group"))
+    return (np.concatenate([X_train[keep], X_val]), np.concatenate([y_train[keep], y_val]),
+            None if keys is None else np.asarray(keys))
+
+
 def _labels_for(dataset: LesionDataset, split: str, img_ids: list[str]) -> np.ndarray:
     frame = dataset.split(split).set_index("img_id")
     return frame.loc[img_ids, "label"].to_numpy().astype(int)
@@ -132,7 +150,7 @@ def _labels_for(dataset: LesionDataset, split: str, img_ids: list[str]) -> np.nd
 def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     """Embed, fit the head chosen on validation, score validation and test; returns the metrics
     written to ``metrics.json``."""
-    from ...data.contract import load_dataset
+    from ...runs.datasets import load_cell_dataset
     from ...utils.device import activate_device, choose_device
     from ...runs.evaluate import calibrate_scores, finalize_cell, without_unreadable
     from .embed_cache import find_request, remember_request
@@ -143,7 +161,7 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     get_head(settings.head)  # an unknown head fails before any embedding work
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
-    dataset = load_dataset(spec.dataset, strict=spec.strict, quiet=spec.quiet)
+    dataset = load_cell_dataset(spec)
     for split in ("train", "validation", "test"):
         if split not in dataset.splits or dataset.split(split).empty:
             raise ValueError(f"dataset {dataset.name!r} has no usable {split} images; the probe needs train, "
@@ -195,7 +213,9 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     if settings.head_preset == "dermbench":
         selection = select_head(settings.head, X_train, y_train, features(val.vectors), y_val,
                                 class_weight=settings.class_weight, seed=spec.seed, metric=settings.selection_metric,
-                                grid=settings.grid or None, options=settings.head_options)
+                                grid=settings.grid or None, options=settings.head_options,
+                                cv_pool=_cv_pool(dataset, settings, train_ids, features(train_views[0].vectors),
+                                                 y_train_images, val.img_ids, features(val.vectors), y_val, spec.seed))
     else:
         selection = _study_selection(settings, X_train, y_train, features(val.vectors), y_val, seed=spec.seed)
     timing["head_fit_s"] = round(time.perf_counter() - t0, 3)

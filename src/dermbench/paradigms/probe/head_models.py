@@ -258,10 +258,15 @@ class Selection:
     trials: list[dict[str, Any]] = field(default_factory=list)
     fit_seconds: float = 0.0
 
+    #: how the grid point was chosen: {"method": "validation" | "cv", "reason", "folds", "grouped", ...}
+    selection: dict[str, Any] = field(default_factory=lambda: {"method": "validation"})
+    #: chosen values at the edge of their grid (see :func:`grid_edges`)
+    grid_edge: list[dict[str, Any]] = field(default_factory=list)
+
     def record(self) -> dict[str, Any]:
         out = {"head": self.head, "chosen": self.params, "selection_metric": self.metric,
                "validation_score": self.validation_score, "grid": self.trials,
-               "fit_seconds": round(self.fit_seconds, 3)}
+               "fit_seconds": round(self.fit_seconds, 3), "selection": self.selection, "grid_edge": self.grid_edge}
         info = getattr(self.model, "info", None)
         if info:
             out["training"] = info
@@ -288,10 +293,93 @@ def _score(metric: str, y: np.ndarray, p: np.ndarray) -> float:
     raise ValueError(f"unknown selection metric {metric!r}; use auroc, auprc or neg_log_loss")
 
 
+#: below either, the validation split is too small to choose hyperparameters on: grouped
+#: cross-validation on train + validation chooses them (head_options cv_min_validation_images /
+#: cv_min_validation_positives change the thresholds; 0 and 0 keep validation selection always)
+CV_MIN_VALIDATION_IMAGES = 50
+CV_MIN_VALIDATION_POSITIVES = 10
+CV_FOLDS = 5
+
+
+def grid_edges(grid: dict[str, list[Any]], chosen: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chosen values that sit at the lowest or highest value of their grid, for numeric
+    hyperparameters whose grid has three or more values (with two values every choice is an edge,
+    and with one there is no choice). The optimum may lie outside the grid: the record says so."""
+    edges = []
+    for param, values in grid.items():
+        numbers = sorted({float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        if len(numbers) < 3 or param not in chosen or isinstance(chosen[param], bool):
+            continue
+        try:
+            value = float(chosen[param])
+        except (TypeError, ValueError):
+            continue
+        if value in (numbers[0], numbers[-1]):
+            edges.append({"param": param, "value": chosen[param],
+                          "edge": "lowest" if value == numbers[0] else "highest",
+                          "grid": f"{numbers[0]:g}..{numbers[-1]:g} ({len(numbers)} values)"})
+    return edges
+
+
+def _needs_cv(y_val: np.ndarray, options: dict[str, Any]) -> str:
+    """Why the validation split is too small to select on ("" when it is not)."""
+    min_images = int(options.get("cv_min_validation_images", CV_MIN_VALIDATION_IMAGES))
+    min_pos = int(options.get("cv_min_validation_positives", CV_MIN_VALIDATION_POSITIVES))
+    n, pos = len(y_val), int(np.sum(y_val == 1))
+    if n < min_images or pos < min_pos:
+        return (f"validation has {n} images, {pos} malignant: below {min_images} images or {min_pos} malignant "
+                f"ones, too few to choose hyperparameters on")
+    return ""
+
+
+def _cv_scores(spec: HeadSpec, points: list[dict[str, Any]], X: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
+               *, class_weight: str, seed: int, metric: str, options: dict[str, Any]) -> tuple[list[float], dict]:
+    """Out-of-fold score of every grid point (one score over all out-of-fold predictions, which is
+    steadier than a mean of per-fold scores on folds of a few images) and the CV's description."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+    counts = np.bincount(y, minlength=2)
+    folds = int(min(CV_FOLDS, counts.min()))
+    if groups is not None:
+        n_groups = len(np.unique(groups))
+        folds = min(folds, n_groups)
+        splitter: Any = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(X, y, groups))
+    else:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(X, y))
+    scores = []
+    for params in points:
+        oof = np.full(len(y), np.nan)
+        for train_idx, test_idx in splits:
+            y_fit = y[train_idx]
+            if len(np.unique(y_fit)) < 2:
+                continue
+            model = spec.build(params, class_weight=class_weight, seed=seed, y_train=y_fit, options=options)
+            model.fit(X[train_idx], y_fit, X[test_idx], y[test_idx])
+            oof[test_idx] = model.predict_proba(X[test_idx])
+        done = ~np.isnan(oof)
+        scores.append(_score(metric, y[done], oof[done]) if done.sum() else float("nan"))
+    return scores, {"folds": folds, "grouped": groups is not None, "images": int(len(y)),
+                    "malignant": int(counts[1]), "scoring": f"{metric} of the out-of-fold predictions"}
+
+
 def select_head(name: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray, y_val: np.ndarray, *,
                 class_weight: str = "balanced", seed: int = 0, metric: str = "auroc",
-                grid: dict[str, list[Any]] | None = None, options: dict[str, Any] | None = None) -> Selection:
-    """Fit every grid point on train, keep the best on validation (see the module docstring)."""
+                grid: dict[str, list[Any]] | None = None, options: dict[str, Any] | None = None,
+                cv_pool: tuple[np.ndarray, np.ndarray, np.ndarray | None] | None = None) -> Selection:
+    """Fit every grid point on train, keep the best on validation (see the module docstring).
+
+    When the validation split is tiny (fewer than :data:`CV_MIN_VALIDATION_IMAGES` images or
+    :data:`CV_MIN_VALIDATION_POSITIVES` malignant ones) the best on it is mostly chance and often
+    a grid edge; then the grid point is chosen by grouped cross-validation
+    (``StratifiedGroupKFold``, at most :data:`CV_FOLDS` folds, patients/lesions kept in one fold)
+    on ``cv_pool`` — ``(X, y, group keys)`` of train + validation, as the probe cell passes them:
+    the training images of the label fraction, unaugmented and unbalanced — or on the plain
+    concatenation of train and validation when no pool is given. The chosen point is then fitted
+    on the training set as configured (validation stays out of training: it sets the threshold).
+    ``Selection.selection`` records which way was taken and why; ``grid_edge`` any chosen value at
+    the edge of its grid."""
     if class_weight not in CLASS_WEIGHTS:
         raise ValueError(f"class_weight must be one of {CLASS_WEIGHTS}, got {class_weight!r}")
     y_train = np.asarray(y_train).astype(int)
@@ -301,10 +389,39 @@ def select_head(name: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.n
                          f"a probe needs benign and malignant training images (raise the label fraction)")
     spec = get_head(name)
     options = dict(options or {})
+    points = spec.grid_points(grid)
+    full_grid = dict(spec.grid)
+    full_grid.update({k: list(v) for k, v in (grid or {}).items()})
+    t0 = time.perf_counter()
+    why = _needs_cv(y_val, options) if len(points) > 1 else ""
+    if why:
+        if cv_pool is None:
+            cv_pool = (np.concatenate([X_train, X_val]), np.concatenate([y_train, y_val]), None)
+        X_cv, y_cv, groups = cv_pool
+        y_cv = np.asarray(y_cv).astype(int)
+        if np.bincount(y_cv, minlength=2).min() < 2 or (groups is not None and len(np.unique(groups)) < 2):
+            why = ""  # too few images of a class (or groups) even for 2 folds: validation it is
+    if why:
+        scores, cv_record = _cv_scores(spec, points, np.asarray(X_cv), y_cv, None if groups is None else
+                                       np.asarray(groups), class_weight=class_weight, seed=seed, metric=metric,
+                                       options=options)
+        keys = [-np.inf if np.isnan(sc) else sc for sc in scores]
+        order = int(np.argmax(keys))  # first of equal scores: the grid lists the study's default first
+        trials = [{"params": p, f"cv_{metric}": None if np.isnan(sc) else round(sc, 6)} for p, sc in zip(points, scores)]
+        params = points[order]
+        model = spec.build(params, class_weight=class_weight, seed=seed, y_train=y_train, options=options)
+        model.fit(X_train, y_train, X_val, y_val)
+        val_score = _score(metric, y_val, model.predict_proba(X_val)) if len(y_val) else float("nan")
+        return Selection(head=name, model=model, params=params,
+                         validation_score=None if np.isnan(val_score) else float(val_score),  # type: ignore[arg-type]
+                         metric=metric, trials=trials, fit_seconds=time.perf_counter() - t0,
+                         selection={"method": "cv", "reason": why, **cv_record,
+                                    "cv_score": None if not np.isfinite(keys[order]) else float(keys[order]),
+                                    "refit_on": "the training set as configured (validation only for the threshold)"},
+                         grid_edge=grid_edges(full_grid, params))
     best: tuple[float, int, Any, dict[str, Any]] | None = None
     trials = []
-    t0 = time.perf_counter()
-    for order, params in enumerate(spec.grid_points(grid)):
+    for order, params in enumerate(points):
         model = spec.build(params, class_weight=class_weight, seed=seed, y_train=y_train, options=options)
         model.fit(X_train, y_train, X_val, y_val)
         score = _score(metric, y_val, model.predict_proba(X_val)) if len(y_val) else float("nan")
@@ -315,4 +432,6 @@ def select_head(name: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.n
     assert best is not None
     return Selection(head=name, model=best[2], params=best[3],
                      validation_score=None if not np.isfinite(best[0]) else float(best[0]),  # type: ignore[arg-type]
-                     metric=metric, trials=trials, fit_seconds=time.perf_counter() - t0)
+                     metric=metric, trials=trials, fit_seconds=time.perf_counter() - t0,
+                     selection={"method": "validation", "images": int(len(y_val)), "malignant": int(y_val.sum())},
+                     grid_edge=grid_edges(full_grid, best[3]))
