@@ -19,6 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="models per dataset in DeLong, ROC and reliability (default 5)")
     p.add_argument("--no-error-pages", action="store_true", help="skip the error-analysis pages and thumbnails")
     p.add_argument("--max-thumbs", type=int, default=24, help="thumbnails per kind of error and page (default 24)")
+    p.add_argument("--small-n", type=int, default=100, metavar="N",
+                   help="mark results whose test set has fewer images than this as small (default 100)")
+    p.add_argument("--small-positives", type=int, default=20, metavar="N",
+                   help="... or fewer malignant (or benign) images than this (default 20)")
     p.set_defaults(func=run)
     return p
 
@@ -30,8 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1 or args.max_thumbs < 0:
         raise UsageError(f"--top-k must be 1 or more and --max-thumbs 0 or more (got {args.top_k}, {args.max_thumbs})")
+    if args.small_n < 0 or args.small_positives < 0:
+        raise UsageError(f"--small-n and --small-positives must be 0 or more (got {args.small_n}, {args.small_positives})")
     options = ReportOptions(metric=args.metric, split=args.split, top_k=args.top_k,
-                            error_pages=not args.no_error_pages, max_thumbs=args.max_thumbs, quiet=is_quiet())
+                            error_pages=not args.no_error_pages, max_thumbs=args.max_thumbs, quiet=is_quiet(),
+                            small_n=args.small_n, small_positives=args.small_positives)
     report = build_report(args.runs, args.out, options)  # a runs folder or metric it cannot use: UsageError
     print(f"report of {report.n_cells} cell(s) ({report.n_incomplete} failed or partial): {report.index}")
     return 0

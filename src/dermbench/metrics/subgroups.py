@@ -213,3 +213,18 @@ def age_band(values, *, edges=DEFAULT_AGE_EDGES):
     if np.ndim(values) == 0:
         return _age_one(values, edge_list, labels)
     return [_age_one(v, edge_list, labels) for v in np.asarray(values, dtype=object).ravel()]
+
+
+def subgroup_label(column: str, value) -> str | None:
+    """The subgroup a metadata value falls in, as subgroup tables and plots name it: a
+    Fitzpatrick type as its group (``34`` -> ``III-IV``), an age as its band (``57`` -> ``50-69``),
+    anything else as written; None for a missing value (and for a value the grouping cannot read,
+    rather than raising: this labels images, it does not validate data)."""
+    try:
+        if column == "fitzpatrick":
+            return fitzpatrick_group(value)
+        if column == "age":
+            return age_band(value)
+    except ValueError:
+        return None
+    return None if _is_missing(value) else str(value)

@@ -41,6 +41,7 @@ from .comparison import write_comparison
 from .error_pages import write_error_pages
 from .index_page import ReportContent, index_page
 from .transfer import build_transfer, results_with_transfers
+from ..metrics.small_sample import SMALL_N_IMAGES, SMALL_N_POSITIVES, SmallSampleRule
 from .tables import (curve_points, delong_table, leaderboard, leaderboard_markdown, metric_matrix, metric_names,
                      overall_best, results_frame, seed_summary)
 
@@ -54,6 +55,8 @@ class ReportOptions:
     max_thumbs: int = 24           # per kind of error and page
     quiet: bool = False
     notes: list[str] = field(default_factory=list)  # shown at the top of index.html (e.g. what the demo skipped)
+    small_n: int = SMALL_N_IMAGES  # a test set below this many images, or below small_positives
+    small_positives: int = SMALL_N_POSITIVES  # malignant (or benign) images, is marked "small" everywhere
 
 
 @dataclass
@@ -93,7 +96,8 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
     files = [_csv(results_with_transfers(results, transfer), out / "results.csv"), _csv(summary, out / "summary.csv")]
     files += transfer_files
     datasets = sorted(results["dataset"].unique()) if len(results) else []
-    boards = {ds: leaderboard(summary, ds, opts.metric, opts.split) for ds in datasets}
+    rule = SmallSampleRule(opts.small_n, opts.small_positives)
+    boards = {ds: leaderboard(summary, ds, opts.metric, opts.split, rule=rule) for ds in datasets}
     files += _write_leaderboards(boards, out, opts)
     best, delong, table_files = _write_summary_tables(index, summary, datasets, out / "tables", opts)
     files += table_files
@@ -103,7 +107,7 @@ def build_report(runs: str | Path, out: str | Path, options: ReportOptions | Non
                             notes=list(opts.notes), boards=boards, best=best, summary=summary, delong=delong,
                             failures=_parse_failure_rows(index.cells),
                             curve_points=curve_points(index.cells, opts.metric, opts.split),
-                            comparison=comparison if comparison.any_match else None)
+                            comparison=comparison if comparison.any_match else None, small_rule=rule)
 
     content.transfer = transfer
     log("report: drawing plots")
@@ -145,7 +149,8 @@ def _write_summary_tables(index: RunsIndex, summary: pd.DataFrame, datasets: lis
         matrix = metric_matrix(summary, metric, opts.split)
         if not matrix.empty:
             files.append(_csv(matrix, tables_dir / f"metric_matrix__{metric}.csv", index=True))
-        best_frames[metric] = overall_best(summary, metric, opts.split)
+        best_frames[metric] = overall_best(summary, metric, opts.split,
+                                           rule=SmallSampleRule(opts.small_n, opts.small_positives))
         files.append(_csv(best_frames[metric], tables_dir / f"overall_best_by_{metric}.csv"))
     delong = pd.concat([delong_table(index.cells, summary, ds, opts.top_k, opts.split) for ds in datasets],
                        ignore_index=True) if datasets else pd.DataFrame()
@@ -168,7 +173,8 @@ def _draw_figures(content: ReportContent, plot_dir: Path) -> dict[str, Any]:
 
 
 def _dataset_figures(content: ReportContent, ds: str, plot_dir: Path) -> dict[str, Any]:
-    """Bars of the leaderboard, ROC and reliability of the top configurations, subgroup AUROCs."""
+    """Bars of the leaderboard, ROC and reliability of the top configurations, subgroup AUROCs,
+    and ``notes`` on what was not drawn (too few images, a single subgroup value)."""
     name, metric = safe_name(ds), content.metric
     top = plots.top_cells(content.index.cells, content.summary, ds, metric, content.top_k)
     figs: dict[str, Any] = {
@@ -177,14 +183,28 @@ def _dataset_figures(content: ReportContent, ds: str, plot_dir: Path) -> dict[st
         "roc": plots.roc_curves(top, f"{ds}: ROC curves (test) of the top {len(top)}", plot_dir / f"roc__{name}.png"),
         "reliability": plots.reliability(top[:4], f"{ds}: reliability (test)", plot_dir / f"reliability__{name}.png"),
         "subgroups": [],
+        "notes": [],
     }
+    if top and figs["reliability"] is None:
+        figs["notes"].append(f"No reliability diagram: fewer than {plots.RELIABILITY_MIN_IMAGES} test images (bins of "
+                             f"fewer than {plots.RELIABILITY_MIN_BIN} images are never drawn).")
     frames = [(c, c.subgroups()) for c in top[:4]]
     frames = [(c, f) for c, f in frames if f is not None and len(f)]
+    skipped = []
     for attribute in sorted({a for _, f in frames for a in f["attribute"].unique()}):
         fig = plots.subgroup_plot(frames, attribute, f"{ds}: AUROC by {attribute} (test)",
                                   plot_dir / f"subgroups__{name}__{safe_name(attribute)}.png")
         if fig:
             figs["subgroups"].append((attribute, fig))
+        else:
+            drawn, left = plots.subgroup_values(frames, attribute)
+            skipped.append(f"{attribute} ({'one value: ' + drawn[0] if len(drawn) == 1 else 'none large enough'}"
+                           + (f"; too small: {', '.join(left)}" if left else "") + ")")
+    if skipped:
+        min_n = int((top[0].metrics.get("subgroups") or {}).get("min_n") or plots.SUBGROUP_MIN_N) if top else \
+            plots.SUBGROUP_MIN_N
+        figs["notes"].append(f"Subgroup bars are drawn for subgroups of at least {min_n} test images with both classes, "
+                             f"and only where two or more remain; not plotted: " + "; ".join(skipped) + ".")
     return figs
 
 

@@ -42,6 +42,7 @@ class CellRecord:
     config_entry: str = ""  # how the report names its configuration: paradigm/config_label (+ experiment)
     label_definition: str = ""  # the dataset's label definition (prepare --labels): complete | study | "" unknown
     split_grouping: str = ""    # grouped | ungrouped (the study's leaky image-level split) | official | "" unknown
+    split_seed: int | None = None  # the dataset re-split with this seed (grid split_seeds); None: its own split
 
     @property
     def is_full_data(self) -> bool:
@@ -156,6 +157,7 @@ def _read_cell(folder: Path, root: Path) -> CellRecord:
         curve_value=identity["curve_value"],
         label_definition=str((metrics.get("dataset") or {}).get("label_definition") or ""),
         split_grouping=str((metrics.get("dataset") or {}).get("split_grouping") or ""),
+        split_seed=None if spec.get("split_seed") is None else int(spec["split_seed"]),
     )
 
 

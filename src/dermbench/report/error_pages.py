@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..metrics.subgroups import subgroup_label
 from ..utils.atomic import atomic_write_text
 from ..utils.paths import safe_name
 from .collect import CellRecord
@@ -61,7 +62,9 @@ def _tiles(frame: pd.DataFrame, image_paths: dict[str, str] | None, thumbs_dir: 
     for _, row in frame.iterrows():
         img_id = str(row["img_id"])
         name = thumbnail(image_paths[img_id], thumbs_dir) if image_paths and img_id in image_paths else None
-        extras = [f"{c}={row[c]}" for c in TILE_COLUMNS if c in row and pd.notna(row[c])]
+        # the subgroup labels of the plots and tables (Fitzpatrick III-IV, not DDI's code 34)
+        labelled = [(c, subgroup_label(c, row[c])) for c in TILE_COLUMNS if c in row and pd.notna(row[c])]
+        extras = [f"{c}={v}" for c, v in labelled if v is not None]
         tiles.append({"src": f"{thumbs_rel}/{name}" if name else None, "img_id": img_id,
                       "p_malignant": fmt(float(row["p_malignant"])), "extras": ", ".join(extras)})
     return tiles

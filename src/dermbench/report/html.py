@@ -42,6 +42,9 @@ class TableCell:
     classes: str = ""                # CSS classes: "num" (right-aligned number), "nowrap"
     href: str | None = None          # the text is a link to this (relative) address
     tag_colour: str | None = None    # the text is a tag on this background colour (a paradigm)
+    #: the text in pieces a line may break between (after ``+ / :``): long model names wrap at their
+    #: parts instead of overflowing the page or breaking mid-word (empty: the text as one piece)
+    segments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,36 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+#: characters after which a model or dataset name may wrap
+BREAK_AFTER = "+/:,"
+
+
+def segments(text: str) -> tuple[str, ...]:
+    """``text`` cut after each of :data:`BREAK_AFTER` (the pieces join back to ``text``)."""
+    pieces, start = [], 0
+    for k, ch in enumerate(text):
+        if ch in BREAK_AFTER:
+            pieces.append(text[start:k + 1])
+            start = k + 1
+    if start < len(text):
+        pieces.append(text[start:])
+    return tuple(pieces) if len(pieces) > 1 else ()
+
+
 def table(df: pd.DataFrame, columns: Iterable[str] | None = None, headers: Mapping[str, str] | None = None, *,
           links: Mapping[str, str] | None = None, tags: Mapping[str, Callable[[str], str]] | None = None,
-          numeric: Iterable[str] = ()) -> Table:
+          numeric: Iterable[str] = (), breakable: Iterable[str] = ()) -> Table:
     """A :class:`Table` of ``df``'s ``columns`` (all by default), headed by ``headers`` where given.
 
+    ``breakable``: columns of names (models, datasets) whose long values may wrap after ``+ / : ,``
+    (:func:`segments`), so a table of long model names fits the page.
     ``links``: column -> link text; the column's value is the address. ``tags``: column -> a
     function giving the tag colour of a value. Floats and ``numeric`` columns are right-aligned;
     a column whose header mentions a CI does not wrap.
     """
     columns = list(columns or df.columns)
     headers, links, tags, numeric = dict(headers or {}), dict(links or {}), dict(tags or {}), set(numeric)
+    breakable = set(breakable)
     rows = []
     for _, row in df.iterrows():
         cells = []
@@ -88,6 +110,8 @@ def table(df: pd.DataFrame, columns: Iterable[str] | None = None, headers: Mappi
             elif c in tags:
                 cells.append(TableCell(str(v), " ".join(classes), tag_colour=tags[c](str(v))))
             else:
-                cells.append(TableCell(fmt(v), " ".join(classes)))
+                text = fmt(v)
+                cells.append(TableCell(text, " ".join(classes),
+                                       segments=segments(text) if c in breakable and len(text) > 24 else ()))
         rows.append(cells)
     return Table([headers.get(c, c) for c in columns], rows)

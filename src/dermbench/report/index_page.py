@@ -18,7 +18,8 @@ from ..utils.paths import safe_name
 from .collect import CellRecord, RunsIndex
 from .html import Table, fmt, render, table
 from .plots import colour
-from .tables import RANKING_SCOPE, TIE_RULE, format_ci
+from .datasets import configuration_notes, datasets_section
+from .tables import RANKING_SCOPE, TIE_RULE, format_ci, rank_text, verdict
 from .transfer import transfer_section
 
 #: metrics shown beside the ranking metric in the leaderboard tables
@@ -47,6 +48,7 @@ class ReportContent:
     error_links: list[dict[str, Any]] = field(default_factory=list)
     comparison: Any = None               # comparison.Comparison when a cell matches a published one
     transfer: Any = None                 # transfer.TransferData: transfer records and calibrated cells
+    small_rule: Any = None               # metrics.small_sample.SmallSampleRule the tables were marked by
 
     def rel(self, path: Path | None) -> str | None:
         return str(path.relative_to(self.out)) if path else None
@@ -61,18 +63,28 @@ def index_page(content: ReportContent) -> str:
         stamp=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), n_cells=len(index.cells),
         n_incomplete=len(index.incomplete), paradigms=paradigms, metric=content.metric, split=content.split,
         top_k=content.top_k, ranking_scope=RANKING_SCOPE, tie_rule=TIE_RULE, notes=content.notes,
+        small_rule=_rule_text(content.small_rule),
         transfer=transfer_section(content.transfer, content.rel),
         nav=navigation(content), best=best_table(content.best),
         heatmap=content.rel(content.figures.get("heatmap")),
         datasets=[dataset_section(content, ds) for ds in content.boards],
         zeroshot=zeroshot_section(content), curves=curves_section(content), errors=error_table(content),
         incomplete=incomplete_table(index), comparison=comparison_summary(content),
+        dataset_info=datasets_section(index.cells),
         files=report_files(content.metric) + comparison_files(content))
+
+
+def _rule_text(rule: Any) -> str:
+    from ..metrics.small_sample import DEFAULT_RULE
+
+    rule = rule or DEFAULT_RULE
+    return f"{rule.min_images} images or {rule.min_positives} malignant (or benign) ones"
 
 
 def navigation(content: ReportContent) -> list[tuple[str, str]]:
     """(anchor, label) of the page's sections that have content."""
-    nav = [("#overview", "overview")] + [(f"#ds-{safe_name(ds)}", ds) for ds in content.boards]
+    nav = [("#overview", "overview"), ("#datasets", "datasets")] + [(f"#ds-{safe_name(ds)}", ds)
+                                                                    for ds in content.boards]
     present = {"zeroshot": len(content.failures) > 0, "curves": bool(content.figures.get("curves")),
                "errors": bool(content.error_links), "incomplete": bool(content.index.incomplete)}
     labels = {"zeroshot": "zeroshot failures", "curves": "curves", "errors": "error analysis",
@@ -110,22 +122,39 @@ def _with_ci(frame: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def best_table(best: pd.DataFrame) -> Table | None:
-    """Best configuration per dataset, overall and per paradigm."""
+    """Best configuration per dataset, overall and per paradigm: a winner only when its CI is apart
+    from the runner-up's, else "tied within CI"; the runner-up in the same cell (the table must fit
+    a page with long model names); a small test set noted."""
     if not len(best):
         return None
-    return table(_with_ci(best, "value [95% CI]"),
-                 ["dataset", "paradigm", "best", "value [95% CI]", "n_seeds", "runner_up", "runner_up_value",
-                  "tie_decided", "n_compared"],
-                 headers={"tie_decided": "tie broken by rule", "n_compared": "models compared"})
+    view = _with_ci(best, "first [95% CI]")
+    view["verdict"] = [f"{b}" if v.startswith("best") or v == "only configuration" else f"tied within CI: {b} / {r}"
+                       for b, r, v in zip(view["best"], view["runner_up"], view["verdict"])]
+    view["runner-up [95% CI]"] = [f"{r}: {format_ci(v, lo, hi)}" if r else "—" for r, v, lo, hi in
+                                  zip(view["runner_up"], view["runner_up_value"], view["runner_up_ci_low"],
+                                      view["runner_up_ci_high"])]
+    view["test set"] = [f"small (n={int(n)})" if note else ("—" if pd.isna(n) else f"n={int(n)}")
+                        for note, n in zip(view["small_test_set"], view["n"])]
+    return table(view, ["dataset", "paradigm", "verdict", "first [95% CI]", "runs", "runner-up [95% CI]",
+                        "n_compared", "test set"],
+                 headers={"verdict": "best (winner only when CIs are apart)", "n_compared": "models"},
+                 breakable=("verdict", "runner-up [95% CI]"))
 
 
 def leaderboard_table(board: pd.DataFrame, metric: str) -> Table:
     """The first rows of a dataset's leaderboard, paradigm as a coloured tag."""
     view = _with_ci(board.head(BOARD_ROWS), f"{metric} [95% CI]")
-    view["rank"] = [f"{r} (tie)" if t else str(r) for r, t in zip(view["rank"], view["tied"])]
+    view["rank"] = [rank_text(r, t, bool(w)) for r, t, w in
+                    zip(view["rank"], view["tied"], view.get("tied_within_ci", pd.Series(False, index=view.index)))]
     others = [c for c in ALSO_SHOWN if c in view.columns and c != metric]
-    return table(view, ["rank", "entry", "paradigm", f"{metric} [95% CI]", "sd", "n_seeds"] + others,
-                 headers={"entry": "model", "sd": "sd over seeds", "n_seeds": "seeds"}, tags={"paradigm": colour})
+    columns = ["rank", "entry", "paradigm", f"{metric} [95% CI]", "sd", "runs" if "runs" in view.columns else "n_seeds"]
+    if "small_test_set" in view.columns and view["small_test_set"].astype(bool).any():
+        view["test set"] = [("small: " + note.split("(")[1].split(";")[0]) if note else "" for note in
+                            view["small_test_set"]]
+        columns.append("test set")
+    return table(view, columns + others,
+                 headers={"entry": "model", "sd": "sd over runs", "n_seeds": "seeds"}, tags={"paradigm": colour},
+                 breakable=("entry",))
 
 
 def dataset_section(content: ReportContent, ds: str) -> dict[str, Any]:
@@ -135,16 +164,23 @@ def dataset_section(content: ReportContent, ds: str) -> dict[str, Any]:
     n_images = summary[(summary["dataset"] == ds) & (summary["split"] == content.split)]["n"].max()
     delong = content.delong[content.delong["dataset"] == ds] if len(content.delong) else content.delong
     cells = [c for c in content.index.cells if c.dataset == ds]
+    board = content.boards[ds]
+    small = next((n for n in board.get("small_test_set", []) if n), "")
     return {
+        "verdict": verdict(board) if "tied_within_ci" in board.columns else "",
+        "small": small, "figure_notes": figures.get("notes", []),
+        "config_notes": configuration_notes(cells, ds),
         "anchor": f"ds-{safe_name(ds)}", "name": ds, "n_models": len(content.boards[ds]), "n_images": fmt(n_images),
         **dataset_labels(cells),
         "markdown": f"leaderboards/{safe_name(ds)}.md", "board": leaderboard_table(content.boards[ds], content.metric),
         "bars": content.rel(figures.get("bars")), "roc": content.rel(figures.get("roc")),
         "reliability": content.rel(figures.get("reliability")),
         "subgroups": [(attribute, content.rel(fig)) for attribute, fig in figures.get("subgroups", [])],
-        "delong": table(delong, ["model_a", "model_b", "auc_a", "auc_b", "diff", "ci_low", "ci_high", "p_value",
-                                 "p_holm", "n", "note"],
-                        headers={"ci_low": "diff CI low", "ci_high": "diff CI high"}) if len(delong) else None,
+        "delong": table(delong, ["model_a", "model_b", "runs", "auc_a", "auc_b", "diff", "ci_low", "ci_high",
+                                 "p_value", "p_holm", "n", "note"],
+                        headers={"ci_low": "diff CI low", "ci_high": "diff CI high", "runs": "runs compared",
+                                 "p_value": "p (largest over runs)"},
+                        breakable=("model_a", "model_b")) if len(delong) else None,
     }
 
 

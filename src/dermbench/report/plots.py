@@ -3,6 +3,18 @@
 Every function takes frames or records and a target path, draws one figure and returns the path
 (or None when there is nothing to draw). Colours encode the paradigm so the three paradigms can be
 told apart on every chart.
+
+What is not drawn, and why:
+
+* a **reliability diagram** needs at least :data:`RELIABILITY_MIN_IMAGES` test images, and a bin
+  at least :data:`RELIABILITY_MIN_BIN` (fewer is a point drawn from a handful of images);
+* a **subgroup bar** needs the subgroup minimum of the run record (``subgroups.min_n``, 30 by
+  default) and both classes; an attribute with fewer than two such values (one modality only)
+  is not plotted. What was left out is written under the figure.
+
+Labels are model names that can differ anywhere (``+weights-random`` against ``+weights-pypi`` in
+the middle of a long name): :func:`plot_labels` wraps them over lines instead of cutting them, and
+keeps every label of one figure distinct.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from .tables import full_data, higher_is_better, rank
 
 PARADIGM_COLOURS = {"finetune": "#1f77b4", "probe": "#2ca02c", "zeroshot": "#d62728"}
 _LINESTYLES = {"finetune": "-", "probe": "--", "zeroshot": ":"}
+_STYLE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
 _OTHER_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
@@ -43,12 +56,51 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+#: fewest test images a reliability diagram is drawn from, and fewest images a bin is drawn from
+RELIABILITY_MIN_IMAGES = 50
+RELIABILITY_MIN_BIN = 5
+#: the subgroup minimum when a record does not state its own (runs.evaluate's default)
+SUBGROUP_MIN_N = 30
+
+
 def _short(text: str, n: int = 48) -> str:
-    """Shorten in the middle: model names differ at their end (``...+logreg+frac0.1``)."""
+    """Shorten in the middle (for titles; figure labels go through :func:`plot_labels`)."""
     if len(text) <= n:
         return text
     head = (n - 1) // 2
     return text[:head] + "…" + text[len(text) - (n - 1 - head):]
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """``text`` over lines of at most ``width`` characters, broken after ``+ / : _ -`` where possible."""
+    lines: list[str] = []
+    rest = text
+    while len(rest) > width:
+        cut = max(rest.rfind(sep, 0, width) for sep in "+/:_-")
+        cut = cut + 1 if cut >= width // 3 else width
+        lines.append(rest[:cut])
+        rest = rest[cut:]
+    return lines + [rest] if rest else lines
+
+
+def plot_labels(names: list[str], width: int = 40, max_lines: int = 3) -> list[str]:
+    """Figure labels for ``names``: each wrapped over at most ``max_lines`` lines of ``width``
+    characters; a name longer than that loses characters in the middle of its longest line only if
+    the labels stay distinct, else it keeps every character (a long label beats two equal ones)."""
+    def label(name: str, lines: int) -> str:
+        parts = _wrap(name, width)
+        if len(parts) > lines:
+            joined = "".join(parts)
+            parts = _wrap(_short(joined, width * lines), width)
+        return "\n".join(parts)
+
+    out = [label(str(n), max_lines) for n in names]
+    if len(set(out)) < len(out):
+        seen: dict[str, int] = {}
+        for k, text in enumerate(out):
+            seen[text] = seen.get(text, 0) + 1
+        out = [label(str(n), 99) if seen[text] > 1 else text for n, text in zip(names, out)]
+    return out
 
 
 def bars_with_ci(board: pd.DataFrame, metric: str, title: str, path: Path, max_rows: int = 30) -> Path | None:
@@ -57,19 +109,27 @@ def bars_with_ci(board: pd.DataFrame, metric: str, title: str, path: Path, max_r
     if board.empty:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(board) + 1.4))
+    labels = plot_labels(list(board["entry"]))
+    lines = max(t.count("\n") + 1 for t in labels)
+    fig, ax = plt.subplots(figsize=(9, (0.3 + 0.16 * lines) * len(board) + 1.4))
     y = np.arange(len(board))[::-1]
     values = board["value"].to_numpy(float)
     low = np.where(board["ci_low"].notna(), values - board["ci_low"].to_numpy(float), 0)
     high = np.where(board["ci_high"].notna(), board["ci_high"].to_numpy(float) - values, 0)
-    ax.barh(y, values, color=[colour(p) for p in board["paradigm"]], alpha=0.85)
+    colours = [colour(p) for p in board["paradigm"]]
+    ax.barh(y, values, color=colours, alpha=0.85)
+    # a value of 0 (or near it) has no visible bar: a marker and the number say it is there
+    ax.scatter(values, y, marker="|", s=120, c=colours, zorder=3)
     ax.errorbar(values, y, xerr=[np.clip(low, 0, None), np.clip(high, 0, None)], fmt="none", ecolor="black",
                 capsize=3, lw=1)
-    ax.set_yticks(y, [_short(e) for e in board["entry"]], fontsize=8)
+    for yy, v, hi in zip(y, values, board["ci_high"].to_numpy(float)):
+        end = v if np.isnan(hi) else max(v, hi)
+        ax.text(end + 0.01, yy, f"{v:.3f}", va="center", fontsize=7)
+    ax.set_yticks(y, labels, fontsize=7)
     ax.set_xlabel(f"{metric} (test, 95% CI)" + ("" if higher_is_better(metric) else " — lower is better"))
     ax.set_title(title, fontsize=10)
     if metric not in ("brier", "ece"):
-        ax.set_xlim(0, 1.02)
+        ax.set_xlim(0, 1.1)
     from matplotlib.patches import Patch
 
     ax.legend(handles=[Patch(color=colour(p), label=p) for p in dict.fromkeys(board["paradigm"])],
@@ -89,7 +149,7 @@ def heatmap(matrix: pd.DataFrame, metric: str, path: Path, max_cols: int = 60) -
                    vmax=np.nanmax(data.to_numpy(float)))
     ax.set_xticks(range(data.shape[1]), [_short(str(c), 20) for c in data.columns], rotation=30, ha="right",
                   fontsize=8)
-    ax.set_yticks(range(data.shape[0]), [_short(str(i)) for i in data.index], fontsize=8)
+    ax.set_yticks(range(data.shape[0]), plot_labels([str(i) for i in data.index]), fontsize=7)
     for (i, j), v in np.ndenumerate(data.to_numpy(float)):
         if not math.isnan(v):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
@@ -106,93 +166,136 @@ def roc_curves(cells: list[CellRecord], title: str, path: Path) -> Path | None:
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.5, 5.2))
-    drawn = 0
-    for c in cells:
+    drawn = []
+    labels = plot_labels([c.entry for c in cells], width=60, max_lines=2)
+    for c, name in zip(cells, labels):
         pred = c.predictions("test")
         if pred is None or pred["label"].nunique() < 2:
             continue
         y, p = pred["label"].to_numpy(), pred["p_malignant"].to_numpy()
         pts = roc_points(y, p)
         auc = threshold_free(y, p)["auroc"]
-        ax.plot(pts["fpr"], pts["tpr"], lw=1.5, label=f"{_short(c.entry, 46)} (AUROC {auc:.3f})",
+        ax.plot(pts["fpr"], pts["tpr"], lw=1.5, label=f"{name} (AUROC {auc:.3f}, seed {c.seed})",
                 ls=_LINESTYLES.get(c.paradigm, "-."))
-        drawn += 1
+        drawn.append(c.paradigm)
     if not drawn:
         plt.close(fig)
         return None
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
-    ax.set_xlabel("1 - specificity (false-positive rate); line style: finetune -, probe --, zeroshot :")
+    ax.set_xlabel("1 − specificity (false-positive rate)")
     ax.set_ylabel("sensitivity (true-positive rate)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
+    styles = ", ".join(f"{p} {_STYLE_NAMES.get(_LINESTYLES.get(p, '-.'), 'dash-dot')}" for p in dict.fromkeys(drawn))
+    # below the axes: a legend inside would cover the curves it names
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.13), title=f"line: {styles}",
+              title_fontsize=7, frameon=False)
     return _save(fig, path)
 
 
-def reliability(cells: list[CellRecord], title: str, path: Path, bins: int = 10) -> Path | None:
-    """Reliability diagrams: observed malignant fraction per p_malignant bin, bin counts as n."""
+def reliability(cells: list[CellRecord], title: str, path: Path, bins: int = 10,
+                min_images: int = RELIABILITY_MIN_IMAGES, min_bin: int = RELIABILITY_MIN_BIN) -> Path | None:
+    """Reliability diagrams: observed malignant fraction per p_malignant bin, bin counts as n.
+
+    Cells with fewer than ``min_images`` test images are left out (None when none is left), and so
+    is every bin holding fewer than ``min_bin`` images: an observed fraction of 2 images is noise."""
     frames = [(c, c.predictions("test")) for c in cells]
-    frames = [(c, f) for c, f in frames if f is not None and len(f)]
+    frames = [(c, f) for c, f in frames if f is not None and len(f) >= min_images]
     if not frames:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(frames), figsize=(3.3 * len(frames) + 0.5, 3.6), squeeze=False)
-    for ax, (c, f) in zip(axes[0], frames):
+    fig, axes = plt.subplots(1, len(frames), figsize=(3.4 * len(frames) + 0.5, 4.0), squeeze=False)
+    titles = plot_labels([c.entry for c, _ in frames], width=34, max_lines=3)
+    for ax, (c, f), name in zip(axes[0], frames, titles):
         p, y = f["p_malignant"].to_numpy(float), f["label"].to_numpy(int)
         # the same bins as the ECE in dermbench.metrics: [k/B, (k+1)/B), p = 1 in the last
         idx = np.minimum(np.floor(p * bins).astype(int), bins - 1)
-        centres, observed, counts = [], [], []
+        centres, observed, counts, left_out = [], [], [], 0
         for b in range(bins):
             mask = idx == b
-            if mask.any():
+            if mask.sum() >= min_bin:
                 centres.append(p[mask].mean())
                 observed.append(y[mask].mean())
                 counts.append(int(mask.sum()))
+            else:
+                left_out += int(mask.sum())
         ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
         ax.plot(centres, observed, marker="o", color=colour(c.paradigm))
         for x, o, n in zip(centres, observed, counts):
             ax.annotate(f"n={n}", (x, o), fontsize=6, xytext=(2, 3), textcoords="offset points")
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.02, 1.02)
-        ax.set_title(_short(c.entry, 40), fontsize=7)
-        ax.set_xlabel("mean p_malignant in bin", fontsize=8)
+        ax.set_title(name, fontsize=7)
+        ax.set_xlabel("mean p_malignant in bin" + (f"\n({left_out} images in bins of < {min_bin} not drawn)"
+                                                   if left_out else ""), fontsize=8)
     axes[0][0].set_ylabel("observed malignant fraction", fontsize=8)
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return _save(fig, path)
 
 
-def subgroup_plot(frames: list[tuple[CellRecord, pd.DataFrame]], attribute: str, title: str, path: Path,
-                  metric: str = "auroc") -> Path | None:
-    """Grouped bars of a subgroup metric per subgroup value, one bar per entry, n on each group.
-    Subgroups flagged ``small`` (n below the minimum or one class only) are hatched."""
-    parts = []
+def subgroup_values(frames: list[tuple[CellRecord, pd.DataFrame]], attribute: str,
+                    min_n: int | None = None) -> tuple[list[str], list[str]]:
+    """The values of ``attribute`` drawn as bars — a subgroup of at least ``min_n`` test images
+    (the record's own ``subgroups.min_n`` by default) with both classes, in some cell — and a
+    description of each value left out (``V-VI (n=6)``)."""
+    drawn: dict[str, None] = {}
+    left: dict[str, str] = {}
     for c, sub in frames:
-        s = sub[(sub["attribute"] == attribute) & (sub["split"] == "test")] if "split" in sub.columns else \
-            sub[sub["attribute"] == attribute]
-        if not s.empty:
-            parts.append((c, s))
-    if not parts:
+        minimum = min_n if min_n is not None else int((c.metrics.get("subgroups") or {}).get("min_n") or SUBGROUP_MIN_N)
+        s = _attribute_rows(sub, attribute)
+        for _, row in s.iterrows():
+            value = str(row["value"])
+            big = int(row["n"]) >= minimum and int(row.get("n_malignant", 1)) > 0 and int(row.get("n_benign", 1)) > 0
+            if big:
+                drawn[value] = None
+                left.pop(value, None)
+            elif value not in drawn:
+                why = f"n={int(row['n'])}" if int(row["n"]) < minimum else "one class"
+                left[value] = f"{value} ({why})"
+    return list(drawn), list(left.values())
+
+
+def _attribute_rows(sub: pd.DataFrame, attribute: str) -> pd.DataFrame:
+    if "split" in sub.columns:
+        return sub[(sub["attribute"] == attribute) & (sub["split"] == "test")]
+    return sub[sub["attribute"] == attribute]
+
+
+def subgroup_plot(frames: list[tuple[CellRecord, pd.DataFrame]], attribute: str, title: str, path: Path,
+                  metric: str = "auroc", min_n: int | None = None) -> Path | None:
+    """Grouped bars of a subgroup metric per subgroup value, one bar per entry, n on each bar.
+
+    Only subgroups of at least the minimum size with both classes get a bar
+    (:func:`subgroup_values`); the others are listed under the figure. None when fewer than two
+    values remain (a single modality, or every subgroup too small): one bar per model compares
+    nothing the leaderboard does not already show."""
+    values, left = subgroup_values(frames, attribute, min_n)
+    parts = [(c, _attribute_rows(sub, attribute)) for c, sub in frames]
+    parts = [(c, s) for c, s in parts if not s.empty]
+    if len(values) < 2 or not parts:
         return None
-    values = list(dict.fromkeys(v for _, s in parts for v in s["value"].astype(str)))
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) * max(1, len(parts)) * 0.5 + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(values) * max(1, len(parts)) * 0.5 + 2), 4.0))
     width = 0.8 / len(parts)
-    for k, (c, s) in enumerate(parts):
+    names = plot_labels([c.entry for c, _ in parts], width=44, max_lines=2)
+    for k, ((c, s), name) in enumerate(zip(parts, names)):
         s = s.set_index(s["value"].astype(str))
         heights = [_float(s[metric].get(v)) if v in s.index else math.nan for v in values]
         xs = np.arange(len(values)) + k * width
-        bars = ax.bar(xs, np.nan_to_num(heights), width, label=_short(c.entry, 44), alpha=0.85)
+        bars = ax.bar(xs, np.nan_to_num(heights), width, label=name, alpha=0.85)
         for bar, v, h in zip(bars, values, heights):
             if v in s.index:
-                flag = str(s["flag"].get(v, "ok")) if "flag" in s.columns else "ok"
-                if flag != "ok":
-                    bar.set_hatch("//")
                 label = f"n={int(s['n'].get(v))}" + ("" if not math.isnan(h) else " (undef.)")
+                if not math.isnan(h):  # a height of 0 is a value too: mark the bar's top
+                    ax.plot([bar.get_x(), bar.get_x() + bar.get_width()], [h, h], color=bar.get_facecolor(), lw=2)
                 ax.text(bar.get_x() + bar.get_width() / 2, (0 if math.isnan(h) else h) + 0.01, label,
                         ha="center", va="bottom", fontsize=6, rotation=90)
     ax.set_xticks(np.arange(len(values)) + 0.4 - width / 2, values, fontsize=8)
     ax.set_ylim(0, 1.25)
     ax.set_ylabel(f"{metric} (test)")
-    ax.set_title(title + "  (hatched: small subgroup, not to be ranked)", fontsize=9)
+    ax.set_title(title, fontsize=9)
+    if left:
+        ax.set_xlabel("not drawn (too few images or one class): " + ", ".join(left), fontsize=7)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
@@ -209,7 +312,7 @@ def parse_failures(rows: pd.DataFrame, path: Path) -> Path | None:
     if rows.empty:
         return None
     plt = _plt()
-    labels = [f"{_short(e, 36)} | {d}" for e, d in zip(rows["entry"], rows["dataset"])]
+    labels = [f"{e} | {d}" for e, d in zip(plot_labels(list(rows["entry"]), width=40, max_lines=2), rows["dataset"])]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
     y = np.arange(len(rows))[::-1]
     ax.barh(y + 0.2, rows["unparsed_rate"].fillna(0), 0.4, label="unparsed answers", color="#ff7f0e")
@@ -236,9 +339,11 @@ def curves(points: pd.DataFrame, axis: str, metric: str, title: str, path: Path)
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
+    curve_names = sorted(points["curve"].astype(str).unique())
+    label_of = dict(zip(curve_names, plot_labels(curve_names, width=40, max_lines=2)))
     for curve, part in points.groupby("curve", sort=True):
         part = part.groupby("x", as_index=False)["value"].mean().sort_values("x")
-        ax.plot(part["x"], part["value"], marker="o", label=_short(str(curve), 40))
+        ax.plot(part["x"], part["value"], marker="o", label=label_of[curve])
     ax.set_xscale("log")
     ticks = sorted(points["x"].unique())
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -246,7 +351,7 @@ def curves(points: pd.DataFrame, axis: str, metric: str, title: str, path: Path)
     ax.set_xlabel(_CURVE_AXES.get(axis, axis))
     ax.set_ylabel(f"{metric} (test)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, path)
 
 

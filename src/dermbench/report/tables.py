@@ -5,6 +5,21 @@ Ranking rule (used everywhere an order matters): by the metric's mean over seeds
 direction; ties broken by the conservative CI bound (the higher lower bound for a metric where
 higher is better, the lower upper bound for Brier/ECE), then by the entry name. A tie is therefore
 never broken by alphabetical accident alone, and the rule is stated on every page that ranks.
+
+What a ranking does not claim:
+
+* **Runs.** A configuration's value is the mean over its runs: training seeds, and the dataset's
+  re-splits when the grid has ``split_seeds``. Runs that gave identical numbers are one run (a
+  fixed split and a deterministic head): the table says "1 run (3 seeds identical)", never
+  "sd 0.000 over 3 seeds".
+* **Small test sets** (:mod:`dermbench.metrics.small_sample`: fewer than 100 images or 20 of a
+  class by default) are marked on every row they concern.
+* **Winners.** First place is a winner only when its CI does not overlap the second's; otherwise
+  the verdict is "tied within CI" and every row whose CI overlaps the first's is marked so.
+* **DeLong** compares two configurations on every run both have (same split seed and training
+  seed, same test images) — the runs the leaderboard's means are over: its difference and CI are
+  the means over those runs (the leaderboard's own convention for CIs over seeds) and its p-value
+  the largest of them (the least significant run), Holm-adjusted over the pairs of a dataset.
 """
 
 from __future__ import annotations
@@ -15,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from ..metrics.small_sample import DEFAULT_RULE, SmallSampleRule
 from .collect import CellRecord
 
 #: What the report ranks: one row per configuration (model + variant). Curve points (a label
@@ -26,7 +42,7 @@ TIE_RULE = ("ranked by mean over seeds; ties broken by the conservative CI bound
             "or lower upper bound for Brier/ECE), then by name")
 
 ID_COLUMNS = ["experiment", "paradigm", "model", "variant", "config_label", "curve_axis", "curve_value", "entry",
-              "dataset", "label_definition", "split_grouping", "seed"]
+              "dataset", "label_definition", "split_grouping", "split_seed", "seed"]
 #: columns of the seed summary that say which configuration and curve point a row is
 _SUMMARY_IDS = ["paradigm", "entry", "config_label", "curve_axis", "curve_value"]
 
@@ -54,7 +70,8 @@ def results_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
                     "experiment": c.experiment, "paradigm": c.paradigm, "model": c.model, "variant": c.variant,
                     "config_label": c.config_label, "curve_axis": c.curve_axis, "curve_value": c.curve_value,
                     "entry": c.entry, "dataset": c.dataset, "label_definition": c.label_definition,
-                    "split_grouping": c.split_grouping, "seed": c.seed, "split": split, "metric": metric,
+                    "split_grouping": c.split_grouping, "split_seed": c.split_seed, "seed": c.seed, "split": split,
+                    "metric": metric,
                     "value": _num(m.get("value")), "ci_low": _num(m.get("ci_low")), "ci_high": _num(m.get("ci_high")),
                     "n": record.get("n"), "n_malignant": record.get("n_malignant"),
                     "n_benign": record.get("n_benign"), "threshold": threshold,
@@ -74,21 +91,54 @@ def _num(v: Any) -> float:
         return math.nan
 
 
-def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per entry × dataset × split × metric: mean and sd over seeds, mean CI bounds.
+_SUMMARY_COLUMNS = ["value", "sd", "ci_low", "ci_high", "n_seeds", "n", "n_malignant", "n_benign", "n_splits",
+                    "n_train_seeds", "identical_runs", "runs"]
 
-    With one seed the CI is that cell's bootstrap CI; with several, ``ci_low``/``ci_high`` are the
-    means of the per-seed bootstrap bounds and ``sd`` is the spread over seeds (ddof=1).
-    ``n_seeds`` counts the seeds where the metric is defined, i.e. the values the mean is over.
+
+def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per entry × dataset × split × metric: mean and sd over runs, mean CI bounds.
+
+    A run is one training seed on one split (the dataset's own, or a re-split by a grid's
+    ``split_seeds``). With one run the CI is that cell's bootstrap CI; with several,
+    ``ci_low``/``ci_high`` are the means of the per-run bootstrap bounds and ``sd`` is the spread
+    over runs (ddof=1). ``n_seeds`` counts the runs where the metric is defined, i.e. the values
+    the mean is over; ``n_splits`` and ``n_train_seeds`` say what they varied. When every run gave
+    the same value (``identical_runs``) there is no spread to report: ``sd`` is NaN and ``runs``
+    reads "1 run (3 seeds identical)". ``n``, ``n_malignant`` and ``n_benign`` are the largest test
+    set over the runs.
     """
     if results.empty:
-        return pd.DataFrame(columns=_SUMMARY_IDS + ["dataset", "split", "metric", "value", "sd", "ci_low",
-                                                    "ci_high", "n_seeds", "n"])
+        return pd.DataFrame(columns=_SUMMARY_IDS + ["dataset", "split", "metric"] + _SUMMARY_COLUMNS)
     keys = [k for k in _SUMMARY_IDS if k in results.columns] + ["dataset", "split", "metric"]
-    grouped = results.groupby(keys, sort=False, dropna=False)
+    frame = results.copy()
+    for col in ("split_seed", "n_malignant", "n_benign"):
+        if col not in frame.columns:
+            frame[col] = np.nan
+    frame["_split_key"] = frame["split_seed"].astype(object).where(frame["split_seed"].notna(), "own")
+    frame["_defined_seed"] = frame["seed"].where(frame["value"].notna()) if "seed" in frame.columns else np.nan
+    frame["_defined_split"] = frame["_split_key"].where(frame["value"].notna())
+    grouped = frame.groupby(keys, sort=False, dropna=False)
     out = grouped.agg(value=("value", "mean"), sd=("value", "std"), ci_low=("ci_low", "mean"),
-                      ci_high=("ci_high", "mean"), n_seeds=("value", "count"), n=("n", "max")).reset_index()
-    return out
+                      ci_high=("ci_high", "mean"), n_seeds=("value", "count"), n=("n", "max"),
+                      n_malignant=("n_malignant", "max"), n_benign=("n_benign", "max"),
+                      n_splits=("_defined_split", "nunique"), n_train_seeds=("_defined_seed", "nunique"),
+                      _min=("value", "min"), _max=("value", "max")).reset_index()
+    out["identical_runs"] = (out["n_seeds"] > 1) & ((out["_max"] - out["_min"]).abs() <= 1e-12)
+    out.loc[out["identical_runs"], "sd"] = np.nan
+    out["runs"] = [runs_text(int(n), int(k), int(t), bool(same))
+                   for n, k, t, same in zip(out["n_seeds"], out["n_splits"], out["n_train_seeds"], out["identical_runs"])]
+    return out.drop(columns=["_min", "_max"])
+
+
+def runs_text(n_runs: int, n_splits: int, n_seeds: int, identical: bool) -> str:
+    """What a summary row's mean is over: ``3 seeds``, ``3 splits × 2 seeds``, ``1 run (3 seeds identical)``."""
+    if n_runs == 0:
+        return "0 runs"
+    what = (f"{n_splits} splits × {n_seeds} seed{'s' if n_seeds != 1 else ''}" if n_splits > 1
+            else f"{n_runs} seed{'s' if n_runs != 1 else ''}")
+    if identical:
+        return f"1 run ({what} identical)"
+    return what if n_runs > 1 else "1 run"
 
 
 def full_data(frame: pd.DataFrame) -> pd.DataFrame:
@@ -121,12 +171,49 @@ def rank(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def ci_overlap(low_a: Any, high_a: Any, low_b: Any, high_b: Any) -> bool:
+    """True when two intervals overlap — or when either is missing (no CI: no separation shown)."""
+    bounds = [_num(x) for x in (low_a, high_a, low_b, high_b)]
+    if any(math.isnan(x) for x in bounds):
+        return True
+    return bounds[0] <= bounds[3] and bounds[2] <= bounds[1]
+
+
+def _mark_small_and_ties(ranked: pd.DataFrame, rule: SmallSampleRule) -> pd.DataFrame:
+    """``small_test_set`` (the rule's note, "" when large enough) and ``tied_within_ci`` (the row's
+    CI overlaps the first row's; the first row too when any other does)."""
+    ranked = ranked.copy()
+
+    def column(name: str) -> pd.Series:
+        return ranked[name] if name in ranked.columns else pd.Series([np.nan] * len(ranked), index=ranked.index)
+
+    ranked["small_test_set"] = [rule.note(None if pd.isna(n) else int(n), None if pd.isna(m) else int(m),
+                                          None if pd.isna(b) else int(b))
+                                for n, m, b in zip(column("n"), column("n_malignant"), column("n_benign"))]
+    defined = ranked["value"].notna()
+    tied = [False] * len(ranked)
+    if defined.sum() > 1:
+        first = ranked[defined].iloc[0]
+        for k, (_, row) in enumerate(ranked.iterrows()):
+            if k > 0 and defined.iloc[k] and ci_overlap(first["ci_low"], first["ci_high"], row["ci_low"], row["ci_high"]):
+                tied[k] = True
+        tied[int(np.flatnonzero(defined.to_numpy())[0])] = any(tied)
+    ranked["tied_within_ci"] = tied
+    return ranked
+
+
 def leaderboard(summary: pd.DataFrame, dataset: str, metric: str, split: str = "test",
-                also: Iterable[str] = ("auprc", "sens_at_spec90", "balanced_accuracy", "brier")) -> pd.DataFrame:
-    """Configurations of one dataset ranked by ``metric``; a few more metrics alongside."""
+                also: Iterable[str] = ("auprc", "sens_at_spec90", "balanced_accuracy", "brier"),
+                rule: SmallSampleRule = DEFAULT_RULE) -> pd.DataFrame:
+    """Configurations of one dataset ranked by ``metric``; a few more metrics alongside.
+
+    Adds ``runs`` (what the mean is over), ``small_test_set`` (a note when the test set is below
+    ``rule``) and ``tied_within_ci`` (the row's CI overlaps the first's: no winner between them)."""
     sub = full_data(summary[(summary["dataset"] == dataset) & (summary["split"] == split)])
-    main = sub[sub["metric"] == metric][["paradigm", "entry", "value", "ci_low", "ci_high", "sd", "n_seeds", "n"]]
-    ranked = rank(main, metric)
+    cols = ["paradigm", "entry", "value", "ci_low", "ci_high", "sd", "n_seeds", "n", "n_malignant", "n_benign",
+            "runs", "identical_runs"]
+    main = sub[sub["metric"] == metric][[c for c in cols if c in sub.columns]]
+    ranked = _mark_small_and_ties(rank(main, metric), rule)
     for other in also:
         if other == metric:
             continue
@@ -135,16 +222,49 @@ def leaderboard(summary: pd.DataFrame, dataset: str, metric: str, split: str = "
     return ranked
 
 
+#: board columns that are bookkeeping, not metrics shown alongside
+_BOARD_FIELDS = ("rank", "paradigm", "entry", "value", "ci_low", "ci_high", "sd", "n_seeds", "n", "n_malignant",
+                 "n_benign", "runs", "identical_runs", "tied", "small_test_set", "tied_within_ci")
+
+
+def rank_text(rank_: Any, tied: bool, tied_within_ci: bool) -> str:
+    """``1``, ``2 (tie)`` (equal value, decided by the tie rule), ``1 (tied within CI)``."""
+    text = str(rank_)
+    if tied:
+        text += " (tie)"
+    if tied_within_ci:
+        text += " (tied within CI)"
+    return text
+
+
+def verdict(board: pd.DataFrame) -> str:
+    """One line on the top of a ranked board: who is first, and whether that is a win."""
+    defined = board[board["value"].notna()]
+    if defined.empty:
+        return "no configuration has a value"
+    first = defined.iloc[0]
+    if len(defined) == 1:
+        return f"{first['entry']} (the only configuration)"
+    tied = defined[defined["tied_within_ci"]]["entry"].tolist()
+    if tied:
+        return (f"no winner: {', '.join(tied)} are tied within CI (their 95% CIs overlap {first['entry']}'s)")
+    return f"{first['entry']} (its 95% CI does not overlap the runner-up's)"
+
+
 def leaderboard_markdown(board: pd.DataFrame, dataset: str, metric: str, split: str = "test") -> str:
-    lines = [f"## {dataset} — {metric} on {split}", "", f"_{TIE_RULE}; {RANKING_SCOPE}._", ""]
-    others = [c for c in board.columns if c not in ("rank", "paradigm", "entry", "value", "ci_low", "ci_high", "sd",
-                                                     "n_seeds", "n", "tied")]
-    header = ["rank", "model", "paradigm", f"{metric} [95% CI]", "sd over seeds", "seeds"] + others
+    lines = [f"## {dataset} — {metric} on {split}", "", f"_{TIE_RULE}; {RANKING_SCOPE}._", "",
+             f"First place: {verdict(board)}.", ""]
+    small = [n for n in board.get("small_test_set", pd.Series(dtype=object)) if n]
+    if small:
+        lines += [f"**Small test set**: {small[0]}. Intervals are wide and rankings fragile.", ""]
+    others = [c for c in board.columns if c not in _BOARD_FIELDS]
+    header = ["rank", "model", "paradigm", f"{metric} [95% CI]", "sd over runs", "runs"] + others
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---" for _ in header) + "|")
     for _, r in board.iterrows():
-        cells = [f"{r['rank']}{' (tie)' if r['tied'] else ''}", _md(r["entry"]), _md(r["paradigm"]),
-                 format_ci(r["value"], r["ci_low"], r["ci_high"]), fmt(r["sd"]), str(int(r["n_seeds"]))]
+        cells = [rank_text(r["rank"], r["tied"], bool(r.get("tied_within_ci", False))), _md(r["entry"]),
+                 _md(r["paradigm"]), format_ci(r["value"], r["ci_low"], r["ci_high"]), fmt(r["sd"]),
+                 str(r["runs"]) if "runs" in r and isinstance(r["runs"], str) else str(int(r["n_seeds"]))]
         cells += [fmt(r[o]) for o in others]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -184,8 +304,13 @@ def metric_matrix(summary: pd.DataFrame, metric: str, split: str = "test") -> pd
     return matrix
 
 
-def overall_best(summary: pd.DataFrame, metric: str, split: str = "test") -> pd.DataFrame:
-    """Per dataset, the best configuration overall and per paradigm: ``overall_best_by_<metric>.csv``."""
+def overall_best(summary: pd.DataFrame, metric: str, split: str = "test",
+                 rule: SmallSampleRule = DEFAULT_RULE) -> pd.DataFrame:
+    """Per dataset, the best configuration overall and per paradigm: ``overall_best_by_<metric>.csv``.
+
+    ``best`` is the first by the ranking rule; ``winner`` is it only when its CI does not overlap
+    the runner-up's (else empty, and ``verdict`` reads "tied within CI"); ``small_test_set`` notes a
+    test set below ``rule``."""
     sub = full_data(summary[(summary["split"] == split) & (summary["metric"] == metric)])
     rows = []
     for dataset in sorted(sub["dataset"].unique()):
@@ -198,15 +323,31 @@ def overall_best(summary: pd.DataFrame, metric: str, split: str = "test") -> pd.
                 continue
             best = ranked.iloc[0]
             runner = ranked.iloc[1] if len(ranked) > 1 else None
+            overlap = runner is not None and ci_overlap(best["ci_low"], best["ci_high"], runner["ci_low"],
+                                                        runner["ci_high"])
+            if runner is None:
+                decision = "only configuration"
+            elif overlap:
+                decision = "tied within CI"
+            else:
+                decision = "best (CI apart from the runner-up)"
+            small = rule.note(None if pd.isna(best.get("n")) else int(best["n"]),
+                              None if pd.isna(best.get("n_malignant", np.nan)) else int(best["n_malignant"]),
+                              None if pd.isna(best.get("n_benign", np.nan)) else int(best["n_benign"]))
             rows.append({"dataset": dataset, "paradigm": paradigm, "metric": metric, "best": best["entry"],
+                         "winner": "" if overlap else best["entry"], "verdict": decision,
                          "value": best["value"], "ci_low": best["ci_low"], "ci_high": best["ci_high"],
-                         "n_seeds": int(best["n_seeds"]), "tie_decided": bool(runner is not None and
-                                                                                np.isclose(runner["value"], best["value"], rtol=0, atol=1e-12)),
+                         "n_seeds": int(best["n_seeds"]), "runs": best.get("runs", ""),
+                         "tie_decided": bool(runner is not None and
+                                             np.isclose(runner["value"], best["value"], rtol=0, atol=1e-12)),
                          "runner_up": runner["entry"] if runner is not None else "",
                          "runner_up_value": runner["value"] if runner is not None else math.nan,
-                         "n_compared": len(ranked)})
-    return pd.DataFrame(rows, columns=["dataset", "paradigm", "metric", "best", "value", "ci_low", "ci_high",
-                                       "n_seeds", "tie_decided", "runner_up", "runner_up_value", "n_compared"])
+                         "runner_up_ci_low": runner["ci_low"] if runner is not None else math.nan,
+                         "runner_up_ci_high": runner["ci_high"] if runner is not None else math.nan,
+                         "n_compared": len(ranked), "n": best.get("n"), "small_test_set": small})
+    return pd.DataFrame(rows, columns=["dataset", "paradigm", "metric", "best", "winner", "verdict", "value", "ci_low",
+                                       "ci_high", "n_seeds", "runs", "tie_decided", "runner_up", "runner_up_value",
+                                       "runner_up_ci_low", "runner_up_ci_high", "n_compared", "n", "small_test_set"])
 
 
 CURVE_COLUMNS = ["dataset", "paradigm", "curve", "axis", "x", "seed", "value"]
@@ -253,42 +394,67 @@ def delong_table(cells: list[CellRecord], summary: pd.DataFrame, dataset: str, t
                  split: str = "test") -> pd.DataFrame:
     """Paired DeLong tests of AUROC between the ``top_k`` entries of ``dataset`` (by AUROC).
 
-    Each entry is represented by its lowest seed; two entries are compared on the images both
-    scored (normally all test images). p-values are Holm-adjusted over the pairs of the dataset.
+    Two entries are compared on every run both have — the same split seed and training seed, so
+    the same test images — which are the runs the leaderboard's means are over: ``diff`` is the mean
+    of the per-run differences (for entries with the same runs, exactly the difference of the
+    leaderboard's means), ``ci_low``/``ci_high`` the means of the per-run intervals (the
+    leaderboard's convention for CIs over seeds; each is clipped to [-1, 1]), ``p_value`` the largest
+    per-run p (the least significant run), Holm-adjusted over the pairs of the dataset. ``runs``
+    says how many runs were compared; ``note`` carries DeLong's small-sample and clipping notes.
     """
     from ..metrics import delong_test
 
     board = leaderboard(summary, dataset, "auroc", split, also=())
     board = board[board["value"].notna()].head(top_k)
-    by_entry: dict[str, CellRecord] = {}
-    for c in sorted(cells, key=lambda c: c.seed):
-        if c.dataset == dataset and c.entry not in by_entry:
-            by_entry[c.entry] = c
-    frames = {}
-    for entry in board["entry"]:
-        pred = by_entry[entry].predictions(split) if entry in by_entry else None
-        if pred is not None:
-            frames[entry] = pred[["img_id", "label", "p_malignant"]]
-    entries = [e for e in board["entry"] if e in frames]
+    by_run: dict[str, dict[tuple[Any, int], CellRecord]] = {}
+    for c in cells:
+        if c.dataset == dataset:
+            by_run.setdefault(c.entry, {})[(c.split_seed, c.seed)] = c
+    entries = [e for e in board["entry"] if e in by_run]
     rows = []
     for i, a in enumerate(entries):
         for b in entries[i + 1:]:
-            joined = frames[a].merge(frames[b], on="img_id", suffixes=("_a", "_b"))
-            row = {"dataset": dataset, "model_a": a, "model_b": b, "seed_a": by_entry[a].seed,
-                   "seed_b": by_entry[b].seed, "n": len(joined)}
-            try:
-                if (joined["label_a"] != joined["label_b"]).any():
-                    raise ValueError("the two cells disagree on labels")
-                res = delong_test(joined["label_a"].to_numpy(), joined["p_malignant_a"].to_numpy(),
-                                  joined["p_malignant_b"].to_numpy())
-                row.update({"auc_a": res["auc_a"], "auc_b": res["auc_b"], "diff": res["diff"],
-                            "ci_low": res["ci_low"], "ci_high": res["ci_high"], "p_value": _num(res["p_value"]),
-                            "note": ""})
-            except ValueError as exc:
+            common = sorted(set(by_run[a]) & set(by_run[b]), key=lambda k: (-1 if k[0] is None else k[0], k[1]))
+            results, notes, n = [], [], 0
+            for run in common:
+                pa, pb = by_run[a][run].predictions(split), by_run[b][run].predictions(split)
+                if pa is None or pb is None:
+                    continue
+                joined = pa[["img_id", "label", "p_malignant"]].merge(pb[["img_id", "label", "p_malignant"]],
+                                                                      on="img_id", suffixes=("_a", "_b"))
+                try:
+                    if (joined["label_a"] != joined["label_b"]).any():
+                        raise ValueError("the two cells disagree on labels")
+                    res = delong_test(joined["label_a"].to_numpy(), joined["p_malignant_a"].to_numpy(),
+                                      joined["p_malignant_b"].to_numpy())
+                except ValueError as exc:
+                    notes.append(str(exc))
+                    continue
+                results.append(res)
+                n = max(n, len(joined))
+                if res["note"]:
+                    notes.append(res["note"])
+            row: dict[str, Any] = {"dataset": dataset, "model_a": a, "model_b": b, "runs": len(results),
+                                   "run_keys": "; ".join(_run_key(k) for k in common), "n": n}
+            if results:
+                row.update({"auc_a": float(np.mean([r["auc_a"] for r in results])),
+                            "auc_b": float(np.mean([r["auc_b"] for r in results])),
+                            "diff": float(np.mean([r["diff"] for r in results])),
+                            "ci_low": max(-1.0, float(np.mean([r["ci_low"] for r in results]))),
+                            "ci_high": min(1.0, float(np.mean([r["ci_high"] for r in results]))),
+                            "p_value": float(max(_num(r["p_value"]) for r in results))})
+            else:
                 row.update({"auc_a": math.nan, "auc_b": math.nan, "diff": math.nan, "ci_low": math.nan,
-                            "ci_high": math.nan, "p_value": math.nan, "note": str(exc)})
+                            "ci_high": math.nan, "p_value": math.nan})
+                notes.insert(0, "no run in common" if not common else "")
+            row["note"] = "; ".join(dict.fromkeys(part for x in notes if x for part in x.split("; ")))
             rows.append(row)
-    out = pd.DataFrame(rows, columns=["dataset", "model_a", "model_b", "seed_a", "seed_b", "n", "auc_a", "auc_b",
+    out = pd.DataFrame(rows, columns=["dataset", "model_a", "model_b", "runs", "run_keys", "n", "auc_a", "auc_b",
                                       "diff", "ci_low", "ci_high", "p_value", "note"])
     out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm(out["p_value"].tolist()) if len(out) else [])
     return out
+
+
+def _run_key(key: tuple[Any, int]) -> str:
+    split_seed, seed = key
+    return f"seed {seed}" if split_seed is None else f"split {split_seed} seed {seed}"
