@@ -3,11 +3,21 @@
 Two frameworks in one module (``ollama`` and ``openai``): they share everything but the payload.
 
 Both clients share :class:`HttpVLMBackend`: a thread pool of ``concurrency`` workers over one
-``httpx.Client`` (connection pooling, a per-request timeout), and :func:`post_with_retries`,
-which retries connection errors, timeouts, HTTP 429 and 5xx with exponential backoff (a
-``Retry-After`` header wins) and fails fast on other 4xx. A request that still fails becomes an
-answer with ``error`` set - counted and scored as wrong by the cell, never an exception that
-stops the run. ``httpx`` is imported here only (the ``[vlm]`` extra).
+``httpx.Client`` (connection pooling), and :func:`post_with_retries`, which retries connection
+errors, timeouts, HTTP 429 and 5xx with exponential backoff (a ``Retry-After`` header wins) and
+fails fast on other 4xx. A request that still fails becomes an answer with ``error`` set - counted
+and scored as wrong by the cell, never an exception that stops the run. ``httpx`` is imported here
+only (the ``[vlm]`` extra).
+
+Limits, so that a misbehaving server cannot stall or flood a run:
+
+* ``timeout_s`` (``--timeout``) bounds each attempt **as a whole** — connecting, sending, waiting and
+  reading the reply — not each read: a server that trickles a byte every half second times out at
+  ``timeout_s`` like one that says nothing (a deadline checked by every socket read and write);
+* a reply larger than :data:`MAX_RESPONSE_BYTES` is not read further: a failed request (an answer
+  of ``max_new_tokens`` tokens is a few kilobytes), not retried;
+* each image is read, resized and encoded once per run (:meth:`HttpVLMBackend.encoded_image`), and
+  each request's JSON body is serialised once for all its attempts.
 
 The study sent one request at a time; ``benchmarks/vlm_server.py`` measures what concurrency buys.
 """
@@ -15,14 +25,16 @@ The study sent one request at a time; ``benchmarks/vlm_server.py`` measures what
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator
 
 from ...data.images import ImageReadError
 from ...errors import ServerUnreachable
@@ -33,6 +45,11 @@ DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 DEFAULT_OPENAI_URL = "http://127.0.0.1:8000/v1"
 RETRY_STATUS = (429, 500, 502, 503, 504)
 MAX_BACKOFF_S = 60.0
+#: Largest reply read from a server. A generative answer of ``max_new_tokens`` tokens, with log-probabilities,
+#: is a few kilobytes; a reply beyond this is a failed request and is not read to its end.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+#: Encoded images kept per backend (an image asked about again, or retried, is not encoded again).
+ENCODED_IMAGES_KEPT = 256
 
 
 class RequestFailed(Exception):
@@ -51,19 +68,136 @@ def _httpx():
     return httpx
 
 
-def post_with_retries(client: Any, url: str, payload: dict[str, Any], *, headers: dict[str, str] | None = None,
-                      max_retries: int = 3, backoff_s: float = 1.0,
-                      sleep: Callable[[float], None] = time.sleep) -> tuple[dict[str, Any], int]:
-    """POST JSON; return (response JSON, attempts). Retries transient failures, raises RequestFailed."""
+# -- the whole-request deadline ---------------------------------------------------------------------
+_DEADLINE = threading.local()  # .at: time.monotonic() by which this thread's current request must be done
+
+
+@contextlib.contextmanager
+def request_deadline(timeout_s: float | None) -> Iterator[None]:
+    """Every socket operation of a request sent by this thread inside the block must finish by
+    ``timeout_s`` from now (see :class:`_DeadlineBackend`); None: no deadline."""
+    before = getattr(_DEADLINE, "at", None)
+    _DEADLINE.at = None if timeout_s is None else time.monotonic() + float(timeout_s)
+    try:
+        yield
+    finally:
+        _DEADLINE.at = before
+
+
+def _time_left(kind: str) -> float | None:
+    """Seconds left before this thread's deadline (None: no deadline); a timeout of ``kind`` when none."""
+    deadline = getattr(_DEADLINE, "at", None)
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        import httpcore
+
+        raise {"read": httpcore.ReadTimeout, "write": httpcore.WriteTimeout,
+               "connect": httpcore.ConnectTimeout}[kind]("the request's deadline (timeout_s) passed")
+    return left
+
+
+def _bounded(timeout: float | None, kind: str) -> float | None:
+    left = _time_left(kind)
+    if left is None:
+        return timeout
+    return left if timeout is None else min(timeout, left)
+
+
+def _deadline_backend():
+    """httpcore's network backend with every connect, read and write bounded by the deadline left
+    (httpx's own timeouts apply per read: a trickling server never trips them)."""
+    import httpcore
+
+    class DeadlineStream(httpcore.NetworkStream):
+        def __init__(self, inner: Any):
+            self._inner = inner
+
+        def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return self._inner.read(max_bytes, _bounded(timeout, "read"))
+
+        def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            self._inner.write(buffer, _bounded(timeout, "write"))
+
+        def close(self) -> None:
+            self._inner.close()
+
+        def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                      timeout: float | None = None) -> Any:
+            return DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _bounded(timeout, "connect")))
+
+        def get_extra_info(self, info: str) -> Any:
+            return self._inner.get_extra_info(info)
+
+    class DeadlineBackend(httpcore.SyncBackend):
+        def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                        socket_options: Any = None) -> Any:
+            return DeadlineStream(super().connect_tcp(host, port, _bounded(timeout, "connect"), local_address,
+                                                      socket_options))
+
+        def connect_unix_socket(self, path: str, timeout: float | None = None, socket_options: Any = None) -> Any:
+            return DeadlineStream(super().connect_unix_socket(path, _bounded(timeout, "connect"), socket_options))
+
+    return DeadlineBackend()
+
+
+def deadline_transport(limits: Any) -> Any:
+    """An ``httpx.HTTPTransport`` whose connections obey :func:`request_deadline`."""
+    import httpcore
+
     httpx = _httpx()
+    transport = httpx.HTTPTransport(limits=limits)
+    if isinstance(getattr(transport, "_pool", None), httpcore.ConnectionPool):  # httpx's direct-connection pool
+        transport._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_deadline_backend())
+    return transport
+
+
+def _post_once(client: Any, url: str, body: bytes, headers: dict[str, str], attempt: int) -> tuple[int, bytes, Any]:
+    """One POST: (status, reply bytes, reply headers); the reply is read up to :data:`MAX_RESPONSE_BYTES`."""
+    httpx = _httpx()
+    with client.stream("POST", url, content=body, headers=headers) as response:
+        declared = response.headers.get("content-length")
+        too_large = RequestFailed(f"the server's reply is larger than {MAX_RESPONSE_BYTES:,} bytes (an answer of "
+                                  f"max_new_tokens tokens is a few kilobytes); not read further", attempt)
+        if declared and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise too_large
+        parts, size = [], 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > MAX_RESPONSE_BYTES:
+                raise too_large
+            parts.append(chunk)
+            deadline = getattr(_DEADLINE, "at", None)  # also with a transport of the caller's (tests, proxies)
+            if deadline is not None and time.monotonic() > deadline:
+                raise httpx.ReadTimeout("the request's deadline (timeout_s) passed")
+        return response.status_code, b"".join(parts), response.headers
+
+
+def post_with_retries(client: Any, url: str, payload: dict[str, Any] | bytes, *,
+                      headers: dict[str, str] | None = None, max_retries: int = 3, backoff_s: float = 1.0,
+                      timeout_s: float | None = None,
+                      sleep: Callable[[float], None] = time.sleep) -> tuple[dict[str, Any], int]:
+    """POST JSON; return (response JSON, attempts). Retries transient failures, raises RequestFailed.
+
+    ``payload`` is serialised once for all attempts. ``timeout_s`` bounds each attempt as a whole
+    (with a client from :meth:`HttpVLMBackend.make_client`)."""
+    httpx = _httpx()
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", **(headers or {})}
     attempt = 0
     while True:
         attempt += 1
         retry_after: float | None = None
         try:
-            response = client.post(url, json=payload, headers=headers)
+            with request_deadline(timeout_s):
+                status, data, reply_headers = _post_once(client, url, body, headers, attempt)
         except httpx.TimeoutException as exc:
-            problem = f"timed out ({type(exc).__name__})"
+            limit = f" within {timeout_s:g} s (--timeout bounds the whole request)" if timeout_s else ""
+            problem = f"timed out: no complete reply{limit} ({type(exc).__name__})"
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:  # our URL/request: no retry helps
             raise RequestFailed(f"bad request to {url} ({type(exc).__name__}: {exc})", attempt) from None
         except httpx.TransportError as exc:
@@ -71,17 +205,17 @@ def post_with_retries(client: Any, url: str, payload: dict[str, Any], *, headers
         except (httpx.RequestError, httpx.InvalidURL) as exc:  # redirect loop, undecodable body: not transient
             raise RequestFailed(f"request failed ({type(exc).__name__}: {exc})", attempt) from None
         else:
-            if response.status_code < 400:
+            if status < 400:
                 try:
-                    return response.json(), attempt
+                    return json.loads(data), attempt
                 except ValueError:
-                    raise RequestFailed(f"malformed response: HTTP {response.status_code} body is not JSON "
-                                        f"({response.text[:200]!r})", attempt) from None
-            body = response.text[:300].replace("\n", " ")
-            problem = f"HTTP {response.status_code}: {body}"
-            if response.status_code not in RETRY_STATUS:
+                    raise RequestFailed(f"malformed response: HTTP {status} body is not JSON "
+                                        f"({data[:200].decode('utf-8', 'replace')!r})", attempt) from None
+            text = data[:300].decode("utf-8", "replace").replace("\n", " ")
+            problem = f"HTTP {status}: {text}"
+            if status not in RETRY_STATUS:
                 raise RequestFailed(problem, attempt)
-            retry_after = _retry_after(response.headers.get("retry-after"))
+            retry_after = _retry_after(reply_headers.get("retry-after"))
         if attempt > max_retries:
             raise RequestFailed(f"{problem} (gave up after {attempt} attempts)", attempt)
         delay = retry_after if retry_after is not None else backoff_s * (2 ** (attempt - 1))
@@ -129,6 +263,8 @@ class HttpVLMBackend(ABC):
         self.image_format = image_format
         self.jpeg_quality = int(jpeg_quality)
         self._transport = transport
+        self._encoded: OrderedDict[tuple, Future] = OrderedDict()
+        self._encoding_lock = threading.Lock()
 
     # -- what a server flavour defines ---------------------------------------------------------
     endpoint = ""
@@ -152,18 +288,44 @@ class HttpVLMBackend(ABC):
     def make_client(self):
         httpx = _httpx()
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        transport = self._transport if self._transport is not None else deadline_transport(limits)
         return httpx.Client(timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)),
-                            limits=limits, transport=self._transport)
+                            limits=limits, transport=transport)
+
+    def encoded_image(self, path: str) -> tuple[str, str]:
+        """(base64 text, MIME type) of the image as sent: read, downscaled and encoded once per run
+        (the last :data:`ENCODED_IMAGES_KEPT` are kept; a second request for an image being encoded
+        waits for that encoding instead of doing it again)."""
+        key = (str(path), self.max_image_side, self.image_format, self.jpeg_quality)
+        with self._encoding_lock:
+            entry = self._encoded.get(key)
+            owner = entry is None
+            if owner:
+                entry = self._encoded[key] = Future()
+            else:
+                self._encoded.move_to_end(key)
+        if owner:
+            try:
+                image = load_request_image(str(path), self.max_image_side)
+                data, mime = encode_image(image, self.image_format, self.jpeg_quality)
+                entry.set_result((base64.b64encode(data).decode("ascii"), mime))
+            except BaseException as exc:
+                entry.set_exception(exc)
+                with self._encoding_lock:
+                    self._encoded.pop(key, None)
+            with self._encoding_lock:
+                while len(self._encoded) > ENCODED_IMAGES_KEPT:
+                    self._encoded.popitem(last=False)
+        return entry.result()
 
     def answer_one(self, client: Any, request: VLMRequest) -> VLMAnswer:
         t0 = time.perf_counter()
         try:
-            image = load_request_image(request.image_path, self.max_image_side)
-            data, mime = encode_image(image, self.image_format, self.jpeg_quality)
-            payload = self.payload(request, base64.b64encode(data).decode("ascii"), mime)
-            reply, attempts = post_with_retries(client, f"{self.url}{self.endpoint}", payload,
+            image_b64, mime = self.encoded_image(request.image_path)
+            body = json.dumps(self.payload(request, image_b64, mime)).encode()
+            reply, attempts = post_with_retries(client, f"{self.url}{self.endpoint}", body,
                                                 headers=self.headers(), max_retries=self.max_retries,
-                                                backoff_s=self.backoff_s)
+                                                backoff_s=self.backoff_s, timeout_s=self.timeout_s)
             try:
                 text, tokens = self.read_reply(reply)
             except (KeyError, IndexError, TypeError, ValueError) as exc:

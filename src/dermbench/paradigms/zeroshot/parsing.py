@@ -11,7 +11,7 @@ Parsing order (first that decides wins):
    with a ``label`` (or ``answer``/``classification``/``diagnosis``/``prediction``) field naming
    benign or malignant, or a yes/no field ``malignant``/``is_malignant``/``benign``/``is_benign``
    -> ``json``; a ``confidence`` field is read as the confidence in *that* label (0-1, a
-   percentage, or low/medium/high).
+   percentage, or low/medium/high; see :func:`parse_confidence` for the one rule on its range).
 3. **Free text**: mentions of benign/malignant words, where a negation in front flips the
    meaning ("not malignant", "non-malignant", "no signs of malignancy", "low risk of malignancy"
    -> benign), and so does a bare no after it ("malignant: no", "Malignant? No."). A word in a
@@ -133,9 +133,22 @@ def _label_from_value(value: Any) -> int | None:
 
 
 def parse_confidence(value: Any) -> float | None:
-    """A stated confidence as a probability in [0, 1]: 0.8, "80%", 80, "high" all work."""
+    """A stated confidence as a probability in [0, 1], or None when none is stated or it is out of range.
+
+    One rule for every answer:
+
+    * a number in [0, 1] is a probability (``0.8``);
+    * a number with a percent sign is a percentage in [0, 100] (``"80%"``, ``"1.7%"``);
+    * a bare number above 10 and up to 100 is a percentage too (asked for 0-1, models often write ``85``);
+    * ``very low`` ... ``very high`` map to fixed values (:data:`_VERBAL_CONFIDENCE`);
+    * anything else is **out of range and ignored**: a bare number in (1, 10] (``1.7``: not a
+      probability, and as a 1.7 % or a 1-10 scale it cannot be told apart), above 100, above 100 %,
+      negative, NaN or infinite. The answer's label still counts; it is scored as a hard label
+      (:func:`score_answer`), and :func:`parse_answer` notes the ignored value in ``detail``.
+    """
     if value is None or isinstance(value, bool):
         return None
+    percent = False
     if isinstance(value, str):
         text = value.strip().lower().rstrip(".")
         if text in _VERBAL_CONFIDENCE:
@@ -143,18 +156,27 @@ def parse_confidence(value: Any) -> float | None:
         match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%?)", text)
         if not match:
             return None
-        number = float(match.group(1))
-        if match.group(2):
-            number /= 100.0
+        number, percent = float(match.group(1)), bool(match.group(2))
     elif isinstance(value, (int, float)):
         number = float(value)
     else:
         return None
-    if math.isnan(number) or number < 0:
+    if not math.isfinite(number) or number < 0:
         return None
-    if number > 1.0:
-        number = number / 100.0 if number <= 100.0 else float("nan")
-    return None if math.isnan(number) else min(number, 1.0)
+    if percent:
+        return number / 100.0 if number <= 100.0 else None
+    if number <= 1.0:
+        return number
+    return number / 100.0 if 10.0 < number <= 100.0 else None
+
+
+def _out_of_range(value: Any) -> bool:
+    """A stated confidence that is a number (or a percentage) but not one :func:`parse_confidence` accepts."""
+    if isinstance(value, bool) or parse_confidence(value) is not None:
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, str) and re.fullmatch(r"\s*-?([0-9]*\.?[0-9]+)\s*%?\s*\.?\s*", value) is not None
 
 
 def _json_candidates(text: str) -> Iterable[tuple[Any, int]]:
@@ -203,9 +225,12 @@ def _from_json(text: str) -> ParsedAnswer | None:
                 if label is None:
                     continue
                 confidence = None
+                note = ""
                 for ckey in _CONFIDENCE_KEYS:
                     if ckey in lowered:
                         confidence = parse_confidence(lowered[ckey])
+                        if _out_of_range(lowered[ckey]):
+                            note = f"; stated {ckey} {str(lowered[ckey])[:20]!r} out of range, ignored"
                         break
                 if confidence is None and "p_malignant" in lowered:
                     p = parse_confidence(lowered["p_malignant"])
@@ -213,7 +238,7 @@ def _from_json(text: str) -> ParsedAnswer | None:
                         confidence = p if label == 1 else 1.0 - p
                 # the label value of *this* object (not an echo of the requested form before it)
                 where = re.compile(rf'"{re.escape(key)}"\s*:\s*"?', re.IGNORECASE).search(text, start)
-                return ParsedAnswer(label, "json", confidence, f"json field {key!r}",
+                return ParsedAnswer(label, "json", confidence, f"json field {key!r}{note}",
                                     where.end() if where else None)
         # {"malignant": true} / {"is_benign": false}: a yes/no field per label
         flags = {1 - int(k.endswith("benign")) if v else int(k.endswith("benign"))
