@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                     "simple for generative VLMs)")
     p.add_argument("--url", help="server base URL for ollama:/openai: models")
     p.add_argument("--concurrency", type=int, help="requests in flight at once (servers; default 4)")
-    p.add_argument("--timeout", type=float, help="per-request timeout in seconds (default 120)")
+    p.add_argument("--timeout", type=float, help="seconds one request may take in all: connecting, sending, waiting "
+                                                 "and reading the answer (default 120; each retry gets as long)")
     p.add_argument("--retries", type=int, help="retries on connection errors, timeouts, 429 and 5xx (default 3)")
     p.add_argument("--answer-format", choices=("json", "word", "study"),
                    help="json: ask for {label, confidence} (default); word: append a one-word instruction; study: "

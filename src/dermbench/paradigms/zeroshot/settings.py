@@ -65,7 +65,8 @@ class ZeroshotSettings(BaseModel):
 
     # -- servers: throughput and robustness -------------------------------------------------------------
     concurrency: int = Field(4, ge=1, le=256, description="requests in flight at once")
-    timeout_s: float = Field(120.0, gt=0, description="per-request timeout")
+    timeout_s: float = Field(120.0, gt=0, description="seconds one request may take in all (connect, send, wait, "
+                                                       "read the whole answer); each retry gets as long")
     max_retries: int = Field(3, ge=0, description="retries on connection errors, timeouts, 429 and 5xx")
     backoff_s: float = Field(1.0, ge=0, description="first retry delay; doubles each retry (Retry-After wins)")
     prompt_set_hash: str | None = Field(
