@@ -27,11 +27,10 @@ Default: ~2-3 minutes on a 2-core CPU.
     python benchmarks/finetune.py [--images 96] [--epochs 1] [--repeats 3] [--model resnet10t]
                                   [--size 224] [--batch 32] [--workers 2] [--data-only]
 
-On a machine with a GPU, the prepared accelerator check (a few hundred AMP steps of a real-size
-model through ``fit()``, images/s and peak memory):
+On a machine with a GPU, the prepared GPU check (training and extraction images/s against timm's
+published figures, kill-and-resume, Ray placement; ``benchmarks/device_check.py``):
 
-    python benchmarks/finetune.py --device-check --model convnext_tiny --images 3000 --epochs 10 \
-                                  --batch 128 --workers 8
+    python benchmarks/finetune.py --device-check      # the same as: python benchmarks/device_check.py
 """
 
 from __future__ import annotations
@@ -175,49 +174,6 @@ def data_only(ds, args) -> tuple[float, float]:
     return study, ours
 
 
-def device_check(args) -> int:
-    """The prepared accelerator check: a real-size model trained by ``fit()`` (AMP, channels-last,
-    pinned memory, workers) on the synthetic dataset; prints images/s and peak memory."""
-    import pandas as pd
-    import torch
-
-    from dermbench.data.contract import load_dataset
-    from dermbench.data.synth import make_synthetic_dataset
-    from dermbench.models import build_classifier
-    from dermbench.paradigms.finetune.settings import FinetuneSettings
-    from dermbench.paradigms.finetune.train import LOG_CSV, fit, seed_everything
-    from dermbench.utils.device import choose_device
-
-    device = torch.device(choose_device(args.device))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        os.environ["DERMBENCH_CACHE"] = str(tmp / "cache")
-        t0 = time.perf_counter()
-        ds = load_dataset(make_synthetic_dataset(tmp / "synth", n=args.images, size=args.size, seed=0,
-                                                 progress=False), quiet=True)
-        print(f"synthetic dataset {args.images} images at {args.size}px in {time.perf_counter() - t0:.1f}s; device {device}"
-              + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
-        seed_everything(0)
-        built = build_classifier(args.model, weights="random", image_size=args.size)
-        settings = FinetuneSettings.from_preset("paper", image_size=args.size, epochs=args.epochs, patience=args.epochs,
-                                                batch_size=args.batch, workers=args.workers, weights="random")
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t0 = time.perf_counter()
-        result = fit(built.model, ds, settings, seed=0, work_dir=tmp / "work", mean=built.data_config["mean"],
-                     std=built.data_config["std"], device=device, progress=True)
-        wall = time.perf_counter() - t0
-        log = pd.read_csv(tmp / "work" / LOG_CSV)
-        steps = result.epochs_run * -(-len(ds.split("train")) // args.batch)
-        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-        print(f"{args.model} at {args.size}px, batch {args.batch}, AMP/channels-last on {device.type}: "
-              f"{steps} optimiser steps in {wall:.1f}s; training images/s per epoch "
-              f"{', '.join(f'{x:.0f}' for x in log['train_images_per_s'])} (median "
-              f"{log['train_images_per_s'].median():.0f}); peak GPU memory {peak:.2f} GiB; "
-              f"val AUROC by epoch {', '.join(f'{x:.3f}' for x in log['val_auroc'])}")
-    return 0
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=96, help="generated 600x450 JPEGs (default 96)")
@@ -232,15 +188,17 @@ def main(argv=None) -> int:
                                                   "(default: torch's; 1 avoids OpenMP spin contention with "
                                                   "the loader workers on a busy 2-core machine)")
     parser.add_argument("--device-check", action="store_true",
-                        help="the accelerator check instead: --model convnext_tiny --images 3000 --epochs 10 "
-                             "--batch 128 --workers 8 on the synthetic dataset with fit(); images/s and peak memory")
-    parser.add_argument("--device", default="auto", help="device of --device-check (default auto)")
+                        help="run the GPU check instead (benchmarks/device_check.py: training and extraction "
+                             "images/s against timm's published figures, kill-and-resume, Ray placement)")
     args = parser.parse_args(argv)
 
-    import torch
-
     if args.device_check:
-        return device_check(args)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from device_check import main as device_check_main
+
+        return device_check_main([])
+
+    import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)

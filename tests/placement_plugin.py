@@ -9,8 +9,14 @@ import time
 
 from dermbench.paradigms import PARADIGMS
 
-if "gpuenv" not in PARADIGMS:
-    PARADIGMS.add("gpuenv", "placement_plugin:run_cell", "test-only paradigm: records its GPU placement")
+
+
+def register() -> None:
+    if "gpuenv" not in PARADIGMS:
+        PARADIGMS.add("gpuenv", "placement_plugin:run_cell", "test-only paradigm: records its GPU placement")
+
+
+register()
 
 
 def run_cell(spec, recorder) -> dict:

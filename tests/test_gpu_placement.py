@@ -140,7 +140,13 @@ def test_pool_workers_each_see_their_own_gpu(tmp_path, monkeypatch):
     CUDA): every cell runs with one of them, both are used, each worker keeps its own."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
-    import placement_plugin  # noqa: F401  (registers the paradigm here too)
+    from dermbench.paradigms import PARADIGMS
+
+    monkeypatch.setattr(PARADIGMS, "_entries", dict(PARADIGMS._entries))  # the test paradigm does not stay
+    monkeypatch.syspath_prepend(str(TESTS))
+    import placement_plugin
+
+    placement_plugin.register()
 
     cells = [PlannedCell(CellSpec("e", "gpuenv", f"m{i}", str(tmp_path / "d"), settings={"sleep": 0.4}),
                          Resources(num_cpus=1, num_gpus=1)) for i in range(4)]
