@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.contract import load_dataset
     from ..paradigms.probe.block import ProbeBlock
     from ..paradigms.probe.cell import build_embedder, embed_dataset
-    from ..utils.device import choose_device
+    from ..utils.device import activate_device, choose_device
     from ..paradigms.probe.settings import ProbeSettings
     from ..utils.console import is_quiet
     from .cells import settings_from, validate
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     # the same settings (and so the same cache entries) as `dermbench probe` with these options
     settings = ProbeSettings(**validate(ProbeBlock, settings_from(args, settings_options(args))))
     dataset = load_dataset(args.dataset, strict=args.strict, quiet=quiet)
-    embedder = build_embedder(backbone, settings, choose_device(args.device), seed=args.seed)
+    embedder = build_embedder(backbone, settings, activate_device(choose_device(args.device)), seed=args.seed)
     sets = embed_dataset(embedder, dataset, settings, train_views=settings.train_views, progress=not quiet)
     print(f"{embedder.name}  weights {embedder.weights_identity}  dim {embedder.embed_dim}  "
           f"preprocessing {embedder.policy.key()}")

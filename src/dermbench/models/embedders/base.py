@@ -106,6 +106,7 @@ class Embedder:
             self.module.to(dev)
             if dev.type == "cuda":
                 self.module.to(memory_format=torch.channels_last)
+                torch.backends.cudnn.benchmark = True  # every batch has the working size
         self.device = str(device)
         return self
 
