@@ -88,7 +88,9 @@ class FinetuneSettings(BaseModel):
     amp: bool = Field(True, description="mixed precision on GPU (bf16 where supported, else fp16 + grad scaler)")
     channels_last: bool = Field(True, description="channels-last memory format on GPU")
     workers: Optional[int] = Field(None, ge=0, description="DataLoader worker processes; None: from the CPUs "
-                                                           "the cell has (loader_workers)")
+                                                           "the cell has (loader_workers). With workers the "
+                                                           "augmentation draws depend on their number: the same "
+                                                           "seed and count give the same numbers")
     compile: bool = Field(False, description="torch.compile the model (GPU, long runs)")
     keep_last_checkpoint: bool = Field(False, description="keep work/last.pt (weights + optimizer state) once "
                                                           "the cell is complete; the best epoch's weights "

@@ -66,6 +66,7 @@ class TrainResult:
     train_images_per_s: float
     checkpoint: str
     notes: list[str] = field(default_factory=list)
+    loader_workers: int = 0      # the training loader's worker processes (their count shapes the augmentation draws)
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,7 +369,7 @@ def fit(
                        stopped_early=stopped_early, resumed_from_epoch=state.resumed_from,
                        train_seconds=round(train_seconds, 3),
                        train_images_per_s=round(images_seen / train_seconds, 2) if train_seconds > 0 else 0.0,
-                       checkpoint=str(work / CHECKPOINT), notes=state.notes)
+                       checkpoint=str(work / CHECKPOINT), notes=state.notes, loader_workers=run.workers)
 
 
 @dataclass
