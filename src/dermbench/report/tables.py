@@ -432,8 +432,6 @@ def delong_table(cells: list[CellRecord], summary: pd.DataFrame, dataset: str, t
                     continue
                 results.append(res)
                 n = max(n, len(joined))
-                if res["note"]:
-                    notes.append(res["note"])
             row: dict[str, Any] = {"dataset": dataset, "model_a": a, "model_b": b, "runs": len(results),
                                    "run_keys": "; ".join(_run_key(k) for k in common), "n": n}
             if results:
@@ -447,11 +445,29 @@ def delong_table(cells: list[CellRecord], summary: pd.DataFrame, dataset: str, t
                 row.update({"auc_a": math.nan, "auc_b": math.nan, "diff": math.nan, "ci_low": math.nan,
                             "ci_high": math.nan, "p_value": math.nan})
                 notes.insert(0, "no run in common" if not common else "")
-            row["note"] = "; ".join(dict.fromkeys(part for x in notes if x for part in x.split("; ")))
+            row["note"] = "; ".join(dict.fromkeys(x for x in _delong_notes(results) + notes if x))
             rows.append(row)
     out = pd.DataFrame(rows, columns=["dataset", "model_a", "model_b", "runs", "run_keys", "n", "auc_a", "auc_b",
                                       "diff", "ci_low", "ci_high", "p_value", "note"])
     out.insert(out.columns.get_loc("p_value") + 1, "p_holm", holm(out["p_value"].tolist()) if len(out) else [])
+    return out
+
+
+def _delong_notes(results: list[dict[str, Any]]) -> list[str]:
+    """DeLong's notes over the runs of a pair, each said once: the small sample, and in how many
+    runs the interval was clipped to [-1, 1] or the difference had no variance."""
+    if not results:
+        return []
+    out = []
+    small = next((r["note"].split("; ")[0] for r in results if r["note"].startswith("small sample")), "")
+    if small:
+        out.append(small + "; DeLong's normal approximation is poor: interval and p are rough")
+    clipped = sum(bool(r.get("clipped")) for r in results)
+    if clipped:
+        out.append(f"interval clipped to [-1, 1] in {clipped} of {len(results)} run(s)")
+    flat = sum(r["se"] <= 1e-15 for r in results)
+    if flat:
+        out.append(f"no variance of the difference in {flat} of {len(results)} run(s) (p = 1 when equal)")
     return out
 
 
