@@ -46,7 +46,7 @@ def test_seed_bounds_are_accepted_at_the_edges(tmp_path):
 def test_n_boot_has_a_documented_maximum(tmp_path, capsys):
     from dermbench.cli.main import main
     from dermbench.runner.config import load_config
-    from dermbench.runs.cell import N_BOOT_MAX
+    from dermbench.runs.bounds import N_BOOT_MAX
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(MINIMAL + "n_boot: 1000000000000\n")

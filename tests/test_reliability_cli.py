@@ -216,3 +216,15 @@ def test_a_predictions_file_with_an_absurdly_long_line_is_refused_without_readin
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak < 10_000_000
+
+
+def test_validate_quotes_a_huge_id_in_at_most_about_200_characters(synth, tmp_path, capsys):
+    data = tmp_path / "d"
+    shutil.copytree(synth / "synth_a", data)
+    frame = pd.read_csv(data / "test_metadata.csv", dtype=str)
+    frame.loc[0, "img_id"] = "z" * 500_000  # no such image: an exclusion that names the id
+    frame.to_csv(data / "test_metadata.csv", index=False)
+    assert main(["validate", str(data), "--no-image-check"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("  excluded: "))
+    assert "more characters" in line and len(line) < 1000

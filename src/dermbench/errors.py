@@ -17,7 +17,7 @@ from __future__ import annotations
 #: At most this many characters of a user's value are quoted in a message (:func:`quote`).
 QUOTE_LIMIT = 200
 #: A message line longer than this is cut (a safety net for a value quoted without :func:`quote`).
-LINE_LIMIT = 2000
+LINE_LIMIT = 1000
 
 
 def quote(value: object, limit: int = QUOTE_LIMIT) -> str:

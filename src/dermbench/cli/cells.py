@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ConfigError, UsageError
-from ..runs.cell import N_BOOT_MAX, CellSpec
+from ..runs.bounds import N_BOOT_MAX
+from ..runs.cell import CellSpec
 
 if TYPE_CHECKING:
     from ..runs.block import GridBlock
@@ -27,7 +28,7 @@ _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 def seed_arg(text: str) -> int:
     """argparse type: a seed, a whole number in 0..``SEED_MAX`` (``--seed -1`` and ``--seed 1e20`` are refused)."""
-    from ..runs.cell import SEED_MAX, seed_problem
+    from ..runs.bounds import SEED_MAX, seed_problem
 
     try:
         value = int(text)
@@ -41,8 +42,6 @@ def seed_arg(text: str) -> int:
 
 def n_boot_arg(text: str) -> int:
     """argparse type: bootstrap replicates, 0..``N_BOOT_MAX`` (0 = no confidence intervals)."""
-    from ..runs.cell import N_BOOT_MAX
-
     try:
         value = int(text)
     except ValueError:
@@ -171,13 +170,24 @@ def cell_specs(args: argparse.Namespace, paradigm: str, model: str, settings: li
             for values in settings for seed in args.seeds]
 
 
+def check_cell_folders(runs_root: Path, specs: list[CellSpec]) -> None:
+    """Refuse, before any cell runs, a runs folder that cannot be written and a file where a cell's
+    folder goes (a UsageError naming it: one line, exit 2)."""
+    from ..utils.paths import file_in_the_way, writable_folder
+
+    writable_folder(runs_root, "runs folder")
+    for spec in specs:
+        blocking = file_in_the_way(spec.path(runs_root))
+        if blocking is not None:
+            raise UsageError(f"{blocking} is a file where the folder of cell {spec.key} goes; move it away")
+
+
 def run_and_summarise(specs: list[CellSpec], args: argparse.Namespace,
                       details: Callable[[dict, Any], str] = lambda metrics, spec: "") -> int:
     """Run each cell (complete ones are skipped unless --force) and print one line per cell:
     status, test AUROC with its CI, paradigm ``details`` and the record's folder."""
     from ..runner.cell import execute_cell
     from ..runs.record import read_metrics
-    from .run import check_cell_folders
 
     check_cell_folders(Path(args.runs).absolute(), specs)
     status = 0

@@ -7,7 +7,7 @@ import fnmatch
 import sys
 from pathlib import Path
 
-from .cells import positive_int
+from .cells import check_cell_folders, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -121,19 +121,6 @@ def run_config(config, *, runs: str | None = None, data_root: str | None = None,
     print(summary.format(), flush=True)
     print(f"next: dermbench report {runs_root} --out report", flush=True)
     return 1 if summary.failed else 0
-
-
-def check_cell_folders(runs_root: Path, specs) -> None:
-    """Refuse, before any cell runs, a runs folder that cannot be written and a file where a cell's
-    folder goes (a UsageError naming it: one line, exit 2)."""
-    from ..errors import UsageError
-    from ..utils.paths import file_in_the_way, writable_folder
-
-    writable_folder(runs_root, "runs folder")
-    for spec in specs:
-        blocking = file_in_the_way(spec.path(runs_root))
-        if blocking is not None:
-            raise UsageError(f"{blocking} is a file where the folder of cell {spec.key} goes; move it away")
 
 
 def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:

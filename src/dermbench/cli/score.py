@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import UsageError, quote
-from ..runs.cell import N_BOOT_MAX
+from ..runs.bounds import N_BOOT_MAX
 from .cells import n_boot_arg, seed_arg
 
 

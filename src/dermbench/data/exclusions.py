@@ -88,8 +88,11 @@ class Exclusion:
         return Exclusion(split=self.split, img_id=self.img_id, reason=self.reason, detail=detail, row=self.row)
 
     def __str__(self) -> str:
+        from ..errors import quote
+
         where = f"{self.split}_metadata.csv line {self.row}" if self.row is not None else (self.split or "dataset")
-        return f"{where} img_id={self.img_id!r}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+        detail = self.detail if len(self.detail) <= 300 else f"{self.detail[:300]}... (+{len(self.detail) - 300} more)"
+        return f"{where} img_id={quote(self.img_id)}: {self.reason}" + (f" ({detail})" if detail else "")
 
 
 def exclusions_for(img_ids: Iterable[Any], reason: str, detail: str = "", split: str = "") -> list[Exclusion]:

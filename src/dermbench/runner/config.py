@@ -58,7 +58,8 @@ from pydantic import Discriminator, Field, Tag, ValidationError, create_model, f
 from ..errors import ConfigError
 from ..runs.block import (GenericBlock, GridBlock, Resources, Seed, StrictModel, block_class, check_threshold_policy,
                           unique)
-from ..runs.cell import N_BOOT_MAX, CellSpec
+from ..runs.bounds import N_BOOT_MAX
+from ..runs.cell import CellSpec
 
 _GENERIC = "plugin"  # the union tag of paradigms registered without a block of their own
 

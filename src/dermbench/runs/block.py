@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def _check_seed(value: Any) -> int:
-    from .cell import seed_problem
+    from .bounds import seed_problem
 
     problem = seed_problem(value)
     if problem:

@@ -98,26 +98,6 @@ def _identity(paradigm: str, model: str, settings_json: str) -> CellIdentity:
                         curve_axis=axis, curve_value=value)
 
 
-#: Seeds are whole numbers in 0..SEED_MAX: the range numpy's ``RandomState``, scikit-learn's
-#: ``random_state`` and ``torch.manual_seed`` all accept (checked at the config and command-line edges).
-SEED_MAX = 2**32 - 1
-#: Most bootstrap replicates a cell or ``score`` computes (the study's default is 1000; 100,000 on a
-#: large test set already takes minutes, and each replicate keeps one value per metric).
-N_BOOT_MAX = 100_000
-
-
-def seed_problem(value: Any) -> str:
-    """Why ``value`` is not a usable seed (``""`` when it is): not a whole number (a bool, a float
-    such as ``1e20``, text) or outside 0..:data:`SEED_MAX`."""
-    from ..errors import quote
-
-    if isinstance(value, bool) or not isinstance(value, int):
-        return f"a seed is a whole number in 0..{SEED_MAX}, got {quote(value)}"
-    if not 0 <= value <= SEED_MAX:
-        return f"a seed must lie in 0..{SEED_MAX} (numpy's range), got {value}"
-    return ""
-
-
 @dataclass
 class CellSpec:
     """Everything a paradigm needs to run one cell. ``settings`` is the paradigm's validated
