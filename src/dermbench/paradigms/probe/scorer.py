@@ -95,7 +95,7 @@ class ProbeScorer:
 def _compare_identity(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Refuse a backbone that is not the one the cell embedded with; the arithmetic (``compute``:
     float32 on a CPU, autocast on a GPU) may differ and is only noted."""
-    ignore = {"licence", "source", "description", "compute"}
+    ignore = {"licence", "source", "description", "compute", "loaded"}  # loaded: whether the cell built it
     differ = sorted(k for k in (set(recorded) | set(current)) - ignore if recorded.get(k) != current.get(k))
     if recorded and differ:
         details = "; ".join(f"{k}: recorded {recorded.get(k)!r}, now {current.get(k)!r}" for k in differ[:4])
