@@ -192,7 +192,8 @@ def speed(args: argparse.Namespace) -> int:
         warm.append(wall)
         print(f"warm {r + 1}: {wall:.2f} s {report.timing_s}", flush=True)
     s = report.summary()
-    found = any("near_copy.jpg" in (d["a"]["img_id"], d["b"]["img_id"]) for d in report.near_duplicates)
+    found = any("near_copy.jpg" in (d["a"]["img_id"], d["b"]["img_id"])
+                for d in report.near_duplicates + report.similar_pairs)
     what = f"on ({args.similar_backbone or 'default backbone'})" if args.similarity else "off"
     print(f"audit of {s['images']} images, similarity search {what}: "
           f"median cold {statistics.median(cold):.2f} s ({len(cold)} run(s)), median warm "

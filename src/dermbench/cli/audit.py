@@ -15,8 +15,8 @@ HELP = ("find patient/lesion overlap, exact and near duplicates, likely same-les
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ..data.similarity import DEFAULT_BACKBONE, DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
-
+    # the search's defaults live in dermbench.data.similarity (numpy, pandas): read when the command runs,
+    # so building the parser stays light
     parser = subparsers.add_parser(
         "audit", help=HELP,
         description=HELP + " within and across dataset folders. Exits 1 when leakage (a group or a duplicate image "
@@ -36,14 +36,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--similarity", choices=("auto", "on", "off"), default="auto",
                         help="embedding-similarity search for photographs of one lesion in two splits: auto (default) "
                              "runs it when a dataset lacks patient or lesion ids for some images")
-    parser.add_argument("--similar-backbone", default=DEFAULT_BACKBONE, metavar="NAME",
-                        help=f"backbone of the similarity search (any probe backbone; default {DEFAULT_BACKBONE}, "
-                             f"offline ImageNet weights)")
-    parser.add_argument("--similar-threshold", type=float, default=DEFAULT_THRESHOLD, metavar="COS",
-                        help=f"cosine similarity at or above which two images are listed (default {DEFAULT_THRESHOLD}, "
-                             f"calibrated for the default backbone by benchmarks/audit.py --calibrate)")
-    parser.add_argument("--similar-neighbours", type=int, default=DEFAULT_NEIGHBOURS, metavar="K",
-                        help=f"nearest neighbours per image considered (default {DEFAULT_NEIGHBOURS})")
+    parser.add_argument("--similar-backbone", default=None, metavar="NAME",
+                        help="backbone of the similarity search (any probe backbone; default "
+                             "efficientnet_lite0_imagenet, offline ImageNet weights)")
+    parser.add_argument("--similar-threshold", type=float, default=None, metavar="COS",
+                        help="cosine similarity at or above which two images are listed (default: the value calibrated "
+                             "for the default backbone by benchmarks/audit.py --calibrate, 0.92)")
+    parser.add_argument("--similar-neighbours", type=int, default=None, metavar="K",
+                        help="nearest neighbours per image considered (default 3)")
     parser.add_argument("--device", default="auto", help="device of the similarity backbone (auto, cpu, cuda ...)")
     parser.add_argument("--workers", type=int, default=None, help="threads for image hashing")
     parser.add_argument("--max-list", type=int, default=20, help="items listed per section in the text report")
@@ -53,9 +53,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.audit import audit_datasets, format_report
+    from ..data.similarity import DEFAULT_BACKBONE, DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD
     from ..errors import UsageError
     from ..utils.atomic import atomic_write_text
     from ..utils.console import is_quiet
+
+    args.similar_backbone = args.similar_backbone or DEFAULT_BACKBONE
+    args.similar_threshold = DEFAULT_THRESHOLD if args.similar_threshold is None else args.similar_threshold
+    args.similar_neighbours = DEFAULT_NEIGHBOURS if args.similar_neighbours is None else args.similar_neighbours
 
     if not 0.0 < args.similar_threshold <= 1.0:
         raise UsageError(f"--similar-threshold {args.similar_threshold}: a cosine similarity in (0, 1]")
