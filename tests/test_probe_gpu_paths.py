@@ -185,7 +185,7 @@ def test_a_dinov3_vit_stored_in_bf16_embeds_like_float32():
 
 # --- 12. TensorFlow (Derm Foundation) grows its GPU memory instead of reserving every GPU --------------
 
-def test_derm_foundation_enables_memory_growth_before_tf_touches_a_gpu(tmp_path, monkeypatch, caplog):
+def test_derm_foundation_enables_memory_growth_before_tf_touches_a_gpu(tmp_path, monkeypatch):
     import sys
     import types
 
@@ -219,7 +219,11 @@ def test_derm_foundation_enables_memory_growth_before_tf_touches_a_gpu(tmp_path,
     assert events[2][0] == "load"  # the SavedModel (TF's first GPU use) only after
 
     from dermbench.models.frameworks.tf import enable_memory_growth
+    from dermbench.utils import console
 
+    warnings = []
+    monkeypatch.setattr(console, "get_logger", lambda name: types.SimpleNamespace(
+        warning=lambda message, *args: warnings.append(message % args)))
     fake_tf.config.list_physical_devices = lambda kind: [GPU("/physical_device:GPU:0", initialised=True)]
     assert enable_memory_growth(fake_tf) == []  # already initialised: a warning, not a failure
-    assert "before memory growth could be enabled" in caplog.text
+    assert len(warnings) == 1 and "before memory growth could be enabled" in warnings[0]
