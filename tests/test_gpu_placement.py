@@ -34,10 +34,11 @@ class _FakeRay:
     """Records what run_ray asks of Ray: how each remote function was declared and the options of
     every task; tasks "finish" at once."""
 
-    def __init__(self, gpus: float = 2):
+    def __init__(self, gpus: float = 2, answer=None):
         self.gpus = gpus
         self.declared: list[dict] = []
-        self.submitted: list[tuple[dict, dict, dict]] = []  # (declaration, options, spec)
+        self.submitted: list[tuple] = []  # (declaration, options, spec, function name, after)
+        self.answer = answer or (lambda function, spec: "done")
 
     def is_initialized(self):
         return False
@@ -78,8 +79,9 @@ class _FakeRemote:
 
         class _Bound:
             def remote(self, spec, runs_root, force, imports, *after):
-                remote.ray.submitted.append((remote.declaration, opts, spec))
-                return _Ref({"status": "done", "seconds": 0.0, "error": "", "path": f"{runs_root}/{spec['model']}"})
+                remote.ray.submitted.append((remote.declaration, opts, spec, remote.fn.__name__, after))
+                status = remote.ray.answer(remote.fn.__name__, spec)
+                return _Ref({"status": status, "seconds": 0.0, "error": "", "path": f"{runs_root}/{spec['model']}"})
         return _Bound()
 
 
@@ -91,7 +93,7 @@ def test_ray_gpu_cells_run_in_a_worker_that_exits_after_them(monkeypatch, tmp_pa
              _cell(model="resnet18", num_gpus=0.5)]
     summary = executors.run_cells(cells, tmp_path, executor="ray")
     assert summary.count("done") == 3
-    by_model = {spec["model"]: (declaration, opts, spec) for declaration, opts, spec in fake.submitted}
+    by_model = {spec["model"]: (declaration, opts, spec) for declaration, opts, spec, _, _ in fake.submitted}
     for model, gpus in (("convnext_tiny", 1), ("resnet18", 0.5)):
         declaration, opts, spec = by_model[model]
         assert declaration == {"max_calls": 1} and opts["num_gpus"] == gpus and opts["num_cpus"] == 2
@@ -99,6 +101,57 @@ def test_ray_gpu_cells_run_in_a_worker_that_exits_after_them(monkeypatch, tmp_pa
     declaration, opts, spec = by_model["ollama:gemma3:27b"]
     assert declaration == {} and opts["num_gpus"] == 0
     assert spec["device"] == "cpu"                            # asked for no GPU: not cuda:0 outside Ray's books
+
+
+def test_ray_probe_cells_after_the_first_of_a_backbone_hold_no_gpu(monkeypatch, tmp_path):
+    """The first probe cell of a backbone embeds on its GPU; the others fit their heads on the cached
+    vectors with num_gpus 0 (after the first one, whose result they receive); one that finds its
+    vectors missing answers needs_gpu and is submitted again with its GPU."""
+    def answer(function, spec):
+        return "needs_gpu" if function == "_run_with_cached_embeddings" and spec["settings"]["head"] == "svm" \
+            else "done"
+
+    fake = _FakeRay(gpus=1, answer=answer)
+    monkeypatch.setattr(executors, "_import_ray", lambda: fake)
+    cells = [_cell(paradigm="probe", model="dinov2_giant", num_gpus=1, head=head) for head in ("rf", "knn", "svm")]
+    summary = executors.run_cells(cells, tmp_path, executor="ray")
+    assert summary.count("done") == 3
+    calls = [(spec["settings"]["head"], function, opts["num_gpus"], len(after))
+             for _, opts, spec, function, after in fake.submitted]
+    assert calls == [("rf", "_run_one", 1, 0),                           # the leader embeds on its GPU
+                     ("knn", "_run_with_cached_embeddings", 0, 1),      # after it, without a GPU
+                     ("svm", "_run_with_cached_embeddings", 0, 1),
+                     ("svm", "_run_one", 1, 0)]                          # not cached: again, with its GPU
+
+
+def test_a_probe_cell_on_cached_vectors_runs_without_gpu_or_answers_needs_gpu(tmp_path, monkeypatch):
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.paradigms.probe import cell as probe_cell
+    from dermbench.paradigms.probe.settings import ProbeSettings
+    from dermbench.runs.record import read_metrics
+
+    synth = make_synthetic_dataset(tmp_path / "synth", n=30, size=32, progress=False)
+
+    def spec(head):
+        settings = ProbeSettings(head=head, weights="random", image_size=32).model_dump(mode="json")
+        return CellSpec("e", "probe", "timm:resnet10t", str(synth), device="cuda", n_boot=10, quiet=True,
+                        settings=settings)
+
+    leader = executors._run_one({**spec("logreg").to_dict(), "device": "cpu"}, str(tmp_path / "runs"), False, [])
+    assert leader["status"] == "done", leader["error"]
+    monkeypatch.setattr(probe_cell, "build_embedder", lambda *a, **k: pytest.fail("the backbone was built"))
+    follower = executors._run_with_cached_embeddings(spec("knn").to_dict(), str(tmp_path / "runs"), False, [], leader)
+    assert follower["status"] == "done", follower["error"]
+    record = read_metrics(Path(follower["path"]))
+    assert record["extra"]["backbone"]["loaded"] is False and record["provenance"]["device"] == "cpu"
+    assert "DERMBENCH_EMBEDDINGS_PRECISION" not in os.environ
+    # a failed leader, or vectors computed in another precision: the cell needs its GPU after all
+    assert executors._run_with_cached_embeddings(spec("svm").to_dict(), str(tmp_path / "runs"), False, [],
+                                                 {**leader, "status": "failed"}) == {"status": "needs_gpu"}
+    monkeypatch.setattr(executors, "_recorded_precision", lambda path: "autocast-bfloat16")
+    assert executors._run_with_cached_embeddings(spec("svm").to_dict(), str(tmp_path / "runs"), False, [],
+                                                 leader) == {"status": "needs_gpu"}
+    assert not spec("svm").path(tmp_path / "runs").exists()  # its folder untouched
 
 
 def test_the_gpu_remote_function_really_carries_max_calls():

@@ -180,6 +180,49 @@ def _run_one(spec: dict[str, Any], runs_root: str, force: bool, imports: list[st
             "host": os.uname().nodename if hasattr(os, "uname") else ""}
 
 
+#: What :func:`_run_with_cached_embeddings` answers when the cell needs its GPU after all.
+NEEDS_GPU = "needs_gpu"
+
+
+def _recorded_precision(cell_path: Any) -> str | None:
+    """The precision a complete probe cell's embeddings were computed in (its record's provenance)."""
+    from ..runs.record import read_metrics
+
+    try:
+        return str(read_metrics(Path(cell_path))["provenance"]["dtype"])
+    except Exception:
+        return None
+
+
+def _run_with_cached_embeddings(spec: dict[str, Any], runs_root: str, force: bool, imports: list[str],
+                                leader: Any) -> dict[str, Any]:
+    """A probe cell after the first of its embedding group (``leader``: that cell's status), run by Ray
+    with no GPU: when the leader completed and every embedding this cell needs is cached in the
+    precision the leader computed them in, the cell fits its head on the CPU (it never builds its
+    backbone); otherwise it answers :data:`NEEDS_GPU` without touching its folder, and the driver
+    submits it again with its GPU request."""
+    from ..paradigms.probe.cell import EMBEDDINGS_PRECISION_ENV, embeddings_cached
+    from ..utils.console import configure
+    from .config import import_plugins
+
+    cell = CellSpec.from_dict(spec)
+    configure(quiet=cell.quiet)
+    import_plugins(imports)
+    done = isinstance(leader, dict) and leader.get("status") == "done"
+    precision = _recorded_precision(leader.get("path")) if done else None
+    try:
+        cached = precision is not None and embeddings_cached(cell, precision)
+    except Exception:  # an unreadable dataset or cache: the cell runs as planned and says what is wrong
+        cached = False
+    if not cached:
+        return {"status": NEEDS_GPU}
+    os.environ[EMBEDDINGS_PRECISION_ENV] = str(precision)
+    try:
+        return _run_one({**spec, "device": "cpu"}, runs_root, force, imports)
+    finally:
+        os.environ.pop(EMBEDDINGS_PRECISION_ENV, None)
+
+
 def _result_from(cell: PlannedCell, status: dict[str, Any]) -> CellResult:
     return CellResult(cell.spec, Path(status["path"]), status["status"], float(status["seconds"]), status["error"])
 
@@ -369,26 +412,40 @@ def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, a
         place_cells(todo, executor="ray", gpus=int(float(ray.cluster_resources().get("GPU", 0.0))))
         _check_feasible(ray, todo, strict=started_here and not (address and address != "local"))
         cpu_task, gpu_task = _remote_functions(ray)
-        refs = {}
-        first_of_group: dict[tuple, Any] = {}
-        for cell in todo:
+        cached_task = ray.remote(_run_with_cached_embeddings)
+
+        def submit(cell: PlannedCell, after: list[Any]) -> Any:
             opts: dict[str, Any] = {"num_cpus": cell.resources.num_cpus, "num_gpus": cell.resources.num_gpus}
             if cell.resources.memory_gb:
                 opts["memory"] = int(cell.resources.memory_gb * 1024 ** 3)
+            if after and cell.resources.num_gpus > 0:
+                # the leader embeds; this cell fits its head on cached vectors without holding a GPU
+                ref = cached_task.options(**{**opts, "num_gpus": 0}).remote(
+                    cell.spec.to_dict(), str(runs_root), force, imports, after[0])
+            else:
+                task = gpu_task if cell.resources.num_gpus > 0 else cpu_task
+                ref = task.options(**opts).remote(cell.spec.to_dict(), str(runs_root), force, imports, *after)
+            refs[ref] = cell
+            return ref
+
+        refs: dict[Any, PlannedCell] = {}
+        first_of_group: dict[tuple, Any] = {}
+        for cell in todo:
             group = _cache_group(cell.spec)
-            after = [first_of_group[group]] if group in first_of_group else []
-            task = gpu_task if cell.resources.num_gpus > 0 else cpu_task
-            ref = task.options(**opts).remote(cell.spec.to_dict(), str(runs_root), force, imports, *after)
+            ref = submit(cell, [first_of_group[group]] if group in first_of_group else [])
             if group is not None:
                 first_of_group.setdefault(group, ref)
-            refs[ref] = cell
         pending = list(refs)
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)
             for ref in ready:
                 cell = refs[ref]
                 try:
-                    result = _result_from(cell, ray.get(ref))
+                    status = ray.get(ref)
+                    if status.get("status") == NEEDS_GPU:  # not cached after all: again, with its GPU
+                        pending.append(submit(cell, []))
+                        continue
+                    result = _result_from(cell, status)
                 except Exception as exc:  # the task itself died (node lost, out of memory)
                     result = _record_failure(cell, runs_root, exc)
                 results.append(result)

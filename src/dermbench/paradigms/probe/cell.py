@@ -9,6 +9,7 @@ validation, computes metrics with CIs and completes the record.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,11 @@ import pandas as pd
 from ...runs.cell import CellSpec
 from ...runs.record import RunRecorder
 from .settings import ProbeSettings
+
+#: Set by the Ray executor for a probe cell it runs without a GPU because a cell of the same backbone
+#: has just embedded its images: the precision those embeddings were computed in (the cell looks them
+#: up under it, and never extracts on the CPU instead).
+EMBEDDINGS_PRECISION_ENV = "DERMBENCH_EMBEDDINGS_PRECISION"
 
 if TYPE_CHECKING:
     from ...data.dataset import LesionDataset
@@ -71,7 +77,7 @@ def _study_input(backbone: str, settings: ProbeSettings, options: dict[str, Any]
 
 
 def embedding_request(backbone: str, settings: ProbeSettings, dataset: LesionDataset, device: str,
-                      seed: int) -> dict[str, Any]:
+                      seed: int, precision: str | None = None) -> dict[str, Any]:
     """What a probe cell asks of the embedding cache, known before its backbone is built: the
     backbone and its catalog source, the weights setting (with the file stamps of a local weights
     file or folder), the build options, the precision on ``device``, the views and the dataset's
@@ -95,7 +101,7 @@ def embedding_request(backbone: str, settings: ProbeSettings, dataset: LesionDat
             "backbone_options": settings.backbone_options, "image_size": settings.image_size,
             "resize": settings.resize, "preprocessing": settings.preprocessing,
             "study_input": spec.options.get("study_input") if settings.preprocessing == "study" else None,
-            "precision": compute_precision(device),
+            "precision": precision or compute_precision(device),
             "train_views": settings.train_views, "augmentation": settings.augmentation if settings.train_views else None,
             "dataset": dataset.fingerprint, "splits": sorted(dataset.splits)}
 
@@ -171,8 +177,12 @@ def run_cell(spec: CellSpec, recorder: RunRecorder) -> dict[str, Any]:
     device = activate_device(choose_device(spec.device))
     # Cached embeddings are found from what the cell asks for: the backbone is built only when some
     # vectors are missing (a multi-GB model is not loaded, nor a GPU touched, to fit a head).
-    request = embedding_request(spec.model, settings, dataset, device, spec.seed)
+    precision = os.environ.get(EMBEDDINGS_PRECISION_ENV) or None
+    request = embedding_request(spec.model, settings, dataset, device, spec.seed, precision=precision)
     cached = find_request(spec.model, request)
+    if cached is None and precision:
+        raise RuntimeError(f"this cell was given no GPU because its embeddings ({precision}) were cached by a cell of "
+                           f"the same backbone, but they are not there now; run it again (it then asks for its GPU)")
     if cached is not None:
         sets, backbone = cached
         timing["build_backbone_s"] = 0.0
@@ -294,3 +304,15 @@ def _imbalance_note(settings: ProbeSettings) -> str:
     if settings.class_weight == "none":
         return "none"
     return spec.imbalance
+
+
+def embeddings_cached(spec: CellSpec, precision: str) -> bool:
+    """Whether every embedding ``spec`` needs is in the cache, computed in ``precision`` (no backbone
+    built, no GPU touched): the Ray executor's test before it runs the cell without a GPU."""
+    from ...runs.datasets import load_cell_dataset
+    from .embed_cache import find_request
+
+    settings = ProbeSettings(**spec.settings)
+    dataset = load_cell_dataset(spec)
+    request = embedding_request(spec.model, settings, dataset, "cpu", spec.seed, precision=precision)
+    return find_request(spec.model, request) is not None
