@@ -101,11 +101,6 @@ def place_cells(cells: list[PlannedCell], *, executor: str = "local", workers: i
     return notes
 
 
-def device_label(cell: PlannedCell) -> str:
-    """What ``--dry-run`` shows in the device column: ``cpu``, ``cuda``, ``cuda:1``, ``auto`` ..."""
-    return cell.spec.device
-
-
 def gpus_per_worker(cells: list[PlannedCell]) -> float:
     """The largest GPU request of the GPU cells (a fraction lets cells share a GPU)."""
     return max((c.resources.num_gpus for c in cells if c.resources.num_gpus > 0), default=0.0)
