@@ -537,7 +537,7 @@ def result_line(report: AuditReport) -> str:
         return "RESULT: LEAKAGE FOUND"
     if status == "review":
         return (f"RESULT: LIKELY LEAKAGE: {len(report.review_pairs)} pair(s) of likely same-lesion images in two "
-                f"splits to review (not identical files; see the list above)")
+                f"splits to review (not identical files: look at them)")
     if status == "unchecked":
         searched = report.similarity.get("ran")
         return ("RESULT: no duplicate" + (" or similar" if searched else "") + " images found across splits; group "
