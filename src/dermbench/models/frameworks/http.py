@@ -156,14 +156,15 @@ def deadline_transport(limits: Any) -> Any:
     return transport
 
 
-def _post_once(client: Any, url: str, body: bytes, headers: dict[str, str], attempt: int) -> tuple[int, bytes, Any]:
+def _post_once(httpx: Any, client: Any, url: str, body: bytes, headers: dict[str, str],
+               attempt: int) -> tuple[int, bytes, Any]:
     """One POST: (status, reply bytes, reply headers); the reply is read up to :data:`MAX_RESPONSE_BYTES`."""
-    httpx = _httpx()
     with client.stream("POST", url, content=body, headers=headers) as response:
-        declared = response.headers.get("content-length")
         too_large = RequestFailed(f"the server's reply is larger than {MAX_RESPONSE_BYTES:,} bytes (an answer of "
                                   f"max_new_tokens tokens is a few kilobytes); not read further", attempt)
-        if declared and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        # the raw header list: httpx's Headers decodes every header on each lookup
+        declared = next((v for k, v in response.headers.raw if k.lower() == b"content-length"), b"")
+        if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
             raise too_large
         parts, size = [], 0
         for chunk in response.iter_bytes():
@@ -179,22 +180,23 @@ def _post_once(client: Any, url: str, body: bytes, headers: dict[str, str], atte
 
 def post_with_retries(client: Any, url: str, payload: dict[str, Any] | bytes, *,
                       headers: dict[str, str] | None = None, max_retries: int = 3, backoff_s: float = 1.0,
-                      timeout_s: float | None = None,
-                      sleep: Callable[[float], None] = time.sleep) -> tuple[dict[str, Any], int]:
+                      timeout_s: float | None = None, sleep: Callable[[float], None] = time.sleep,
+                      json_header: bool = True) -> tuple[dict[str, Any], int]:
     """POST JSON; return (response JSON, attempts). Retries transient failures, raises RequestFailed.
 
     ``payload`` is serialised once for all attempts. ``timeout_s`` bounds each attempt as a whole
-    (with a client from :meth:`HttpVLMBackend.make_client`)."""
+    (with a client from :meth:`HttpVLMBackend.make_client`). ``json_header=False``: the client sends
+    ``Content-Type: application/json`` itself (its default headers; cheaper than per request)."""
     httpx = _httpx()
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", **(headers or {})}
+    headers = {"Content-Type": "application/json", **(headers or {})} if json_header else headers
     attempt = 0
     while True:
         attempt += 1
         retry_after: float | None = None
         try:
             with request_deadline(timeout_s):
-                status, data, reply_headers = _post_once(client, url, body, headers, attempt)
+                status, data, reply_headers = _post_once(httpx, client, url, body, headers, attempt)
         except httpx.TimeoutException as exc:
             limit = f" within {timeout_s:g} s (--timeout bounds the whole request)" if timeout_s else ""
             problem = f"timed out: no complete reply{limit} ({type(exc).__name__})"
@@ -290,7 +292,8 @@ class HttpVLMBackend(ABC):
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         transport = self._transport if self._transport is not None else deadline_transport(limits)
         return httpx.Client(timeout=httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0)),
-                            limits=limits, transport=transport)
+                            limits=limits, transport=transport,
+                            headers={"Content-Type": "application/json", **self.headers()})
 
     def encoded_image(self, path: str) -> tuple[str, str]:
         """(base64 text, MIME type) of the image as sent: read, downscaled and encoded once per run
@@ -324,8 +327,8 @@ class HttpVLMBackend(ABC):
             image_b64, mime = self.encoded_image(request.image_path)
             body = json.dumps(self.payload(request, image_b64, mime)).encode()
             reply, attempts = post_with_retries(client, f"{self.url}{self.endpoint}", body,
-                                                headers=self.headers(), max_retries=self.max_retries,
-                                                backoff_s=self.backoff_s, timeout_s=self.timeout_s)
+                                                max_retries=self.max_retries, backoff_s=self.backoff_s,
+                                                timeout_s=self.timeout_s, json_header=False)
             try:
                 text, tokens = self.read_reply(reply)
             except (KeyError, IndexError, TypeError, ValueError) as exc:
