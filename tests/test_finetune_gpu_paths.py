@@ -263,11 +263,13 @@ def test_the_loss_is_not_read_back_per_micro_batch(synth, monkeypatch):
     run = ft._setup(built.model, synth, settings, seed=11, mean=built.data_config["mean"],
                     std=built.data_config["std"], device=torch.device("cpu"), progress=False)
     loss_storage: set[int] = set()
+    held = []  # keeps each loss's storage alive, so no other tensor can reuse its address
     real_criterion = run.criterion
 
     def criterion(logits, y):
         loss = real_criterion(logits, y)
         loss_storage.add(loss.data_ptr())
+        held.append(loss.detach())
         return loss
 
     run.criterion = criterion
