@@ -533,6 +533,11 @@ def make_synthetic_dataset(
             split_policy={"method": "grouped_stratified", "group": "patient_id",
                           "stratify": "benign_malignant", "ratios": dict(zip(SPLITS, ratios)), "seed": seed},
             premalignant_policy="n/a",
+            label_definition="synthetic",
+            label_definition_note="labels drawn by the generator (ABCD rule), not from a diagnosis",
+            split_grouping="grouped",
+            excluded=[],  # the generator writes every image it lists: nothing excluded (not "unknown")
+            rows_read=n,
             generator={"name": "dermbench.data.synth", "version": GENERATOR_VERSION, "seed": seed,
                        "n": n, "size": size, "malignant_fraction": malignant_fraction,
                        "images_per_patient": list(images_per_patient), "abcd_shift": ABCD_SHIFT,
