@@ -85,3 +85,40 @@ def test_report_gives_mean_and_sd_over_three_splits_and_delong_over_the_same_run
     assert sign * pair["diff"] == pytest.approx(board["fake/good"] - board["fake/fair"])
     index = report.index.read_text()
     assert "re-split per run" in index and "split seeds 0, 1, 2" in index
+
+
+def test_a_transfer_of_a_re_split_cell_checks_leaks_against_the_split_it_trained_on(tmp_path):
+    """A cell with a split seed trained on its re-split: a target image copied from a source image
+    that the re-split moved from test into train is a leak, found and excluded (the folder's own
+    split would call that image unseen)."""
+    import shutil
+
+    from dermbench.data.contract import load_dataset
+    from dermbench.data.resplit import resplit
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
+    from dermbench.runs.record import read_metrics
+
+    a = make_synthetic_dataset(tmp_path / "A", n=120, size=48, seed=0, progress=False)
+    b = make_synthetic_dataset(tmp_path / "B", n=60, size=48, seed=1, progress=False)
+    own = load_dataset(a, quiet=True)
+    split_seed = 1
+    moved = resplit(own, split_seed).split("train")
+    moved = moved[moved["img_id"].isin(set(own.split("test")["img_id"]))]
+    assert len(moved), "the re-split moves some of the folder's test images into train"
+    test_b = load_dataset(b, quiet=True).split("test")
+    shutil.copyfile(moved["path"].iloc[0], test_b["path"].iloc[0])
+
+    spec = CellSpec("x", "probe", model="handcrafted", dataset=str(a), seed=0, n_boot=20, split_seed=split_seed,
+                    settings={"head": "logreg", "image_size": 48}, quiet=True, eval_datasets=[str(b)])
+    result = execute_cell(spec, tmp_path / "runs")
+    assert result.status == "done" and [t.status for t in result.transfers] == ["done"]
+    folder = result.path / "transfer" / "B"
+    excluded = pd.read_csv(folder / "exclusions.csv", dtype={"img_id": str})
+    leaks = excluded[excluded["reason"].str.startswith("transfer_")]
+    assert leaks[["split", "img_id", "reason"]].values.tolist() == [
+        ["test", test_b["img_id"].iloc[0], "transfer_exact_duplicate"]]
+    assert f"A/train/{moved['img_id'].iloc[0]}" in leaks["detail"].iloc[0]
+    source = read_metrics(folder)["extra"]["transfer"]["train_dataset"]
+    assert source["split_seed"] == split_seed

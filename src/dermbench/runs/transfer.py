@@ -157,13 +157,15 @@ def evaluate_transfer(spec: CellSpec, cell: Path, target: str | Path, recorder: 
     from ..data.contract import load_dataset
     from ..data.leaks import find_leaks
     from ..metrics.calibration import Calibrator
+    from .datasets import load_cell_dataset
     from .evaluate import calibrate_scores, finalize_cell, without_unreadable
     from .scorer import load_scorer
 
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     source_metrics = read_metrics(cell)
-    source = load_dataset(spec.dataset, strict=spec.strict, quiet=True)
+    # the split the cell trained on (its split seed's re-split, if any): what a target must not reuse
+    source = load_cell_dataset(spec, quiet=True)
     dataset = load_dataset(target, strict=spec.strict, quiet=spec.quiet)
     splits = tuple(s for s in EVAL_SPLITS if s in dataset.splits and len(dataset.split(s)))
     if "test" not in splits:
@@ -201,7 +203,7 @@ def evaluate_transfer(spec: CellSpec, cell: Path, target: str | Path, recorder: 
     identity = {**(source_metrics.get("identity") or spec.identity.as_record()),
                 "train_dataset": spec.dataset_name, "test_dataset": dataset.name}
     extra = {"transfer": {"train_dataset": {"name": source.name, "fingerprint": source.fingerprint,
-                                            "modality": dataset_modality(source)},
+                                            "split_seed": spec.split_seed, "modality": dataset_modality(source)},
                           "test_dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint,
                                            "modality": dataset_modality(dataset)},
                           "source_cell": str(cell.absolute()), "leaks": leaks.record, "oracle": oracle,
