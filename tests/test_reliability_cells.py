@@ -118,6 +118,44 @@ def test_another_dataset_with_the_same_folder_name_is_not_mistaken_for_the_recor
 
 # -- item 2: COMPLETE vouches for its files ----------------------------------------------------------
 
+def test_a_weights_file_replaced_under_the_same_path_redoes_the_cell(data_roots, tmp_path, capsys):
+    """`--weights PATH` (a finetune checkpoint, a probe backbone file): the path names the cell, the
+    bytes decide its numbers. The record keeps their sha256; other bytes under the same path (same
+    size) make the complete cell changed, and --dry-run says so."""
+    import hashlib
+
+    from dermbench.cli.main import main
+
+    weights = tmp_path / "backbone.pt"
+    weights.write_bytes(b"first weights" * 100)
+    runs = tmp_path / "runs"
+    raw = one_cell_config(data_roots[0], runs, weights=str(weights))
+    cells = expand_grid(parse_config(raw))
+    assert run_cells(cells, runs).count("done") == 1
+    cell = cells[0].spec.path(runs)
+    recorded = yaml.safe_load((cell / "config.yaml").read_text())
+    assert recorded["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert run_cells(cells, runs).count("skipped") == 1
+
+    weights.write_bytes(b"other weights" * 100)  # same size, same path
+    assert cell_state(cells[0], runs) == "changed"
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "changed 1" in out and f"weights changed: {str(weights)!r} sha256 {recorded['weights_sha256'][:12]}→" in out
+    assert [r.status for r in run_cells(cells, runs).results] == ["done"]
+    assert run_cells(cells, runs).count("skipped") == 1  # current again
+
+    folder = tmp_path / "hf_model"  # a weights folder: any file in it changing counts
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"a" * 64)
+    cells = expand_grid(parse_config(one_cell_config(data_roots[0], runs, weights=str(folder))))
+    assert run_cells(cells, runs).count("done") == 1
+    (folder / "model.safetensors").write_bytes(b"b" * 64)
+    assert cell_state(cells[0], runs) == "changed"
+
 def _recorded_cell(path: Path) -> RunRecorder:
     rec = RunRecorder(path)
     rec.begin({"model": "m", "seed": 1})

@@ -142,6 +142,29 @@ def folder_identity(folder: str | Path, files: list[Path] | tuple[Path, ...]) ->
     return f"folder:{folder} sha256:{digest.hexdigest()[:16]}"
 
 
+def local_weights_sha256(weights: str | None) -> str | None:
+    """sha256 of what a local weights setting (``--weights PATH``) holds now: the file's bytes, or
+    for a folder one hash over every file in it (by relative name; hidden files such as a hub
+    download's ``.cache/`` are left out). None when ``weights`` is not a local path or does not
+    exist. Each file's hash is memoised by file stamp, so checking an unchanged file costs a stat.
+
+    A run record keeps it (``weights_sha256`` in ``config.yaml``), so a cell whose weights file was
+    replaced under the same path is redone (:mod:`dermbench.runner.cell`)."""
+    if not is_weights_path(weights):
+        return None
+    path = Path(str(weights)).expanduser()
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        return None
+    files = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.relative_to(path).as_posix()}:{sha256_file(file)}\n".encode())
+    return digest.hexdigest()
+
+
 def is_weights_path(weights: str | None) -> bool:
     if not weights or weights in ("default", "random") or weights.startswith("pypi:"):
         return False

@@ -10,7 +10,7 @@ same everywhere.
 A complete cell is skipped only while it is *current*: its ``COMPLETE`` marker vouches for its
 files (:func:`dermbench.runs.record.verify_complete`) and nothing that changes its numbers differs
 from what it was recorded with (:func:`changed_fields`: the result-changing options and the
-content fingerprint of its dataset). A cell is computed under a per-cell lock
+content fingerprint of its dataset, the bytes of a local weights file). A cell is computed under a per-cell lock
 (:func:`cell_lock_path`), so two runs on one runs folder never compute the same cell at once.
 """
 
@@ -116,7 +116,7 @@ def _compute(spec: CellSpec, path: Path, force: bool) -> CellResult:
     from ..paradigms import PARADIGMS
 
     recorder = RunRecorder(path)
-    recorder.begin(spec.to_dict(), keep_work=not force)
+    recorder.begin(recorded_config(spec), keep_work=not force)
     t0 = time.perf_counter()
     try:
         run_cell = PARADIGMS.get(spec.paradigm)
@@ -130,6 +130,18 @@ def _compute(spec: CellSpec, path: Path, force: bool) -> CellResult:
         recorder.fail(exc)
         return CellResult(spec, path, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
     return CellResult(spec, path, "done", time.perf_counter() - t0)
+
+
+def recorded_config(spec: CellSpec) -> dict:
+    """What a cell's ``config.yaml`` holds: its spec and identity, and the sha256 of a local
+    weights file or folder (``weights_sha256``): the path alone does not say which weights ran."""
+    from ..models.weights import local_weights_sha256
+
+    config = spec.to_dict()
+    digest = local_weights_sha256((spec.settings or {}).get("weights"))
+    if digest:
+        config["weights_sha256"] = digest
+    return config
 
 
 #: Fields of a cell's config that change its results. A cell's folder is named by its identity
@@ -157,6 +169,8 @@ def _changes(spec: CellSpec, path: Path, fingerprints: dict[str, str | None] | N
     * each of :data:`RESULT_FIELDS` whose value in the recorded ``config.yaml`` differs from
       ``spec`` (``settings.<key>`` per setting). Settings keys only one side has are not compared,
       so a setting added to a paradigm later does not invalidate older records;
+    * the weights: the sha256 of a local weights file or folder recorded in ``config.yaml``
+      (:func:`recorded_config`) against its bytes now (``weights changed: w.pt sha256 a→b``);
     * the dataset: the content fingerprint recorded in ``metrics.json`` against the fingerprint of
       the dataset folder now (``dataset changed: fingerprint a→b``). This catches an edited CSV or
       image as well as another dataset with the same folder name. A dataset that cannot be loaded
@@ -187,10 +201,32 @@ def _changes(spec: CellSpec, path: Path, fingerprints: dict[str, str | None] | N
                         for k in new if k in old and old[k] != new[k]]
         elif old != new:
             changed.append((key, f"{key} changed: {quote(old, 60)}→{quote(new, 60)}"))
+    weights = _weights_change(spec, recorded.get("weights_sha256"))
+    if weights:
+        changed.append(("weights", weights))
     dataset = _dataset_change(spec, path, {} if fingerprints is None else fingerprints)
     if dataset:
         changed.append(("dataset", dataset))
     return changed
+
+
+def _weights_change(spec: CellSpec, recorded: object) -> str:
+    """``weights changed: <path> sha256 a→b`` when the local weights file (or folder) the cell ran
+    with holds other bytes now. Not compared: a record without the hash (written before it was
+    recorded) and weights that are no longer there (running the cell would fail on them anyway)."""
+    from ..errors import quote
+    from ..models.weights import local_weights_sha256
+
+    if not isinstance(recorded, str) or not recorded:
+        return ""
+    weights = (spec.settings or {}).get("weights")
+    try:
+        now = local_weights_sha256(weights)
+    except OSError:
+        return ""
+    if now is None or now == recorded:
+        return ""
+    return f"weights changed: {quote(weights, 80)} sha256 {recorded[:12]}→{now[:12]}"
 
 
 def _dataset_change(spec: CellSpec, path: Path, fingerprints: dict[str, str | None]) -> str:
