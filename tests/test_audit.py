@@ -186,3 +186,33 @@ def test_colour_layout_separates_distinct_small_lesions_but_not_a_copy(tmp_path)
     copy = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     diff = lambda x, y: float(np.abs(colour_layout(x) - colour_layout(y)).mean())  # noqa: E731
     assert diff(a, copy) < 3.0 < diff(a, b)
+
+
+def test_near_pair_search_matches_every_pair_and_a_warm_audit_does_not_repeat_it(tmp_path, monkeypatch):
+    """The blocked upper-triangle search finds exactly the pairs a full comparison finds; a second
+    audit of unchanged files takes its pairs from the cache (keyed by the hashes and threshold)
+    and lists the same near duplicates, and a changed threshold searches again."""
+    from dermbench.data import audit as audit_module
+
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 2**63, size=700, dtype=np.uint64)
+    hashes[rng.choice(700, 60, replace=False)] = hashes[:60] ^ np.uint64(0b101)  # pairs at distance 2
+    full = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    want = {(int(i), int(j), int(full[i, j])) for i, j in zip(*np.nonzero(full <= 6)) if i < j}
+    assert set(audit_module._near_pairs(hashes, 6, block=64)) == want and len(want) >= 50
+
+    monkeypatch.setenv("DERMBENCH_CACHE", str(tmp_path / "cache"))
+    rows, images = clean_rows(20)
+    rows.append({"img_id": "again.jpg", "benign_malignant": "benign", "lesion_id": "L99", "patient_id": "P99",
+                 "split": "test"})
+    buf = io.BytesIO()
+    images["img000.jpg"].resize((80, 80)).save(buf, "JPEG", quality=70)  # img000 is in train
+    images["again.jpg"] = buf.getvalue()
+    root = make_dataset(tmp_path / "d", rows, images)
+    cold = audit_datasets([root])
+    searched = []
+    real = audit_module._near_pairs
+    monkeypatch.setattr(audit_module, "_near_pairs", lambda *a, **k: searched.append(a) or real(*a, **k))
+    warm = audit_datasets([root])
+    assert not searched and warm.near_duplicates == cold.near_duplicates and len(cold.near_duplicates) == 1
+    assert audit_datasets([root], phash_threshold=5).near_duplicates == cold.near_duplicates and searched

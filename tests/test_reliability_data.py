@@ -118,6 +118,36 @@ def test_symlinks_pointing_outside_images_are_reported(dataset, tmp_path):
     assert notes and path.name in notes[0] and str(outside) in notes[0]
 
 
+def test_symlinked_sub_folders_inside_and_outside_images(dataset, tmp_path, monkeypatch):
+    """Files reached through a linked folder count as outside images/ exactly when the folder's
+    target is; plain files are never resolved one by one (a warm load of 10,000 images would spend
+    most of its time in realpath)."""
+    from dermbench.data.contract import load_dataset
+
+    test = pd.read_csv(dataset / "test_metadata.csv", dtype=str)
+    first, second = test["img_id"].iloc[0], test["img_id"].iloc[1]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.move(dataset / "images" / first, elsewhere / first)
+    (dataset / "images" / "real_sub").mkdir()
+    shutil.move(dataset / "images" / second, dataset / "images" / "real_sub" / second)
+    (dataset / "images" / "out_link").symlink_to(elsewhere, target_is_directory=True)
+    (dataset / "images" / "in_link").symlink_to(dataset / "images" / "real_sub", target_is_directory=True)
+    test.loc[0, "img_id"], test.loc[1, "img_id"] = f"out_link/{first}", f"in_link/{second}"
+    test.to_csv(dataset / "test_metadata.csv", index=False)
+
+    resolved: list[str] = []
+    real = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, *a, **k: resolved.append(str(p)) or real(p, *a, **k))
+    ds = load_dataset(dataset, quiet=True)
+    assert {f"out_link/{first}", f"in_link/{second}"} <= set(ds.split("test")["img_id"])
+    notes = [w for w in ds.warnings if "outside images/" in w]
+    assert len(notes) == 1 and notes[0].startswith("1 file(s)") and f"out_link/{first}" in notes[0]
+    assert str(elsewhere / first) in notes[0]
+    n_files = sum(len(files) for _d, _s, files in os.walk(dataset / "images", followlinks=True))
+    assert len(resolved) < n_files / 4, "plain files are not resolved one by one"
+
+
 def test_a_symlinked_image_folder_under_raw_is_followed_by_prepare(synth, tmp_path, capsys):
     from dermbench.cli.main import main
 

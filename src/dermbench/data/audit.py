@@ -41,9 +41,10 @@ unchanged files decodes nothing; the all-pairs Hamming search is vectorised in b
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -59,6 +60,7 @@ from ..utils.filestamp import FileStampMemo
 from .contract import load_dataset
 from .dataset import LesionDataset
 from .exclusions import IMAGE_REASONS
+from .fingerprint import map_in_batches
 from .images import open_rgb
 from .similarity import SimilaritySearch, ViewEmbeddings, similar_pairs
 
@@ -120,9 +122,21 @@ def image_signatures(paths: Sequence[str], scope: str, *, workers: int | None = 
 
     context = f"{PHASH_METHOD}; draft {DRAFT_SIZE}; thumb {THUMB_SIDE} BOX; Pillow {PIL.__version__}"
     with FileStampMemo("image-signatures", scope, context=context) as memo:
-        with ThreadPoolExecutor(max_workers=workers or min(8, 2 * (os.cpu_count() or 2))) as pool:
-            stored = list(pool.map(lambda p: memo.get(p, _stored_signature), paths, chunksize=64))
-    return [(None, r, d, None) if h is None else (int(h, 16), "", "", _layout_of(t)) for h, r, d, t in stored]
+        stored = map_in_batches(lambda p: memo.get(p, _stored_signature), list(paths), workers=workers)
+    # colour layouts of all images at once (one array op, not one per image)
+    thumbs = [t for h, _r, _d, t in stored if h is not None]
+    layouts = iter(_layouts_of(thumbs))
+    return [(None, r, d, None) if h is None else (int(h, 16), "", "", next(layouts)) for h, r, d, _t in stored]
+
+
+def _layouts_of(thumb_hexes: list[str]) -> np.ndarray:
+    """:func:`_layout_of` of many thumbnails, as one (n, side, side, 3) array."""
+    side = THUMB_SIDE
+    if not thumb_hexes:
+        return np.zeros((0, side, side, 3), dtype=np.float32)
+    thumbs = np.frombuffer(bytes.fromhex("".join(thumb_hexes)), dtype=np.uint8).reshape(-1, side, side, 3)
+    thumbs = thumbs.astype(np.float32)
+    return thumbs - thumbs.mean(axis=(1, 2), keepdims=True)
 
 
 @dataclass
@@ -246,8 +260,9 @@ def _group_overlap(name: str, splits: dict[str, pd.DataFrame]) -> list[dict[str,
         key = sub[col].astype(str)
         if "source" in sub.columns:
             key = sub["source"].astype(str).fillna("") + "::" + key
-        per = sub.assign(_key=key).groupby("_key")
-        for group, rows in per:
+        keyed = sub.assign(_key=key)
+        in_two = keyed.groupby("_key")["_split"].transform("nunique") > 1  # few groups: look only at those
+        for group, rows in keyed[in_two].groupby("_key"):
             split_set = sorted(set(rows["_split"]), key=SPLITS.index)
             if len(split_set) > 1:
                 found.append({"dataset": name, "column": col, "group": str(group), "splits": split_set,
@@ -257,17 +272,42 @@ def _group_overlap(name: str, splits: dict[str, pd.DataFrame]) -> list[dict[str,
     return found
 
 
-def _near_pairs(hashes: np.ndarray, threshold: int, block: int = 1024) -> list[tuple[int, int, int]]:
+def _near_pairs(hashes: np.ndarray, threshold: int, block: int = 256) -> list[tuple[int, int, int]]:
     """All (i, j, distance) with i < j and Hamming distance <= threshold."""
     pairs: list[tuple[int, int, int]] = []
     n = len(hashes)
     for start in range(0, n, block):
         a = hashes[start:start + block]
-        dist = np.bitwise_count(a[:, None] ^ hashes[None, :])
+        dist = np.bitwise_count(a[:, None] ^ hashes[None, start:])  # j >= start: the upper triangle only
         ii, jj = np.nonzero(dist <= threshold)
-        keep = jj > ii + start
+        keep = jj > ii
         for i, j in zip(ii[keep], jj[keep]):
-            pairs.append((int(i + start), int(j), int(dist[i, j])))
+            pairs.append((int(i + start), int(j + start), int(dist[i, j])))
+    return pairs
+
+
+def _near_pairs_cached(hashes: np.ndarray, threshold: int) -> list[tuple[int, int, int]]:
+    """:func:`_near_pairs`, remembered by the hashes themselves (in order) and the threshold: the
+    search over every pair is most of a warm audit's time once hashes come from the memo."""
+    from ..utils.atomic import atomic_write_bytes
+    from ..utils.paths import cache_dir
+
+    key = hashlib.sha256(hashes.astype("<u8").tobytes() + f"|{int(threshold)}|{PHASH_METHOD}".encode()).hexdigest()
+    stored = cache_dir("audit-near-pairs") / f"{key[:32]}.npy"
+    try:
+        found = np.load(stored, allow_pickle=False)
+        if found.ndim == 2 and found.shape[1] == 3 and ((0 <= found[:, 0]) & (found[:, 0] < found[:, 1])
+                                                        & (found[:, 1] < len(hashes))).all():
+            return [(int(a), int(b), int(d)) for a, b, d in found]
+    except (OSError, ValueError, EOFError):
+        pass
+    pairs = _near_pairs(hashes, threshold)
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(pairs, dtype=np.int64).reshape(-1, 3), allow_pickle=False)
+    try:
+        atomic_write_bytes(stored, buffer.getvalue())
+    except OSError:
+        pass  # a read-only cache only costs speed
     return pairs
 
 
@@ -343,13 +383,13 @@ def _dataset_entry(ds: LesionDataset, name: str, root: str | Path) -> dict[str, 
 def _add_images(images: _Images, ds: LesionDataset, name: str) -> None:
     # ds paths are absolute but not symlink-resolved (as ds.root): compare like with like, or a
     # root reached through a symlink would match no manifest entry and hide every duplicate.
-    images_dir = ds.root / "images"
+    prefix = os.path.join(str(ds.root), "images") + os.sep
     scope = str(Path(ds.root).resolve())
     for split, df in ds.splits.items():
         for img_id, path in zip(df["img_id"], df["path"]):
             images.refs.append(ImageRef(name, split, str(img_id)))
             images.paths.append(path)
-            rel = Path(path).relative_to(images_dir).as_posix() if Path(path).is_relative_to(images_dir) else None
+            rel = path[len(prefix):].replace(os.sep, "/") if path.startswith(prefix) else None
             images.shas.append(ds.manifest.get(rel, "") if rel else "")
             images.roots.append(scope)
 
@@ -387,7 +427,7 @@ def _find_near_duplicates(report: AuditReport, images: _Images, phash_threshold:
     t2 = time.perf_counter()
     ok = [i for i, r in enumerate(results) if r[0] is not None]
     hashes = np.asarray([results[i][0] for i in ok], dtype=np.uint64)
-    for a, b, dist in _near_pairs(hashes, phash_threshold):
+    for a, b, dist in _near_pairs_cached(hashes, phash_threshold):
         ia, ib = ok[a], ok[b]
         if shas[ia] and shas[ia] == shas[ib]:
             continue  # already an exact duplicate

@@ -32,7 +32,7 @@ from ..utils.console import get_logger
 from ..utils.filestamp import FileStampMemo, sha256_file
 from . import images as imgio
 from .card import CARD_NAME, card_contents, read_card
-from .dataset import CSV_LINES, LesionDataset
+from .dataset import CSV_LINES, CsvLines, LesionDataset
 from .exclusions import (REASON_DUPLICATE_ID, REASON_MISSING_ID, REASON_MISSING_IMAGE, REASON_MISSING_LABEL,
                          REASON_UNKNOWN_LABEL, REASON_UNSAFE_ID, REASON_UNSUPPORTED, Exclusion)
 from .fingerprint import compute_fingerprint, image_manifest
@@ -226,7 +226,7 @@ def unsafe_img_id(img_id: str) -> str:
     norm = img_id.replace("\\", "/")
     if norm.startswith("/") or (len(norm) > 1 and norm[1] == ":"):
         return "absolute path"
-    if ".." in PurePosixPath(norm).parts:
+    if ".." in norm.split("/"):
         return "'..' escapes images/"
     return ""
 
@@ -263,6 +263,7 @@ def _usable_rows(split: str, df: pd.DataFrame, index: "_ImageIndex", seen: dict[
     """The rows of one split CSV with an id, a label and an image file, in contract column order
     (``img_id, path, label, benign_malignant, ...``); every other row becomes an :class:`Exclusion`."""
     images_dir = index.images_dir
+    images_root = os.path.abspath(images_dir)
     keep: list[int] = []
     labels: list[str] = []
     paths: list[str] = []
@@ -278,13 +279,14 @@ def _usable_rows(split: str, df: pd.DataFrame, index: "_ImageIndex", seen: dict[
         seen[ident.replace("\\", "/")] = (split, line)
         keep.append(pos)
         labels.append(_normalise_label(label_raw))  # type: ignore[arg-type]
-        # abspath, not resolve(): a symlinked image keeps its place under images/
-        paths.append(os.path.abspath(images_dir / rel))
+        # not resolve(): a symlinked image keeps its place under images/ (rel is a normalised name
+        # from the folder scan, so joining it to the absolute images/ is its absolute path)
+        paths.append(os.path.join(images_root, rel))
     out = df.iloc[keep].reset_index(drop=True).drop(columns=["benign_malignant"])
     out.insert(1, "path", paths)
     out.insert(2, "label", pd.array([1 if name == MALIGNANT else 0 for name in labels], dtype="int64"))
     out.insert(3, "benign_malignant", labels)
-    out.attrs[CSV_LINES] = [k + 2 for k in keep]
+    out.attrs[CSV_LINES] = CsvLines(k + 2 for k in keep)
     return out
 
 
@@ -312,16 +314,24 @@ class _ImageIndex:
                     dirs[:] = []
                     continue
                 seen_dirs.add(real_dir)
-                rel_dir = Path(dirpath).relative_to(images_dir)
+                rel_dir = Path(dirpath).relative_to(images_dir).as_posix()
+                dir_inside = os.path.commonpath([real_dir, real_root]) == real_root
+                # only a symlink can be dangling or lead out of a folder that is inside images/: the
+                # folder listing says which entries are links (no stat, no realpath per plain file)
+                links = {e.name for e in os.scandir(dirpath) if e.is_symlink()} if names else set()
                 for n in names:
-                    rel = (rel_dir / n).as_posix() if str(rel_dir) != "." else n
-                    self._classify(Path(dirpath) / n, rel, real_root)
+                    rel = f"{rel_dir}/{n}" if rel_dir != "." else n
+                    if n in links:
+                        self._classify(os.path.join(dirpath, n), rel, real_root)
+                    elif not dir_inside:  # a plain file in a symlinked folder outside images/
+                        self.outside[rel] = os.path.join(real_dir, n)
                     self.files.add(rel)
                     stem = rel.rsplit(".", 1)[0] if "." in n else rel
                     self.by_stem.setdefault(stem, []).append(rel)
                     self.by_lower.setdefault(rel.lower(), []).append(rel)
 
-    def _classify(self, full: Path, rel: str, real_root: str) -> None:
+    def _classify(self, full: str, rel: str, real_root: str) -> None:
+        """A symlink: dangling (its target does not exist) or leading outside images/."""
         real = os.path.realpath(full)
         if not os.path.exists(full):
             self.dangling[rel] = os.readlink(full) if os.path.islink(full) else real
@@ -378,7 +388,7 @@ def _drop_positions(df: pd.DataFrame, drop: Iterable[int]) -> pd.DataFrame:
     drop = set(drop)
     if not drop:
         return df
-    lines = [line for j, line in enumerate(df.attrs[CSV_LINES]) if j not in drop]
+    lines = CsvLines(line for j, line in enumerate(df.attrs[CSV_LINES]) if j not in drop)
     out = df.drop(index=sorted(drop)).reset_index(drop=True)
     out.attrs[CSV_LINES] = lines
     return out

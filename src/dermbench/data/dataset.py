@@ -17,6 +17,15 @@ from .exclusions import Exclusion, exclusion_frame
 CSV_LINES = "csv_lines"
 
 
+class CsvLines(tuple):
+    """Each row's line in its metadata CSV (``frame.attrs[CSV_LINES]``). Immutable and never
+    copied: pandas deep-copies ``attrs`` on every operation on a frame, element by element for a
+    list (10,000 rows: a large share of loading a warm dataset)."""
+
+    def __deepcopy__(self, memo: dict) -> "CsvLines":
+        return self
+
+
 @dataclass
 class LesionDataset:
     """A loaded dataset: one DataFrame per split plus what was excluded.
@@ -72,7 +81,7 @@ class LesionDataset:
             out = frame[keep].reset_index(drop=True)
             lines = frame.attrs.get(CSV_LINES)
             if lines is not None:
-                out.attrs[CSV_LINES] = [line for line, k in zip(lines, keep) if k]
+                out.attrs[CSV_LINES] = CsvLines(line for line, k in zip(lines, keep) if k)
             splits[name] = out
         return replace(self, splits=splits)
 
