@@ -250,3 +250,33 @@ def test_synthetic_sets_of_one_modality_keep_the_structure(tmp_path):
         assert set(b["modality"]) == {"clinical"}
     assert dataset_modality(mixed) == "mixed" and dataset_modality(clinical) == "clinical"
     assert clinical.card["modality"] == "clinical"
+
+
+def test_renamed_dataset_folders_keep_their_modality_in_the_report(tmp_path):
+    """A dataset folder renamed (or copied) after it was made keeps its card's name ('derm' in a
+    folder 'dermoscopy_2024'): the transfer record and the report name datasets by folder, so the
+    modality summary must look the modality up by that name, not by the card's."""
+    from dermbench.report import ReportOptions, build_report
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
+    from dermbench.runs.record import read_metrics
+    from dermbench.data.synth import make_synthetic_dataset
+
+    make_synthetic_dataset(tmp_path / "derm", n=60, size=32, seed=1, progress=False, modality="dermoscopic")
+    make_synthetic_dataset(tmp_path / "clin", n=60, size=32, seed=2, progress=False, modality="clinical")
+    (tmp_path / "derm").rename(tmp_path / "dermoscopy_2024")
+    (tmp_path / "clin").rename(tmp_path / "clinic_photos")
+    spec = CellSpec("x", "probe", model="handcrafted", dataset=str(tmp_path / "dermoscopy_2024"), seed=0, n_boot=10,
+                    settings={"head": "logreg", "image_size": 32}, quiet=True,
+                    eval_datasets=[str(tmp_path / "clinic_photos")])
+    result = execute_cell(spec, tmp_path / "runs")
+    assert result.status == "done", result.error
+    metrics = read_metrics(result.path / "transfer" / "clinic_photos")
+    assert metrics["identity"]["train_dataset"] == "dermoscopy_2024"
+    assert metrics["identity"]["test_dataset"] == "clinic_photos"
+    build_report(tmp_path / "runs", tmp_path / "report", ReportOptions(quiet=True, error_pages=False))
+    pairs = pd.read_csv(tmp_path / "report" / "tables" / "transfer_pairs.csv").set_index("test_dataset")
+    assert pairs.loc["clinic_photos", "train_modality"] == "dermoscopic"
+    assert pairs.loc["clinic_photos", "test_modality"] == "clinical"
+    summary = pd.read_csv(tmp_path / "report" / "tables" / "transfer_by_modality.csv")
+    assert summary["direction"].tolist() == ["dermoscopic → clinical"]

@@ -134,13 +134,15 @@ def pair_table(index: RunsIndex, data: TransferData) -> pd.DataFrame:
     rows = []
     entries = {r.entry for r in data.records if r.is_full_data}
     trained_on = {(r.entry, train_dataset(r)) for r in data.records if r.is_full_data}
+    # keyed by the names the table uses (dataset folders); a record's "name" is its card's, which
+    # differs once a dataset folder is renamed or copied
     modality: dict[str, str] = {}
     for r in data.records:
         transfer = (r.extra.get("transfer") or {})
-        for key in ("train_dataset", "test_dataset"):
+        for name, key in ((train_dataset(r), "train_dataset"), (r.dataset, "test_dataset")):
             info = transfer.get(key) or {}
-            if info.get("name"):
-                modality[str(info["name"])] = str(info.get("modality") or "unknown")
+            if info:
+                modality[str(name)] = str(info.get("modality") or "unknown")
     for c in index.cells:
         if c.entry in entries and (c.entry, c.dataset) in trained_on and c.is_full_data:
             rows.append(_pair_row(c, c.dataset, c.dataset, {}, 0))

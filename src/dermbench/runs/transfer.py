@@ -201,7 +201,7 @@ def evaluate_transfer(spec: CellSpec, cell: Path, target: str | Path, recorder: 
     oracle = _oracle(spec, dataset, scores)
 
     identity = {**(source_metrics.get("identity") or spec.identity.as_record()),
-                "train_dataset": spec.dataset_name, "test_dataset": dataset.name}
+                "train_dataset": spec.dataset_name, "test_dataset": Path(target).name}  # folder names, as config.yaml
     extra = {"transfer": {"train_dataset": {"name": source.name, "fingerprint": source.fingerprint,
                                             "split_seed": spec.split_seed, "modality": dataset_modality(source)},
                           "test_dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint,
