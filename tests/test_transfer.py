@@ -280,3 +280,29 @@ def test_renamed_dataset_folders_keep_their_modality_in_the_report(tmp_path):
     assert pairs.loc["clinic_photos", "test_modality"] == "clinical"
     summary = pd.read_csv(tmp_path / "report" / "tables" / "transfer_by_modality.csv")
     assert summary["direction"].tolist() == ["dermoscopic → clinical"]
+
+
+def test_eval_datasets_told_apart_by_folder_name_only_are_refused(three_datasets, tmp_path, capsys):
+    """Two --eval-dataset folders with one name would write one transfer/<name> record (the second
+    overwriting the first, both evaluated again on every run); one named like the training dataset
+    would read as its in-domain result. Both are refused before anything runs; one folder written
+    two ways is one target, and the training dataset written another way is not a transfer."""
+    from dermbench.cli.main import main
+    from dermbench.runs.cell import CellSpec
+    from dermbench.runs.transfer import transfer_targets
+
+    root, _planted = three_datasets
+    (tmp_path / "other").mkdir()
+    shutil.copytree(root / "B", tmp_path / "other" / "C")
+    shutil.copytree(root / "B", tmp_path / "other" / "A")
+    base = ["probe", "--backbone", "handcrafted", "--dataset", str(root / "A"), "--runs", str(tmp_path / "runs"),
+            "--n-boot", "10", "--set", "image_size=32", "-q", "--eval-dataset"]
+    assert main(base + [str(root / "C"), str(tmp_path / "other" / "C")]) == 2
+    assert "has the folder name 'C' of --eval-dataset" in capsys.readouterr().err
+    assert main(base + [str(tmp_path / "other" / "A")]) == 2
+    assert "has the folder name 'A' of the training dataset" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+    spec = CellSpec("x", "probe", "handcrafted", str(root / "A"),
+                    eval_datasets=[str(root / "A" / ".." / "A"), str(root / "B")])
+    assert transfer_targets(spec) == [str(root / "B")]

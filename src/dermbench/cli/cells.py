@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..errors import ConfigError, UsageError
+from ..errors import ConfigError, UsageError, quote
 from ..runs.bounds import N_BOOT_MAX
 from ..runs.cell import CellSpec
 
@@ -161,13 +161,40 @@ def cell_specs(args: argparse.Namespace, paradigm: str, model: str, settings: li
                          f"{args.dataset}` or `dermbench prepare SOURCE --raw DIR --out {args.dataset}`)")
     check_threshold_policy(args.threshold_policy)
     targets = [str(Path(t).absolute()) for t in getattr(args, "eval_datasets", None) or []]
+    unique: dict[str, str] = {}
+    for target in targets:  # one folder once, however it is written
+        unique.setdefault(str(Path(target).resolve()), target)
+    targets = list(unique.values())
     missing = [t for t in targets if not Path(t).is_dir()]
     if missing:
         raise UsageError(f"--eval-dataset folder(s) {missing} do not exist")
+    check_eval_dataset_names(str(Path(args.dataset).absolute()), targets)
     return [CellSpec(args.experiment, paradigm, model=model, dataset=str(args.dataset), seed=seed, settings=values,
                      threshold_policy=args.threshold_policy, n_boot=args.n_boot, device=args.device,
                      strict=args.strict, quiet=bool(getattr(args, "quiet", False)), eval_datasets=targets)
             for values in settings for seed in args.seeds]
+
+
+def check_eval_dataset_names(dataset: str, targets: list[str]) -> None:
+    """Each evaluation dataset's record goes to ``<cell>/transfer/<folder name>`` and the report names
+    datasets by folder: two targets with one folder name would overwrite each other's record (and
+    both be evaluated again on every run), and a target named like the training dataset would read
+    as its in-domain result. Refused before anything runs."""
+    from ..utils.paths import safe_name
+
+    def same(a: str, b: str) -> bool:
+        return Path(a).resolve() == Path(b).resolve()
+
+    seen: dict[str, str] = {safe_name(Path(dataset).name): dataset}
+    for target in targets:
+        if same(target, dataset):
+            continue  # its own dataset: in-domain, not a transfer
+        name = safe_name(Path(target).name)
+        if name in seen and not same(seen[name], target):
+            what = "the training dataset" if seen[name] == dataset else "--eval-dataset"
+            raise UsageError(f"--eval-dataset {quote(target)} has the folder name {name!r} of {what} "
+                             f"{quote(seen[name])}; datasets are told apart by folder name, so rename one")
+        seen[name] = target
 
 
 def check_cell_folders(runs_root: Path, specs: list[CellSpec]) -> None:

@@ -73,10 +73,10 @@ def transfer_dir(cell: str | Path, target: str | Path) -> Path:
 
 def transfer_targets(spec: CellSpec) -> list[str]:
     """The spec's evaluation datasets other than its own (a cell on its own dataset is in-domain)."""
-    own = Path(spec.dataset).absolute()
+    own = Path(spec.dataset).resolve()
     out: list[str] = []
     for target in spec.eval_datasets:
-        if Path(target).absolute() != own and target not in out:
+        if Path(target).resolve() != own and target not in out:
             out.append(target)
     return out
 
