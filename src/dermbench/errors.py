@@ -116,6 +116,15 @@ class ServerUnreachable(DermbenchError, ConnectionError):
     """Nothing answers at a model server's URL."""
 
 
+class RequestFailed(DermbenchError, RuntimeError):
+    """A request to a model server that failed for good (after retries, or a non-retryable status);
+    ``attempts`` says how many were made. A zeroshot cell records it as that image's failed answer."""
+
+    def __init__(self, message: str, attempts: int):
+        super().__init__(message)
+        self.attempts = attempts
+
+
 class ExecutorError(DermbenchError, RuntimeError):
     """An executor (worker pool, Ray) that cannot run the grid as asked."""
 

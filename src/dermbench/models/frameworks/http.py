@@ -37,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
 from ...data.images import ImageReadError
-from ...errors import ServerUnreachable
+from ...errors import RequestFailed, ServerUnreachable
 from ..spec import ModelSpec
 from ..vlm.base import TokenLogprob, VLMAnswer, VLMRequest, encode_image, load_request_image
 
@@ -50,14 +50,6 @@ MAX_BACKOFF_S = 60.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 #: Encoded images kept per backend (an image asked about again, or retried, is not encoded again).
 ENCODED_IMAGES_KEPT = 256
-
-
-class RequestFailed(Exception):
-    """A request that failed for good (after retries, or a non-retryable status)."""
-
-    def __init__(self, message: str, attempts: int):
-        super().__init__(message)
-        self.attempts = attempts
 
 
 def _httpx():
