@@ -19,10 +19,6 @@ KINDS = ("classifier", "backbone", "dual_encoder", "generative")
 #: Kinds the zeroshot paradigm runs; ``resolve("zeroshot", name)`` accepts either.
 ZEROSHOT_KINDS = ("dual_encoder", "generative")
 
-#: The words the command line and the docs use for a kind (``dermbench ls <listing>``).
-KIND_LISTINGS = {"classifier": "finetune-models", "backbone": "backbones", "dual_encoder": "zeroshot-models",
-                 "generative": "zeroshot-models"}
-
 #: Weights value meaning "the entry's own pretrained weights".
 DEFAULT_WEIGHTS = "default"
 

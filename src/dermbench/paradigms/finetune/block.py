@@ -21,6 +21,9 @@ from pydantic import Field, field_validator
 from ...runs.block import GridBlock, unique
 from .settings import BALANCE_MODES, FinetuneSettings
 
+if TYPE_CHECKING:
+    from ...models import ModelSpec
+
 
 class FinetuneBlock(GridBlock):
     model_kind: ClassVar[str] = "classifier"

@@ -40,6 +40,7 @@ from ...data.exclusions import Exclusion, stored_exclusion
 from ...errors import CacheError
 from ...utils.atomic import atomic_path, atomic_write_text
 from ...utils.console import progress as progress_bar
+from ...utils.filestamp import sha256_file
 from ...utils.locks import exclusive_lock
 from ...utils.paths import cache_dir, safe_name
 
@@ -208,7 +209,7 @@ def _extract(embedder: Any, dataset: LesionDataset, split: str, key: str, folder
             "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint},
             "seconds": round(time.perf_counter() - t0, 3), "embed_seconds": round(embed_seconds, 3),
             "images_embedded_this_run": embedded}
-    meta["shard_sha256"] = [_file_sha256(folder / f"shard-{s:05d}.npy") for s in range(n_shards)]
+    meta["shard_sha256"] = [sha256_file(folder / f"shard-{s:05d}.npy") for s in range(n_shards)]
     atomic_write_text(folder / "meta.json", json.dumps(meta, indent=1, default=str))
     result = _read_complete(folder, split, view, key)
     if result is None:
@@ -300,10 +301,6 @@ def _shard_ok(folder: Path, shard: int, size: int, n: int, dim: int) -> bool:
     except (OSError, ValueError):
         return False
     return arr.shape == (min(size, n - shard * size), dim)
-
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_complete(folder: Path, split: str, view: int, key: str, *, repair: bool = False) -> EmbeddingSet | None:

@@ -46,11 +46,6 @@ class HeadSpec:
         return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
 
 
-def _balanced_weights(y: np.ndarray) -> dict[int, float]:
-    classes, counts = np.unique(y, return_counts=True)
-    return {int(c): float(len(y) / (len(classes) * n)) for c, n in zip(classes, counts)}
-
-
 class SklearnHead:
     """A scikit-learn estimator (optionally after standardisation) with ``p_malignant`` output."""
 

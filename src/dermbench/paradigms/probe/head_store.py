@@ -81,17 +81,8 @@ def head_bytes(model: Any) -> tuple[str, bytes, dict[str, Any]]:
     return name, data, {**record, "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def save_head(model: Any, folder: str | Path) -> dict[str, Any]:
-    """Write ``model`` (a fitted head) into ``folder`` atomically; returns its record."""
-    from ...utils.atomic import atomic_write_bytes
-
-    name, data, record = head_bytes(model)
-    atomic_write_bytes(Path(folder) / name, data)
-    return record
-
-
 def load_head(folder: str | Path, record: dict[str, Any]) -> Any:
-    """The head a cell saved (:func:`save_head`'s ``record``, from its run record), after checking
+    """The head a cell saved (:func:`head_bytes`' ``record``, from its run record), after checking
     the file's sha256; a :class:`~dermbench.errors.CacheError` says what is wrong."""
     from .head_models import MLPHead, SklearnHead
 

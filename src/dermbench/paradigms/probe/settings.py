@@ -76,9 +76,13 @@ class ProbeSettings(BaseModel):
             raise ValueError("give either label_fraction or k_shot, not both")
         if self.balance == "undersample" and self.undersample == "max_per_class" and self.max_per_class is None:
             raise ValueError("undersample=max_per_class needs max_per_class")
-        if self.head_preset != "dermbench" and self.head not in ("rf", "xgboost", "svm", "mlp"):
-            raise ValueError(f"head_preset {self.head_preset} has the study's heads only (rf, xgboost, svm, mlp); "
-                             f"{self.head!r} is dermbench's own (use head_preset: dermbench)")
+        if self.head_preset != "dermbench":
+            from .study_heads import STUDY_HEADS  # numpy: only for a study preset
+
+            if self.head not in STUDY_HEADS:
+                raise ValueError(f"head_preset {self.head_preset} has the study's heads only "
+                                 f"({', '.join(STUDY_HEADS)}); {self.head!r} is dermbench's own "
+                                 f"(use head_preset: dermbench)")
         if self.head_preset != "dermbench" and self.grid:
             raise ValueError(f"head_preset {self.head_preset} fits the study's own parameters; a grid override "
                              f"applies to head_preset dermbench only")

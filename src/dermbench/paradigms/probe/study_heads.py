@@ -51,10 +51,8 @@ import numpy as np
 
 from .head_models import SklearnHead
 
-HEAD_PRESETS = ("dermbench", "study", "study_hpo")
+#: The heads the study had (its ``random_forest``, ``xgboost``, ``svm``, ``mlp`` / ``dynamic_mlp``), by dermbench's names.
 STUDY_HEADS = ("rf", "xgboost", "svm", "mlp")
-#: the study's head names (``models_config.yaml``) -> dermbench's
-STUDY_HEAD_NAMES = {"random_forest": "rf", "xgboost": "xgboost", "svm": "svm", "mlp": "mlp", "dynamic_mlp": "mlp"}
 
 RF_DEFAULTS = dict(n_estimators=100, criterion="gini", max_depth=None, min_samples_split=2, min_samples_leaf=1,
                    max_features="sqrt", class_weight="balanced_subsample", n_jobs=-1)
