@@ -55,7 +55,20 @@ def read_cell(cell: str | Path) -> tuple[CellSpec, dict[str, Any]]:
         why = "it has no COMPLETE marker" if not (folder / COMPLETE).is_file() else \
             "its files do not match its COMPLETE marker"
         raise UsageError(f"cell {folder} is not complete ({why}); run it to completion first")
-    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+    from ..utils.yamlio import load_yaml
+
+    try:
+        config = load_yaml((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:  # duplicate keys, alias bombs: as every other config dermbench reads
+        raise UsageError(f"{folder / 'config.yaml'} is not a usable cell configuration ({exc}); "
+                         f"run the cell again with --force") from None
+    if isinstance(config, dict) and "transfer" in config:
+        source = (config.get("transfer") or {}).get("source_cell") or folder.parent.parent
+        raise UsageError(f"{folder} is the record of a transfer evaluation, not a trained cell; give the cell it "
+                         f"evaluated: {source}")
+    if not isinstance(config, dict) or not {"experiment", "paradigm", "model", "dataset"} <= set(config):
+        raise UsageError(f"{folder / 'config.yaml'} does not describe a cell (no experiment, paradigm, model and "
+                         f"dataset); give the folder of a cell, e.g. runs/<experiment>/probe/<label>/<dataset>/seed42")
     return CellSpec.from_dict(config), read_metrics(folder)
 
 
