@@ -29,14 +29,14 @@ class FinetuneScorer:
 
         from ...data.pipeline.decode import ResizePolicy
         from ...models import build_classifier
-        from ...utils.device import choose_device
+        from ...utils.device import activate_device, choose_device
         from .train import amp_dtype, load_checkpoint
 
         extra = metrics.get("extra") or {}
         self.settings = settings = FinetuneSettings(**spec.settings)
         self.checkpoint = checkpoint_file(cell, extra)
         state = load_checkpoint(self.checkpoint)  # torch.load(weights_only=True)
-        self.device = torch.device(choose_device(device))
+        self.device = torch.device(activate_device(choose_device(device)))  # cuda:N current before any CUDA use
         built = build_classifier(spec.model, weights=settings.weights, freeze=settings.freeze_backbone,
                                  drop_rate=settings.drop_rate, image_size=settings.image_size)
         built.model.load_state_dict(state["model"])

@@ -28,7 +28,7 @@ log = get_logger("probe")
 
 class ProbeScorer:
     def __init__(self, cell: Path, spec: CellSpec, metrics: dict[str, Any], device: str = "auto"):
-        from ...utils.device import choose_device
+        from ...utils.device import activate_device, choose_device
         from .cell import build_embedder
         from .head_store import load_head
 
@@ -37,7 +37,8 @@ class ProbeScorer:
         self.settings = ProbeSettings(**spec.settings)
         self.head_file = extra.get("head_file") or {}
         self.head = load_head(cell, self.head_file)  # sha256 checked first: a wrong file is refused early
-        self.embedder = build_embedder(spec.model, self.settings, choose_device(device), seed=spec.seed)
+        self.embedder = build_embedder(spec.model, self.settings, activate_device(choose_device(device)),
+                                       seed=spec.seed)  # cuda:N current before any CUDA use
         self.notes = _compare_identity(extra.get("backbone") or {}, self.embedder.identity)
 
     def _p(self, vectors: np.ndarray) -> np.ndarray:

@@ -73,10 +73,10 @@ def centre_zoom(batch: Any, zoom: float) -> Any:
 def build_view_embedder(backbone: str = DEFAULT_BACKBONE, *, device: str = "auto", options: dict | None = None) -> Any:
     """The backbone of the search on ``device`` (its own weights, eval preprocessing)."""
     from ...models import build_embedder
-    from ...utils.device import choose_device
+    from ...utils.device import activate_device, choose_device
 
     embedder = build_embedder(backbone, **dict(options or {}))
-    return embedder.to(choose_device(device))
+    return embedder.to(activate_device(choose_device(device)))  # cuda:N current before any CUDA use
 
 
 class LazyEmbedder:

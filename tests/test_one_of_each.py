@@ -1,0 +1,156 @@
+"""Properties issue 12 asked for that later features could erode: exception classes only in
+``dermbench/errors.py``, the commands' help stating the settings' own defaults, one YAML loader
+for what a cell folder holds, and every path that builds a model from a cell making the chosen
+``cuda:N`` current first (issue 16, item 3)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import builtins
+import re
+from pathlib import Path
+
+import pytest
+
+import dermbench
+from dermbench.errors import DermbenchError
+
+SRC = Path(dermbench.__file__).resolve().parent
+
+_BUILTIN_EXCEPTIONS = {name for name, value in vars(builtins).items()
+                       if isinstance(value, type) and issubclass(value, BaseException)}
+
+
+def _exception_classes(path: Path) -> list[str]:
+    """Classes in ``path`` that derive from a built-in exception or from a name that reads like one."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases]
+        if any(b in _BUILTIN_EXCEPTIONS or b.endswith(("Error", "Exception")) for b in bases):
+            found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}({', '.join(bases)})")
+    return found
+
+
+def test_exception_classes_are_defined_in_errors_only():
+    outside = [hit for path in sorted(SRC.rglob("*.py")) if path.name != "errors.py"
+               for hit in _exception_classes(path)]
+    assert outside == [], "define exception classes in dermbench/errors.py: " + "; ".join(outside)
+    # and the scan itself finds classes where they are
+    assert any("RequestFailed" in hit for hit in _exception_classes(SRC / "errors.py"))
+
+
+def test_a_failed_server_request_is_a_dermbench_error_with_its_attempts():
+    from dermbench.errors import RequestFailed
+    from dermbench.models.frameworks import http
+
+    assert http.RequestFailed is RequestFailed
+    exc = RequestFailed("HTTP 400: bad model", 3)
+    assert isinstance(exc, DermbenchError) and exc.attempts == 3 and str(exc) == "HTTP 400: bad model"
+
+
+# --- the commands' help says the defaults the settings declare ------------------------------------
+
+#: option dest -> settings field, where the command's option is named otherwise
+_FIELD_OF = {"zeroshot": {"timeout": "timeout_s", "retries": "max_retries"}}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    from dermbench.cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def _same(text: str, value: object) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, (int, float)):
+        try:
+            return float(text) == float(value)
+        except ValueError:
+            return False
+    return text == str(value)
+
+
+@pytest.mark.parametrize("command", ["finetune", "probe", "zeroshot"])
+def test_help_states_the_settings_defaults(command):
+    """A literal ``(default X)`` in an option's help is the settings model's default for that
+    setting: the default is declared once, in the settings, and the help must not drift from it."""
+    from dermbench.runs.block import block_class
+
+    settings_model = block_class(command).settings_model
+    fields = settings_model.model_fields
+    checked, wrong = [], []
+    for action in _subparsers()[command]._actions:
+        field = _FIELD_OF.get(command, {}).get(action.dest, action.dest)
+        match = re.search(r"(?:\(|; )default ([^;,)]+)", action.help or "")
+        if field not in fields or not match:
+            continue
+        declared = fields[field].default
+        if command == "finetune":  # finetune's defaults are its preset's
+            declared = getattr(settings_model.from_preset("paper"), field)
+        checked.append(field)
+        if not _same(match.group(1).strip(), declared):
+            wrong.append(f"--{action.dest.replace('_', '-')}: help says {match.group(1)!r}, settings say {declared!r}")
+    assert wrong == []
+    if command != "finetune":
+        assert len(checked) >= 5  # the scan reads the help texts it is meant to
+
+
+# --- a cell folder's config.yaml is read like every config --------------------------------------------
+
+def test_a_cell_config_with_a_duplicate_key_is_refused_when_a_cell_is_loaded(tmp_path):
+    from dermbench.errors import UsageError
+    from dermbench.runs.record import RunRecorder
+    from dermbench.runs.scorer import read_cell
+
+    recorder = RunRecorder(tmp_path / "cell")
+    recorder.begin({})
+    recorder.save_text("config.yaml", "experiment: e\nparadigm: probe\nmodel: handcrafted\ndataset: d\n"
+                                      "seed: 1\nseed: 2\n")
+    recorder.finish({"cell": {}})
+    with pytest.raises(UsageError, match="config.yaml is not a usable cell configuration.*seed"):
+        read_cell(tmp_path / "cell")
+
+
+# --- issue 16, item 3: a scorer makes cuda:N current before it builds the model ------------------------
+
+@pytest.fixture(scope="module")
+def trained_cells(tmp_path_factory):
+    """A tiny complete finetune cell and probe cell (random-init ResNet-10t, 32 px)."""
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
+
+    root = tmp_path_factory.mktemp("scorer_device")
+    dataset = make_synthetic_dataset(root / "synth", n=40, size=32, seed=3, progress=False)
+    specs = [CellSpec("d", "finetune", model="timm:resnet10t", dataset=str(dataset), seed=0, n_boot=10, quiet=True,
+                      device="cpu", settings={"preset": "smoke", "weights": "random", "epochs": 1, "image_size": 32}),
+             CellSpec("d", "probe", model="timm:resnet10t", dataset=str(dataset), seed=0, n_boot=10, quiet=True,
+                      device="cpu", settings={"head": "logreg", "weights": "random", "image_size": 32})]
+    cells = {}
+    for spec in specs:
+        result = execute_cell(spec, root / "runs")
+        assert result.status == "done", result.error
+        cells[spec.paradigm] = result.path
+    return cells
+
+
+@pytest.mark.parametrize("paradigm", ["finetune", "probe"])
+def test_a_scorer_makes_the_chosen_gpu_current_before_building(trained_cells, paradigm, monkeypatch):
+    from dermbench.runs.scorer import load_scorer, read_cell
+    from dermbench.utils import device
+
+    spec, metrics = read_cell(trained_cells[paradigm])
+    activated = []
+    monkeypatch.setattr(device, "choose_device", lambda requested: "cuda:1")
+    # stands in for torch.cuda.set_device(1) on a 2-GPU machine; the model then goes to "cuda:1",
+    # played here by the CPU
+    monkeypatch.setattr(device, "activate_device", lambda chosen: activated.append(chosen) or "cpu")
+    scorer = load_scorer(trained_cells[paradigm], spec, metrics, device="cuda:1")
+    assert activated == ["cuda:1"]
+    assert scorer.describe()["paradigm"] == paradigm
