@@ -243,8 +243,11 @@ def check_extract(ds, args, name: str, capability: tuple[int, int]) -> None:
 CHILD_EPOCHS = 3
 
 
-def child_train(work: Path, dataset: Path) -> int:
-    """Subprocess of the resume check: fit() on the GPU, one line per finished epoch."""
+def child_train(work: Path, dataset: Path, pause_in_epoch: int | None = None) -> int:
+    """Subprocess of the resume check: fit() on the GPU, one line per finished epoch. With
+    ``pause_in_epoch`` it stops half way through that epoch's training batches, prints ``MID`` and
+    waits there to be killed: the kill lands mid-epoch whatever the epochs' lengths (a sleep of half
+    the first epoch, which includes worker start-up and cuDNN autotuning, can outlast the second)."""
     import torch
 
     from dermbench.data.contract import load_dataset
@@ -261,10 +264,24 @@ def child_train(work: Path, dataset: Path) -> int:
                                             patience=CHILD_EPOCHS, batch_size=PLAN["batch"], weights="random",
                                             workers=max(1, min(15, (os.cpu_count() or 2) - 1)))
     t0 = [time.perf_counter()]
+    batches = {"epoch": 1, "seen": 0, "per_epoch": 0}  # training forward passes (micro-batches)
+
+    def pause_mid_epoch(module, inputs) -> None:
+        if not module.training:
+            return
+        batches["seen"] += 1
+        if batches["epoch"] == pause_in_epoch and batches["seen"] == max(1, batches["per_epoch"] // 2):
+            print(f"MID {pause_in_epoch}", flush=True)
+            time.sleep(3600)  # the parent kills this process now
+
+    if pause_in_epoch is not None:
+        built.model.register_forward_pre_hook(pause_mid_epoch)
 
     def epoch_end(epoch: int, row: dict) -> None:
         print(f"EPOCH {epoch} {time.perf_counter() - t0[0]:.3f}", flush=True)
         t0[0] = time.perf_counter()
+        batches["per_epoch"] = batches["per_epoch"] or batches["seen"]
+        batches["epoch"], batches["seen"] = epoch + 1, 0
 
     result = fit(built.model, ds, settings, seed=1, work_dir=work, mean=built.data_config["mean"],
                  std=built.data_config["std"], device=torch.device(PLAN["device"]), run_key="device-check",
@@ -277,14 +294,15 @@ def child_train(work: Path, dataset: Path) -> int:
 
 def _child(work: Path, dataset: Path, kill_mid_epoch: int | None = None) -> tuple[dict | None, str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child-train", str(work), "--dataset", str(dataset)]
+    if kill_mid_epoch is not None:
+        cmd += ["--pause-in-epoch", str(kill_mid_epoch)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     result, tail = None, []
     assert proc.stdout is not None
     for line in proc.stdout:
         tail = (tail + [line.rstrip()])[-20:]
-        if line.startswith("EPOCH") and kill_mid_epoch is not None and int(line.split()[1]) == kill_mid_epoch - 1:
-            time.sleep(0.5 * float(line.split()[2]))  # half way through the next epoch
+        if line.startswith("MID") and kill_mid_epoch is not None:  # the child waits half way through the epoch
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             return None, "killed"
@@ -406,6 +424,7 @@ def main(argv=None) -> int:
                              "where there is no GPU; the numbers and verdicts mean nothing)")
     parser.add_argument("--child-train", help=argparse.SUPPRESS)
     parser.add_argument("--dataset", help=argparse.SUPPRESS)
+    parser.add_argument("--pause-in-epoch", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         import dermbench  # noqa: F401
@@ -414,7 +433,7 @@ def main(argv=None) -> int:
     import torch
 
     if args.child_train:
-        return child_train(Path(args.child_train), Path(args.dataset))
+        return child_train(Path(args.child_train), Path(args.dataset), args.pause_in_epoch)
     if args.cpu_smoke:
         PLAN.update(SMOKE_PLAN)
         os.environ["DERMBENCH_DEVICE_CHECK_SMOKE"] = "1"
