@@ -87,6 +87,23 @@ def test_report_gives_mean_and_sd_over_three_splits_and_delong_over_the_same_run
     assert "re-split per run" in index and "split seeds 0, 1, 2" in index
 
 
+def test_each_re_split_run_has_its_own_error_page_with_every_thumbnail(split_runs, tmp_path):
+    """Three runs that differ only by split seed are three error pages (not one page written three
+    times), each naming its split, and a re-split's test images (from any split of the folder)
+    have their thumbnails."""
+    from dermbench.report import ReportOptions, build_report
+
+    base, _cells = split_runs
+    report = build_report(base / "runs", tmp_path / "report", ReportOptions(quiet=True))
+    pages = sorted(p.name for p in (report.out / "errors").glob("*fake__good*"))
+    assert len(pages) == 3 and all(f"synth_a+split{k}" in name for k, name in enumerate(pages))
+    for k, name in enumerate(pages):
+        page = (report.out / "errors" / name).read_text()
+        assert f"on synth_a+split{k} (seed 1)" in page and "(no image)" not in page and "<img" in page
+    index = report.index.read_text()
+    assert all(f"errors/{name}" in index for name in pages) and "synth_a+split2" in index
+
+
 def test_a_transfer_of_a_re_split_cell_checks_leaks_against_the_split_it_trained_on(tmp_path):
     """A cell with a split seed trained on its re-split: a target image copied from a source image
     that the re-split moved from test into train is a leak, found and excluded (the folder's own

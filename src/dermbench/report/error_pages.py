@@ -77,23 +77,31 @@ def error_page(cell: CellRecord, pred: pd.DataFrame, image_paths: dict[str, str]
     counts = {k: int(v) for k, v in examples["counts"].iloc[0].to_dict().items()}
     kinds = [{"title": title, "tiles": _tiles(examples[kind], image_paths, thumbs_dir, thumbs_rel)}
              for kind, title in ERROR_KINDS]
-    text = render("errors.html", title=f"errors: {cell.entry} / {cell.dataset}", index_href=index_rel,
-                  entry=cell.entry, dataset=cell.dataset, seed=cell.seed,
+    dataset = run_dataset(cell)
+    text = render("errors.html", title=f"errors: {cell.entry} / {dataset}", index_href=index_rel,
+                  entry=cell.entry, dataset=dataset, seed=cell.seed,
                   threshold=fmt((cell.metrics.get("threshold") or {}).get("value")), counts=counts,
                   max_per_kind=max_per_kind, record=str(cell.path), has_images=image_paths is not None, kinds=kinds)
     return text, counts
 
 
+def run_dataset(cell: CellRecord) -> str:
+    """The dataset as the run saw it: its name, ``+split<k>`` when re-split by a split seed."""
+    return cell.dataset if cell.split_seed is None else f"{cell.dataset}+split{cell.split_seed}"
+
+
 def _test_image_paths(cell: CellRecord, cache: dict[str, dict[str, str] | None]) -> dict[str, str] | None:
-    """img_id -> image file of the cell's test split, or None when its dataset folder is not here."""
+    """img_id -> image file of the cell's dataset folder, or None when the folder is not here.
+    Every split: a run on a re-split (split seed) has test images from any split of the folder."""
     from ..data.contract import load_dataset
     from ..errors import DermbenchError
 
     root = str((cell.metrics.get("dataset") or {}).get("root") or (cell.metrics.get("cell") or {}).get("dataset") or "")
     if root not in cache:
         try:
-            test = load_dataset(root, check_images=False, quiet=True, splits=("test",)).split("test")
-            cache[root] = dict(zip(test["img_id"].astype(str), test["path"]))
+            dataset = load_dataset(root, check_images=False, quiet=True)
+            cache[root] = {str(i): p for frame in dataset.splits.values()
+                           for i, p in zip(frame["img_id"], frame["path"])}
         except (DermbenchError, OSError):  # the dataset folder is not here (report built on another machine)
             cache[root] = None
     return cache[root]
@@ -103,13 +111,14 @@ def write_error_pages(cells: list[CellRecord], out: Path, max_per_kind: int) -> 
     """One page per cell with test predictions under ``out/errors``; a link row per page."""
     image_paths: dict[str, dict[str, str] | None] = {}
     links = []
-    for c in sorted(cells, key=lambda c: (c.dataset, c.entry, c.seed)):
+    order = lambda c: (c.dataset, c.entry, -1 if c.split_seed is None else c.split_seed, c.seed)  # noqa: E731
+    for c in sorted(cells, key=order):
         pred = c.predictions("test")
         if pred is None:
             continue
-        name = safe_name(f"{c.experiment}__{c.paradigm}__{c.label}__{c.dataset}__seed{c.seed}") + ".html"
+        name = safe_name(f"{c.experiment}__{c.paradigm}__{c.label}__{run_dataset(c)}__seed{c.seed}") + ".html"
         text, counts = error_page(c, pred, _test_image_paths(c, image_paths), out / "thumbs", "../thumbs",
                                   "../index.html", max_per_kind)
         atomic_write_text(out / "errors" / name, text)
-        links.append({"entry": c.entry, "dataset": c.dataset, "seed": c.seed, "href": f"errors/{name}", **counts})
+        links.append({"entry": c.entry, "dataset": run_dataset(c), "seed": c.seed, "href": f"errors/{name}", **counts})
     return links
