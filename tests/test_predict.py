@@ -106,6 +106,27 @@ def test_a_cell_whose_head_was_replaced_is_refused(probe_cell, tmp_path, capsys)
     assert "not complete" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
 
 
+def test_a_folder_that_is_not_a_trained_cell_is_one_line_not_a_traceback(tmp_path, capsys):
+    """A transfer record (<cell>/transfer/<dataset>/: complete, with a config.yaml) or a complete
+    folder whose config.yaml is no cell's is refused with one line naming what to give instead."""
+    from dermbench.runs.record import RunRecorder
+
+    transfer = tmp_path / "cell" / "transfer" / "clinic"
+    recorder = RunRecorder(transfer)
+    recorder.begin({"transfer": {"source_cell": str(tmp_path / "cell")}, "cell": {"paradigm": "probe"}})
+    recorder.finish({})
+    assert main(["predict", str(transfer), str(transfer / "config.yaml"), "--out", str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "record of a transfer evaluation" in err and str(tmp_path / "cell") in err and "Traceback" not in err
+
+    other = tmp_path / "other"
+    recorder = RunRecorder(other)
+    recorder.begin({"model": "m"})
+    recorder.finish({})
+    assert main(["predict", str(other), str(other / "config.yaml"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "does not describe a cell" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
 def test_saved_heads_load_only_what_they_recorded(tmp_path):
     """The sha256 recorded with a head must match, and a skops file that needs a type outside the
     trusted list (here a function that would run a shell command) is refused before loading."""
