@@ -203,6 +203,15 @@ def _batches(n: int, batch_size: int, generator: Any = None) -> list[Any]:
     return parts
 
 
+def _train_one_epoch(net: Any, optimizer: Any, criterion: Any, X: Any, y: Any, batch_size: int, generator: Any) -> None:
+    """One pass over the training rows in shuffled batches (both of the study's MLP trainers)."""
+    net.train()
+    for idx in _batches(len(y), batch_size, generator):
+        optimizer.zero_grad()
+        criterion(net(X[idx]), y[idx]).backward()
+        optimizer.step()
+
+
 def _mean_batch_loss(net: Any, criterion: Any, X: Any, y: Any, batch_size: int) -> float:
     """The study's validation loss: the mean over batches of each batch's mean loss."""
     import torch
@@ -287,11 +296,7 @@ class StudyMLPHead:
         best, stale, history, epoch = float("inf"), 0, [], 0
         while epoch < self.max_epochs:
             epoch += 1
-            self.net.train()
-            for idx in _batches(len(yt), self.batch_size, generator):
-                optimizer.zero_grad()
-                criterion(self.net(xt[idx]), yt[idx]).backward()
-                optimizer.step()
+            _train_one_epoch(self.net, optimizer, criterion, xt, yt, self.batch_size, generator)
             val_loss = _mean_batch_loss(self.net, criterion, xv, yv, self.batch_size)
             history.append(round(val_loss, 6))
             scheduler.step(val_loss)
@@ -399,11 +404,7 @@ class DynamicMLPHead:
         best, stale, best_state, epoch = float("inf"), 0, copy.deepcopy(self.net.state_dict()), 0
         while epoch < self.max_epochs:
             epoch += 1
-            self.net.train()
-            for idx in _batches(len(yt), self.batch_size, generator):
-                optimizer.zero_grad()
-                criterion(self.net(xt[idx]), yt[idx]).backward()
-                optimizer.step()
+            _train_one_epoch(self.net, optimizer, criterion, xt, yt, self.batch_size, generator)
             val_loss = _mean_batch_loss(self.net, criterion, xv, yv, self.batch_size)
             scheduler.step(val_loss)
             if best - val_loss > self.min_delta:
