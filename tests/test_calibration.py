@@ -58,6 +58,25 @@ def test_platt_is_the_maximum_likelihood_fit_on_the_logit():
         assert best <= nll(c.params["slope"] + da, c.params["intercept"] + db) + 1e-9
 
 
+@pytest.mark.parametrize("method", ["temperature", "platt"])
+def test_one_underflowed_score_does_not_decide_the_fit(method):
+    """An over-confident head's sigmoid underflows: one malignant validation image scored exactly
+    0.0 (logit -708 after clipping to the smallest float, where an exact 1.0 gives only +36.7).
+    That one image drove temperature to its bound (every score near 0.5: ECE and Brier worse) and
+    Platt to a negative slope (the ranking reversed). The fit must still lower ECE and Brier and
+    keep the order of the scores."""
+    y, p = overconfident_scores(300, seed=5)
+    p = p.copy()
+    p[np.flatnonzero(y == 1)[0]] = 0.0
+    calibrator = fit_calibrator(method, y, p)
+    q = calibrator.apply(p)
+    change = calibration_change(y, p, q)
+    assert change["ece_after"] < 0.5 * change["ece_before"], change
+    assert change["brier_after"] < change["brier_before"], change
+    assert threshold_free(y, q)["auroc"] == pytest.approx(threshold_free(y, p)["auroc"], abs=1e-12)
+    assert np.all(np.diff(q[np.argsort(p, kind="stable")]) >= 0)
+
+
 def test_one_class_validation_and_unknown_methods_are_refused():
     with pytest.raises(ValueError, match="benign and malignant"):
         fit_calibrator("platt", np.zeros(10, int), np.linspace(0.1, 0.9, 10))

@@ -15,7 +15,9 @@ calibrator of the cell, never one refitted on the images being scored.
 
 The logit of a score is taken after clipping ``p`` to the smallest positive float and the largest
 float below 1, so a model that outputs exact 0 or 1 has a finite logit and no two distinct scores
-(however saturated: an over-confident head gives 1e-38) are merged into one.
+(however saturated: an over-confident head gives 1e-38) are merged into one. Temperature and Platt
+are *fitted* on logits clipped to +-36.7 (what a score near 1 can express; :data:`FIT_LOGIT_MAX`),
+so one underflowed score cannot decide the fit; Platt's slope is kept >= 0.
 """
 
 from __future__ import annotations
@@ -125,6 +127,18 @@ def fit_calibrator(method: str, y: Any, p: Any) -> Calibrator:
     return Calibrator(method, params, n, n_pos)
 
 
+#: Logits are clipped to +-FIT_LOGIT_MAX while a map is *fitted* (and used unclipped when it is applied,
+#: so no two distinct scores merge). A float64 probability near 1 cannot say more than logit(HIGH)
+#: (about 36.7), while one near 0 can say -708 (an exact 0 from an underflowed sigmoid): unclipped,
+#: one malignant image with an exact 0 outweighed everything else, and temperature ran to its bound
+#: (all scores near 0.5) or Platt's slope turned negative (the ranking reversed).
+FIT_LOGIT_MAX = float(np.log(HIGH) - np.log1p(-HIGH))
+
+
+def _fit_logit(p: np.ndarray) -> np.ndarray:
+    return np.clip(logit(p), -FIT_LOGIT_MAX, FIT_LOGIT_MAX)
+
+
 def _nll(y: np.ndarray, z: np.ndarray) -> float:
     """Mean negative log-likelihood of labels ``y`` under logits ``z`` (stable form)."""
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
@@ -133,7 +147,7 @@ def _nll(y: np.ndarray, z: np.ndarray) -> float:
 def _fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
     from scipy.optimize import minimize_scalar
 
-    z = logit(p)
+    z = _fit_logit(p)
     # optimise log T so T stays positive; T in [e^-6, e^6] covers any useful rescaling
     res = minimize_scalar(lambda log_t: _nll(y, z / math.exp(log_t)), bounds=(-6.0, 6.0), method="bounded",
                           options={"xatol": 1e-8})
@@ -143,7 +157,7 @@ def _fit_temperature(y: np.ndarray, p: np.ndarray) -> float:
 def _fit_platt(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     from scipy.optimize import minimize
 
-    z = logit(p)
+    z = _fit_logit(p)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         a, b = theta
@@ -152,7 +166,8 @@ def _fit_platt(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
         grad = np.array([np.mean((q - y) * z), np.mean(q - y)])
         return _nll(y, s), grad
 
-    res = minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B")
+    # slope >= 0: a calibration map never reverses the model's ranking
+    res = minimize(loss, x0=np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", bounds=[(0.0, None), (None, None)])
     return float(res.x[0]), float(res.x[1])
 
 
