@@ -80,3 +80,38 @@ def test_identical_seeds_are_one_run_not_sd_zero():
     assert not varies["identical_runs"] and varies["sd"] == pytest.approx(0.1) and varies["runs"] == "3 seeds"
     md = leaderboard_markdown(leaderboard(summary, "ddi", "auroc", also=()), "ddi", "auroc")
     assert "0.000 | 3" not in md and "| — | 1 run (3 seeds identical) |" in md
+
+
+def test_seeds_identical_on_each_split_count_once_in_the_spread_over_splits():
+    """split_seeds [0, 1, 2] x seeds [1, 2] with a deterministic head: the two seeds of a split are
+    one run, so the sd is over the three splits (not over six values of which three are copies,
+    which understates it) and the table says so; a head whose seeds differ keeps its six runs."""
+    rows = []
+    for entry, values in {"probe/fixed": [0.8, 0.8, 0.7, 0.7, 0.9, 0.9],
+                          "probe/varies": [0.8, 0.82, 0.7, 0.71, 0.9, 0.88]}.items():
+        for k, value in enumerate(values):
+            rows.append({"paradigm": "probe", "entry": entry, "config_label": entry, "curve_axis": None,
+                         "curve_value": None, "dataset": "ddi", "split": "test", "metric": "auroc",
+                         "split_seed": k // 2, "seed": 1 + k % 2, "value": value, "ci_low": value - 0.1,
+                         "ci_high": value + 0.1, "n": 200, "n_malignant": 50, "n_benign": 150})
+    summary = seed_summary(pd.DataFrame(rows)).set_index("entry")
+    fixed, varies = summary.loc["probe/fixed"], summary.loc["probe/varies"]
+    assert fixed["n_seeds"] == 3 and fixed["sd"] == pytest.approx(np.std([0.8, 0.7, 0.9], ddof=1))
+    assert fixed["value"] == pytest.approx(0.8) and fixed["runs"] == "3 splits (2 seeds identical on each)"
+    assert varies["n_seeds"] == 6 and varies["runs"] == "3 splits × 2 seeds"
+    assert varies["sd"] == pytest.approx(np.std([0.8, 0.82, 0.7, 0.71, 0.9, 0.88], ddof=1))
+
+
+def test_a_metric_that_coincides_across_differing_seeds_keeps_every_run():
+    """Seeds are one run only when the whole run is identical: a discrete metric equal across two
+    seeds whose AUROC differs keeps both runs (its mean over the same runs as every other metric)."""
+    rows = []
+    for k, (auroc, sens) in enumerate([(0.8, 0.5), (0.82, 0.5), (0.7, 0.4), (0.71, 0.4), (0.9, 0.6), (0.88, 0.7)]):
+        for metric, value in (("auroc", auroc), ("sens_at_spec90", sens)):
+            rows.append({"paradigm": "probe", "entry": "probe/rf", "config_label": "probe/rf", "curve_axis": None,
+                         "curve_value": None, "dataset": "ddi", "split": "test", "metric": metric,
+                         "split_seed": k // 2, "seed": 1 + k % 2, "value": value, "ci_low": value - 0.1,
+                         "ci_high": value + 0.1, "n": 200, "n_malignant": 50, "n_benign": 150})
+    summary = seed_summary(pd.DataFrame(rows)).set_index("metric")
+    assert list(summary["n_seeds"]) == [6, 6] and set(summary["runs"]) == {"3 splits × 2 seeds"}
+    assert summary.loc["sens_at_spec90", "value"] == pytest.approx(np.mean([0.5, 0.5, 0.4, 0.4, 0.6, 0.7]))

@@ -117,25 +117,61 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
     frame["_split_key"] = frame["split_seed"].astype(object).where(frame["split_seed"].notna(), "own")
     frame["_defined_seed"] = frame["seed"].where(frame["value"].notna()) if "seed" in frame.columns else np.nan
     frame["_defined_split"] = frame["_split_key"].where(frame["value"].notna())
+    # counted before seeds identical on a split become one run: what the runs varied
+    frame["_n_train_seeds"] = frame.groupby(keys, sort=False, dropna=False)["_defined_seed"].transform("nunique")
+    frame = _one_run_per_identical_split(frame, keys)
     grouped = frame.groupby(keys, sort=False, dropna=False)
     out = grouped.agg(value=("value", "mean"), sd=("value", "std"), ci_low=("ci_low", "mean"),
                       ci_high=("ci_high", "mean"), n_seeds=("value", "count"), n=("n", "max"),
                       n_malignant=("n_malignant", "max"), n_benign=("n_benign", "max"),
-                      n_splits=("_defined_split", "nunique"), n_train_seeds=("_defined_seed", "nunique"),
-                      _min=("value", "min"), _max=("value", "max")).reset_index()
+                      n_splits=("_defined_split", "nunique"), n_train_seeds=("_n_train_seeds", "max"),
+                      _collapsed=("_collapsed_split", "sum"), _min=("value", "min"), _max=("value", "max")
+                      ).reset_index()
     out["identical_runs"] = (out["n_seeds"] > 1) & ((out["_max"] - out["_min"]).abs() <= 1e-12)
     out.loc[out["identical_runs"], "sd"] = np.nan
-    out["runs"] = [runs_text(int(n), int(k), int(t), bool(same))
-                   for n, k, t, same in zip(out["n_seeds"], out["n_splits"], out["n_train_seeds"], out["identical_runs"])]
-    return out.drop(columns=["_min", "_max"])
+    out["runs"] = [runs_text(int(n), int(k), int(t), bool(same), int(c))
+                   for n, k, t, same, c in zip(out["n_seeds"], out["n_splits"], out["n_train_seeds"],
+                                               out["identical_runs"], out["_collapsed"])]
+    return out.drop(columns=["_min", "_max", "_collapsed"])
 
 
-def runs_text(n_runs: int, n_splits: int, n_seeds: int, identical: bool) -> str:
-    """What a summary row's mean is over: ``3 seeds``, ``3 splits × 2 seeds``, ``1 run (3 seeds identical)``."""
+def _one_run_per_identical_split(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """With several splits (``split_seeds``), the training seeds of one split whose runs are
+    identical (every metric of every split the same: a deterministic head) are one run: one seed's
+    rows are kept and marked ``_collapsed_split``. Otherwise the sd over splits would count each
+    split once per seed and understate the spread. Judged per run, never per metric: a discrete
+    metric can coincide across seeds that differ. A configuration on one split keeps its rows
+    (the "identical runs" rule covers it)."""
+    frame = frame.assign(_collapsed_split=False)
+    run_keys = [k for k in keys if k not in ("split", "metric")] + ["_split_key"]
+    config_keys = run_keys[:-1]
+    several = frame.groupby(config_keys, sort=False, dropna=False)["_split_key"].transform("nunique") > 1
+    if not several.any() or "seed" not in frame.columns:
+        return frame
+    per_metric = frame.groupby(run_keys + ["split", "metric"], sort=False, dropna=False)["value"]
+    size, count = per_metric.transform("size"), per_metric.transform("count")
+    spread = (per_metric.transform("max") - per_metric.transform("min")).abs()
+    alike = (count == 0) | ((count == size) & (spread <= 1e-12))
+    seeds = frame.groupby(run_keys, sort=False, dropna=False)["seed"].transform("nunique")
+    same = several & (seeds > 1) & alike.groupby([frame[k] for k in run_keys], sort=False, dropna=False
+                                                 ).transform("all")
+    first_seed = frame.groupby(run_keys, sort=False, dropna=False)["seed"].transform("min")
+    extra = same & (frame["seed"] != first_seed)
+    frame.loc[same & ~extra, "_collapsed_split"] = True
+    return frame[~extra]
+
+
+def runs_text(n_runs: int, n_splits: int, n_seeds: int, identical: bool, identical_splits: int = 0) -> str:
+    """What a summary row's mean is over: ``3 seeds``, ``3 splits × 2 seeds``, ``1 run (3 seeds
+    identical)``, ``3 splits (2 seeds identical on each)`` (``identical_splits``: splits whose
+    seeds gave one value, counted once)."""
     if n_runs == 0:
         return "0 runs"
     what = (f"{n_splits} splits × {n_seeds} seed{'s' if n_seeds != 1 else ''}" if n_splits > 1
             else f"{n_runs} seed{'s' if n_runs != 1 else ''}")
+    if n_splits > 1 and identical_splits and n_seeds > 1:
+        what = (f"{n_splits} splits ({n_seeds} seeds identical on each)" if identical_splits >= n_splits
+                else f"{what} (seeds identical on {identical_splits} split(s), counted once)")
     if identical:
         return f"1 run ({what} identical)"
     return what if n_runs > 1 else "1 run"
