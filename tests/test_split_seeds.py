@@ -104,11 +104,14 @@ def test_each_re_split_run_has_its_own_error_page_with_every_thumbnail(split_run
     assert all(f"errors/{name}" in index for name in pages) and "synth_a+split2" in index
 
 
-def test_a_transfer_of_a_re_split_cell_checks_leaks_against_the_split_it_trained_on(tmp_path):
+def test_a_transfer_of_a_re_split_cell_checks_leaks_against_the_split_it_trained_on(tmp_path, monkeypatch):
     """A cell with a split seed trained on its re-split: a target image copied from a source image
     that the re-split moved from test into train is a leak, found and excluded (the folder's own
-    split would call that image unseen)."""
+    split would call that image unseen). The deployment threshold's record note is not a console
+    warning about the target dataset."""
     import shutil
+
+    from dermbench.utils import console
 
     from dermbench.data.contract import load_dataset
     from dermbench.data.resplit import resplit
@@ -129,8 +132,11 @@ def test_a_transfer_of_a_re_split_cell_checks_leaks_against_the_split_it_trained
 
     spec = CellSpec("x", "probe", model="handcrafted", dataset=str(a), seed=0, n_boot=20, split_seed=split_seed,
                     settings={"head": "logreg", "image_size": 48}, quiet=True, eval_datasets=[str(b)])
+    noted: list[str] = []
+    monkeypatch.setattr(console, "note_once", lambda key, message, **k: noted.append(message) or True)
     result = execute_cell(spec, tmp_path / "runs")
     assert result.status == "done" and [t.status for t in result.transfers] == ["done"]
+    assert not [m for m in noted if "applied unchanged" in m], noted
     folder = result.path / "transfer" / "B"
     excluded = pd.read_csv(folder / "exclusions.csv", dtype={"img_id": str})
     leaks = excluded[excluded["reason"].str.startswith("transfer_")]

@@ -164,11 +164,14 @@ def finalize_cell(
 
     t0 = time.perf_counter()
     frames = {split: attach_labels(dataset, split, df) for split, df in scores.items()}
+    chosen_here = threshold is None
     threshold_record = dict(threshold) if threshold is not None else operating_threshold(
         threshold_policy, frames.get("validation"))
     threshold = threshold_record["value"]
-    if threshold_record.get("note"):
-        # the same for every cell of this dataset and policy: one line per grid, and in the record
+    if chosen_here and threshold_record.get("note"):
+        # a fallback on this dataset's validation split, the same for every cell of this dataset and
+        # policy: one line per grid, and in the record (a given threshold, e.g. a transfer's, keeps
+        # its note in the record only: it is not about this dataset)
         from ..utils.console import note_once
 
         note_once(f"threshold|{dataset.fingerprint}|{threshold_record['policy']}",
