@@ -188,6 +188,45 @@ def test_an_out_of_range_confidence_falls_back_to_the_label_and_says_so():
     assert scored.score_source == "label" and scored.p_malignant == 1.0
 
 
+def test_answers_whose_confidence_was_ignored_are_counted_and_named(tmp_path, monkeypatch):
+    """A model that states its confidence on a 1-10 scale has every confidence ignored and is
+    scored by its hard labels: a different AUROC than its confidences would give, so the record
+    counts those answers and the console says so."""
+    import logging
+
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.models.vlm import testing
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
+    from dermbench.runs.record import read_metrics
+
+    monkeypatch.setattr(testing, "_answer_text", lambda label, p, wants_json: (
+        json.dumps({"label": label, "confidence": 7}), None))
+    warnings: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warnings.append(record.getMessage())
+
+    handler = Keep(logging.WARNING)
+    logging.getLogger("dermbench").addHandler(handler)
+    synth = make_synthetic_dataset(tmp_path / "synth", n=30, size=32, progress=False)
+    try:
+        with FakeVLMServer() as server:
+            spec = CellSpec("t", "zeroshot", model="openai:scale10", dataset=str(synth), seed=1, n_boot=0,
+                            quiet=True, settings={"prompt_set": "simple", "url": server.url, "timeout_s": 5,
+                                                  "max_retries": 0, "answer_format": "json"})
+            result = execute_cell(spec, tmp_path / "runs")
+    finally:
+        logging.getLogger("dermbench").removeHandler(handler)
+    assert result.status == "done", result.error
+    extra = read_metrics(result.path)["extra"]
+    answered = sum(extra["parse_status"].values())
+    assert extra["confidence_out_of_range"] == answered > 0
+    assert extra["score_source"] == {"label": 1.0}
+    assert any("stated a confidence outside 0-1" in w for w in warnings), warnings
+
+
 def test_each_image_is_encoded_once_per_run_and_each_request_serialised_once(images, monkeypatch):
     from dermbench.models.frameworks import http
 

@@ -327,6 +327,7 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
     scores = {}
     statuses: list[str] = []
     sources: list[str] = []
+    confidence_ignored = 0
     per_split: dict[str, dict[str, float]] = {}
     for split, frame in frames.items():
         rows = []
@@ -345,18 +346,24 @@ def _score_generative(backend: Any, prompt_set: PromptSet, frames: dict[str, pd.
                          "attempts": record.get("attempts", 1) if record else attempts.get(img_id, 0)})
             statuses.append(scored.parse_status)
             sources.append(scored.score_source)
+            confidence_ignored += scored.confidence_ignored
         scores[split] = pd.DataFrame(rows).astype({"answer_label": "Int64"})
         split_status = [r["parse_status"] for r in rows]
         per_split[split] = {"n": len(rows),
                             "unparsed_rate": sum(s in UNPARSED for s in split_status) / max(len(rows), 1),
                             "failed_rate": sum(s == FAILED for s in split_status) / max(len(rows), 1)}
     n = max(len(statuses), 1)
+    if confidence_ignored:
+        logger.warning("zeroshot: %d of %d answers stated a confidence outside 0-1 (or 0-100 %%), e.g. 1.7 or 7 on a "
+                       "1-10 scale; it was ignored and those answers scored by their label alone "
+                       "(extra.confidence_out_of_range)", confidence_ignored, len(statuses))
     extra = {
         "unparsed_rate": sum(s in UNPARSED for s in statuses) / n,
         "failed_rate": sum(s == FAILED for s in statuses) / n,
         "per_split": per_split,
         "parse_status": {s: statuses.count(s) for s in sorted(set(statuses))},
         "score_source": {s: round(sources.count(s) / n, 6) for s in sorted(set(sources))},
+        "confidence_out_of_range": confidence_ignored,  # answers scored by their label: the stated confidence was ignored
         "scored_wrong": "unparsed answers and failed requests get p_malignant = 1 - label (wrong at every threshold)",
         "answer_format": answer_format,
         "answers_cached": total - len(requests),

@@ -413,6 +413,7 @@ class ImageScore:
     label: int | None          # the model's answer, None when unparsed or failed
     parse_status: str          # json | text | empty | ambiguous | refusal | no_label | failed
     score_source: str          # logprobs | confidence | label | scored_wrong
+    confidence_ignored: bool = False  # scored by its label because its stated confidence was out of range
 
 
 def score_answer(text: str | None, true_label: int, *, tokens: Sequence[TokenLogprob] | None = None,
@@ -446,4 +447,4 @@ def score_answer(text: str | None, true_label: int, *, tokens: Sequence[TokenLog
         c = min(max(parsed.confidence, 0.5), 1.0)
         p = c if label == 1 else min(1.0 - c, math.nextafter(0.5, 0.0))
         return ImageScore(p, label, parsed.status, "confidence")
-    return ImageScore(float(label), label, parsed.status, "label")
+    return ImageScore(float(label), label, parsed.status, "label", confidence_ignored="out of range" in parsed.detail)
