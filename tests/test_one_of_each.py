@@ -28,7 +28,8 @@ def _exception_classes(path: Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if not isinstance(node, ast.ClassDef):
             continue
-        bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in node.bases]
+        bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else ""
+                 for b in node.bases]
         if any(b in _BUILTIN_EXCEPTIONS or b.endswith(("Error", "Exception")) for b in bases):
             found.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}({', '.join(bases)})")
     return found
@@ -154,3 +155,29 @@ def test_a_scorer_makes_the_chosen_gpu_current_before_building(trained_cells, pa
     scorer = load_scorer(trained_cells[paradigm], spec, metrics, device="cuda:1")
     assert activated == ["cuda:1"]
     assert scorer.describe()["paradigm"] == paradigm
+
+
+# --- console output goes through utils.console, not print --------------------------------------------
+
+def test_fit_logs_its_epochs_through_the_console_not_stdout(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from dermbench.data.contract import load_dataset
+    from dermbench.data.synth import make_synthetic_dataset
+    from dermbench.models import build_classifier
+    from dermbench.paradigms.finetune import train as ft
+    from dermbench.paradigms.finetune.settings import FinetuneSettings
+    from dermbench.utils import console
+
+    dataset = load_dataset(make_synthetic_dataset(tmp_path / "synth", n=40, size=32, seed=1, progress=False),
+                           quiet=True)
+    lines = []
+    monkeypatch.setattr(console.get_logger("finetune"), "info",
+                        lambda message, *args: lines.append(message % args if args else message))
+    built = build_classifier("test_resnet", weights="random")
+    settings = FinetuneSettings.from_preset("smoke", image_size=24, epochs=1, batch_size=16, weights="random")
+    capsys.readouterr()
+    ft.fit(built.model, dataset, settings, seed=0, work_dir=tmp_path / "work", mean=built.data_config["mean"],
+           std=built.data_config["std"], device=torch.device("cpu"))
+    assert capsys.readouterr().out == ""
+    assert len(lines) == 1 and lines[0].startswith("epoch   1/1")

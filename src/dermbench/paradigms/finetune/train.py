@@ -42,11 +42,14 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .settings import FinetuneSettings
+
+if TYPE_CHECKING:
+    from ...data.dataset import LesionDataset
 
 CHECKPOINT = "last.pt"
 BEST_WEIGHTS = "best_epoch{epoch:04d}.pt"  # one file per best epoch: last.pt names the one that counts
@@ -314,7 +317,7 @@ def predict(model: Any, loader: Any, device: Any, *, amp: Any = None, channels_l
 
 def fit(
     model: Any,
-    dataset: Any,
+    dataset: LesionDataset,
     settings: FinetuneSettings,
     *,
     seed: int,
@@ -325,7 +328,7 @@ def fit(
     run_key: str = "",
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
     cpu_threads: int = 0,
 ) -> TrainResult:
     """Train ``model`` (2 logits) on ``dataset``'s train split, early-stopping on validation.
@@ -335,8 +338,13 @@ def fit(
     the model holds the weights of the best epoch. ``on_epoch_end(epoch, row)`` is called after
     each epoch's checkpoint is written (epochs count from 1). ``cpu_threads``: the CPUs the cell
     has (its ``resources.num_cpus``), which size the loader workers when ``settings.workers`` is
-    not set (:func:`~dermbench.paradigms.finetune.settings.loader_workers`).
+    not set (:func:`~dermbench.paradigms.finetune.settings.loader_workers`). ``log`` takes the
+    per-epoch and resume lines (default: the ``finetune`` console logger).
     """
+    if log is None:
+        from ...utils.console import get_logger
+
+        log = get_logger("finetune").info
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     run = _setup(model, dataset, settings, seed=seed, mean=mean, std=std, device=device, progress=progress,
@@ -407,8 +415,9 @@ class _Progress:
     notes: list[str] = field(default_factory=list)
 
 
-def _setup(model: Any, dataset: Any, settings: FinetuneSettings, *, seed: int, mean: tuple[float, float, float],
-           std: tuple[float, float, float], device: Any, progress: bool, cpu_threads: int = 0) -> _Run:
+def _setup(model: Any, dataset: LesionDataset, settings: FinetuneSettings, *, seed: int,
+           mean: tuple[float, float, float], std: tuple[float, float, float], device: Any, progress: bool,
+           cpu_threads: int = 0) -> _Run:
     """Model on its device, AdamW + cosine schedule + grad scaler, loss, the training loader (once),
     the validation loader. Loaders yield uint8 batches; normalisation happens on the device."""
     import torch
