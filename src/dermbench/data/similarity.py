@@ -35,10 +35,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from .dataset import LesionDataset
 
 #: centre zooms each image is embedded at (fraction of the side kept); see the module docstring
 DEFAULT_VIEWS = (1.0, 0.85, 0.7)
@@ -207,7 +210,7 @@ def content_fingerprint(img_sha256: dict[str, str]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def all_images(dataset: Any, img_sha256: dict[str, str] | None = None) -> Any:
+def all_images(dataset: LesionDataset, img_sha256: dict[str, str] | None = None) -> LesionDataset:
     """The images of ``dataset`` as one split named :data:`ALL_IMAGES`, fingerprinted by content
     alone (:func:`content_fingerprint`), so embeddings cached for it survive a re-split or a
     rewrite of the metadata. ``img_sha256`` (img_id -> sha256) defaults to the dataset manifest."""

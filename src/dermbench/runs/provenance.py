@@ -8,9 +8,12 @@ import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+
+if TYPE_CHECKING:
+    from ..data.dataset import LesionDataset
 
 _PACKAGES = ("numpy", "pandas", "scikit-learn", "scipy", "pillow", "torch", "torchvision", "timm",
              "open-clip-torch", "transformers", "xgboost-cpu", "xgboost", "tensorflow", "httpx", "ray")
@@ -69,7 +72,7 @@ def collect_provenance(**fields: Any) -> dict[str, Any]:
     }
 
 
-def card_essentials(dataset: Any) -> dict[str, Any]:
+def card_essentials(dataset: LesionDataset) -> dict[str, Any]:
     """What a run record carries of its dataset's card (``dataset.json``): source and licence,
     label definition and mapping, the premalignant policy, the rows ``prepare`` excluded (by reason,
     of how many read), subsampling, the split policy and seed (and a re-split by ``split_seeds``),

@@ -51,7 +51,7 @@ import numpy as np
 
 from .head_models import SklearnHead
 
-#: The heads the study had (its ``random_forest``, ``xgboost``, ``svm``, ``mlp`` / ``dynamic_mlp``), by dermbench's names.
+#: The heads the study had (its ``random_forest``, ``xgboost``, ``svm``, ``mlp``/``dynamic_mlp``), by our names.
 STUDY_HEADS = ("rf", "xgboost", "svm", "mlp")
 
 RF_DEFAULTS = dict(n_estimators=100, criterion="gini", max_depth=None, min_samples_split=2, min_samples_leaf=1,
