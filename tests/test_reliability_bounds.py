@@ -52,6 +52,9 @@ def test_n_boot_has_a_documented_maximum(tmp_path, capsys):
     cfg.write_text(MINIMAL + "n_boot: 1000000000000\n")
     with pytest.raises(ConfigError, match=f"n_boot.*{N_BOOT_MAX}"):
         load_config(cfg)
+    cfg.write_text(MINIMAL + "n_boot: true\n")  # as for seeds: not read as 1 replicate
+    with pytest.raises(ConfigError, match="n_boot.*got True"):
+        load_config(cfg)
     cfg.write_text(MINIMAL + f"n_boot: {N_BOOT_MAX}\n")
     assert load_config(cfg).n_boot == N_BOOT_MAX
     assert main(["score", str(cfg), "--truth", str(tmp_path), "--n-boot", "1000000000000"]) == 2

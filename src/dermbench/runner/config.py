@@ -137,6 +137,13 @@ class RunConfig(StrictModel):
     def _split_seeds_unique(cls, v: list[int] | None) -> list[int] | None:
         return v if v is None else unique(v, "split seed")
 
+    @field_validator("n_boot", mode="before")
+    @classmethod
+    def _n_boot_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # pydantic would read `true` as 1 replicate: CIs of one resample
+            raise ValueError(f"n_boot is a whole number of bootstrap replicates in 0..{N_BOOT_MAX}, got {v}")
+        return v
+
     @field_validator("threshold_policy")
     @classmethod
     def _policy_known(cls, v: str) -> str:
