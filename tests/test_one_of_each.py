@@ -181,3 +181,26 @@ def test_fit_logs_its_epochs_through_the_console_not_stdout(tmp_path, monkeypatc
            std=built.data_config["std"], device=torch.device("cpu"))
     assert capsys.readouterr().out == ""
     assert len(lines) == 1 and lines[0].startswith("epoch   1/1")
+
+
+# --- one exclusion record: a dataset card's exclusions are summarised from Exclusion records ------------
+
+def test_hdf5_import_records_missing_images_like_every_card(tmp_path):
+    import shutil
+
+    from dermbench.data.exclusions import exclusions_for, summarise_by_reason
+    from dermbench.data.hdf5_io import export_hdf5, import_hdf5
+    from dermbench.data.synth import make_synthetic_dataset
+
+    dataset = make_synthetic_dataset(tmp_path / "synth", n=40, size=32, seed=2, progress=False)
+    h5 = tmp_path / "synth.h5"
+    export_hdf5(dataset, h5, include_images=False)
+    images = tmp_path / "images"
+    shutil.copytree(dataset / "images", images)
+    gone = sorted(p.name for p in images.iterdir())[0]
+    (images / gone).unlink()
+    card = import_hdf5(h5, tmp_path / "imported", images=images, quiet=True)
+    entry = card["excluded"][-1]
+    assert set(entry) == set(summarise_by_reason(exclusions_for(["x"], "missing_image"))[0])  # one card shape
+    assert (entry["reason"], entry["count"], entry["examples"]) == ("missing_image", 1, [gone])
+    assert "--images" in entry["detail"]

@@ -29,6 +29,7 @@ import pandas as pd
 from .. import SPLITS
 from ..errors import HDF5LayoutError
 from ..utils.console import get_logger
+from .exclusions import exclusions_for, summarise_by_reason
 
 FORMAT = "dermbench-hdf5"
 VERSION = 1
@@ -139,8 +140,8 @@ def import_hdf5(path: str | Path, out: str | Path, *, images: str | Path | None 
     card = {k: v for k, v in card_in.items() if k not in ("counts", "manifest", "fingerprint", "n_images",
                                                           "load_exclusions", "written_by", "written_at")}
     card.update({"name": Path(out).name, "imported_from": str(path.resolve()),
-                 "excluded": card_in.get("excluded", []) + ([{"reason": "missing_image", "count": len(missing),
-                                                              "examples": missing[:10]}] if missing else [])})
+                 "excluded": card_in.get("excluded", []) + summarise_by_reason(exclusions_for(
+                     missing, "missing_image", "no image file with this id in the --images folder"))})
     card.setdefault("source", "hdf5")
 
     def image_bytes(src: str) -> bytes:
