@@ -99,6 +99,20 @@ def test_an_unwritable_runs_folder(synth, tmp_path, capsys):
     assert "/proc/dermbench-runs" in one_line_error(capsys)
 
 
+def test_an_unusable_cache_folder_is_one_line_before_any_cell_runs(synth, tmp_path, capsys, monkeypatch):
+    """DERMBENCH_CACHE that is a file (or cannot be created) failed every cell with a bare
+    'NotADirectoryError: ...' in its error.txt; it is refused up front, naming the variable."""
+    cache = tmp_path / "cache_file"
+    cache.write_text("not a folder")
+    monkeypatch.setenv("DERMBENCH_CACHE", str(cache))
+    runs = tmp_path / "runs"
+    assert main(["run", str(grid_file(tmp_path, synth, runs))]) == 2
+    assert "DERMBENCH_CACHE" in one_line_error(capsys)
+    assert main(["probe", "--backbone", "handcrafted", "--dataset", str(synth / "synth_a"), "--runs", str(runs)]) == 2
+    assert "DERMBENCH_CACHE" in one_line_error(capsys)
+    assert not list(runs.rglob("error.txt"))
+
+
 def test_messages_quote_at_most_about_200_characters_of_user_data(synth, tmp_path, capsys):
     truth = pd.read_csv(synth / "synth_a" / "test_metadata.csv", dtype=str)
     huge_id = "x" * 1_000_000

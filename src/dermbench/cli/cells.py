@@ -198,11 +198,12 @@ def check_eval_dataset_names(dataset: str, targets: list[str]) -> None:
 
 
 def check_cell_folders(runs_root: Path, specs: list[CellSpec]) -> None:
-    """Refuse, before any cell runs, a runs folder that cannot be written and a file where a cell's
-    folder goes (a UsageError naming it: one line, exit 2)."""
-    from ..utils.paths import file_in_the_way, writable_folder
+    """Refuse, before any cell runs, a runs folder or cache folder that cannot be written and a file
+    where a cell's folder goes (a UsageError naming it: one line, exit 2)."""
+    from ..utils.paths import cache_root, file_in_the_way, writable_folder
 
     writable_folder(runs_root, "runs folder")
+    writable_folder(cache_root(), "cache folder (DERMBENCH_CACHE)")
     for spec in specs:
         blocking = file_in_the_way(spec.path(runs_root))
         if blocking is not None:

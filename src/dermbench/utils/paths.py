@@ -7,12 +7,17 @@ import re
 from pathlib import Path
 
 
-def cache_dir(*parts: str) -> Path:
+def cache_root() -> Path:
+    """The cache folder (not created): ``$DERMBENCH_CACHE``, else ``$XDG_CACHE_HOME/dermbench``."""
     base = os.environ.get("DERMBENCH_CACHE")
     if not base:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         base = str(Path(xdg) / "dermbench")
-    path = Path(base, *parts)
+    return Path(base)
+
+
+def cache_dir(*parts: str) -> Path:
+    path = Path(cache_root(), *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
