@@ -145,3 +145,21 @@ def test_a_transfer_of_a_re_split_cell_checks_leaks_against_the_split_it_trained
     assert f"A/train/{moved['img_id'].iloc[0]}" in leaks["detail"].iloc[0]
     source = read_metrics(folder)["extra"]["transfer"]["train_dataset"]
     assert source["split_seed"] == split_seed
+
+
+def test_roc_curves_of_re_split_runs_name_the_split_they_draw(split_runs, tmp_path, monkeypatch):
+    """The ROC figure draws one run per configuration: with split seeds its legend says which
+    split (its AUROC is that run's, not the leaderboard's mean over splits)."""
+    from dermbench.report import plots
+    from dermbench.report.collect import collect_runs
+    from dermbench.report.tables import results_frame, seed_summary
+
+    base, _cells = split_runs
+    cells = collect_runs(base / "runs").cells
+    top = plots.top_cells(cells, seed_summary(results_frame(cells)), "synth_a", "auroc", 2)
+    assert [(c.split_seed, c.seed) for c in top] == [(0, 1), (0, 1)]
+    legends: list[str] = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: legends.extend(
+        t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()) or path)
+    plots.roc_curves(top, "roc", tmp_path / "roc.png")
+    assert len(legends) == 2 and all("split 0, seed 1)" in text for text in legends), legends

@@ -175,7 +175,8 @@ def roc_curves(cells: list[CellRecord], title: str, path: Path) -> Path | None:
         y, p = pred["label"].to_numpy(), pred["p_malignant"].to_numpy()
         pts = roc_points(y, p)
         auc = threshold_free(y, p)["auroc"]
-        ax.plot(pts["fpr"], pts["tpr"], lw=1.5, label=f"{name} (AUROC {auc:.3f}, seed {c.seed})",
+        run = f"seed {c.seed}" if c.split_seed is None else f"split {c.split_seed}, seed {c.seed}"
+        ax.plot(pts["fpr"], pts["tpr"], lw=1.5, label=f"{name} (AUROC {auc:.3f}, {run})",
                 ls=_LINESTYLES.get(c.paradigm, "-."))
         drawn.append(c.paradigm)
     if not drawn:
@@ -356,12 +357,13 @@ def curves(points: pd.DataFrame, axis: str, metric: str, title: str, path: Path)
 
 
 def top_cells(cells: list[CellRecord], summary: pd.DataFrame, dataset: str, metric: str, k: int) -> list[CellRecord]:
-    """The lowest-seed cell of each of the ``k`` best configurations of a dataset."""
+    """The first run (lowest split seed, then lowest seed) of each of the ``k`` best configurations
+    of a dataset."""
     sub = full_data(summary[(summary["dataset"] == dataset) & (summary["split"] == "test")
                             & (summary["metric"] == metric)])
     order = list(rank(sub, metric)["entry"][: k])
     by_entry: dict[str, CellRecord] = {}
-    for c in sorted(cells, key=lambda c: c.seed):
+    for c in sorted(cells, key=lambda c: (-1 if c.split_seed is None else c.split_seed, c.seed)):
         if c.dataset == dataset and c.entry not in by_entry:
             by_entry[c.entry] = c
     return [by_entry[e] for e in order if e in by_entry]
