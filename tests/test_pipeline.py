@@ -286,6 +286,27 @@ def test_damaged_final_folder_is_rebuilt(dataset):
     assert again.built_now and (again.path / "meta.json").exists()
 
 
+def test_cache_changed_in_place_is_rebuilt_with_a_warning(dataset):
+    """A cache whose pixels were overwritten with the same size (no size check can see it) does not
+    match the sha256 recorded at build time: it is decoded again, with a warning naming the file."""
+    policy = ResizePolicy(32)
+    cache = build_image_cache(dataset, policy, progress=False)
+    good = np.asarray(cache.array).copy()
+    size = cache.pixels_path.stat().st_size
+    with open(cache.pixels_path, "r+b") as fh:  # 50 rows' worth of bytes near the end, same size
+        fh.seek(size - 50 * 32 * 3)
+        fh.write(b"\xff" * (50 * 32 * 3))
+    assert cache.pixels_path.stat().st_size == size
+    with logged("dermbench") as messages:
+        again = build_image_cache(dataset, policy, progress=False)
+    assert again.built_now
+    assert (np.asarray(again.array) == good).all()
+    assert any("does not match the checksum" in m and str(cache.pixels_path) in m for m in messages), messages
+    with logged("dermbench") as messages:  # the rebuilt cache is trusted again, hashed once
+        assert not build_image_cache(dataset, policy, progress=False).built_now
+    assert not any("checksum" in m for m in messages)
+
+
 def _build_and_report(root: str, cache: str, queue) -> None:
     os.environ["DERMBENCH_CACHE"] = cache
     c = build_image_cache(load_dataset(root, quiet=True), ResizePolicy(32), progress=False, workers=1)

@@ -170,7 +170,7 @@ def build_image_cache(
     if cached is not None:
         return cached
     with exclusive_lock(root / f"{key}.lock") as locked:
-        cached = _open_cache(final, key, policy)  # another process may have finished meanwhile
+        cached = _open_cache(final, key, policy, warn=False)  # another process may have finished meanwhile
         if cached is not None:
             return cached
         _remove_stale(root, key, final, locked)
@@ -182,6 +182,8 @@ def build_image_cache(
                         workers=workers or os.cpu_count() or 1, progress=progress, executor=executor)
             try:
                 os.rename(tmp, final)
+                built = json.loads((final / _META).read_text()).get("pixels_sha256")
+                _pixels_sha256(final / _PIXELS, known=built)  # not hashed a second time on the open below
             except OSError as exc:
                 # Lost a race with a builder that could not be locked out: keep the winner's copy.
                 if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or _open_cache(final, key, policy) is None:
@@ -196,8 +198,9 @@ def build_image_cache(
     return cached
 
 
-def _open_cache(folder: Path, key: str, policy: ResizePolicy) -> ImageCache | None:
-    """A complete cache in ``folder``, or None (missing, partial or from another format)."""
+def _open_cache(folder: Path, key: str, policy: ResizePolicy, *, warn: bool = True) -> ImageCache | None:
+    """A complete cache in ``folder``, or None (missing, partial, from another format, or changed
+    since it was built: a warning says so when ``warn``)."""
     try:
         meta = json.loads((folder / _META).read_text())
         if meta.get("format") != FORMAT_VERSION or meta.get("key") != key:
@@ -210,8 +213,24 @@ def _open_cache(folder: Path, key: str, policy: ResizePolicy) -> ImageCache | No
     s = policy.size
     if arr.dtype != np.uint8 or arr.shape != (len(img_ids), s, s, 3):
         return None
+    recorded = meta.get("pixels_sha256")
+    if recorded and _pixels_sha256(folder / _PIXELS) != recorded:
+        if warn:
+            _log.warning(f"image cache {folder / _PIXELS} does not match the checksum recorded when it was built "
+                         f"(it changed since); decoding its images again")
+        return None
     return ImageCache(path=folder, key=key, policy=policy, img_ids=img_ids,
                       splits={k: list(v) for k, v in meta["splits"].items()}, errors=errors, _array=arr)
+
+
+def _pixels_sha256(pixels: Path, known: str | None = None) -> str:
+    """sha256 of a cache's ``pixels.npy``, memoised by file stamp: hashed once, then a stat per open
+    (a file rewritten in place, even with its old size, has a new stamp and is hashed again).
+    ``known``: the hash just computed by the builder, remembered for the file's stamp now."""
+    from ...utils.filestamp import FileStampMemo, sha256_file
+
+    with FileStampMemo("image-cache-sha256", str(pixels.parent.parent)) as memo:
+        return memo.get(pixels, (lambda _path: known) if known else sha256_file)
 
 
 def _check_free_space(root: Path, dataset: LesionDataset, policy: ResizePolicy, split_names: Sequence[str]) -> None:
@@ -329,6 +348,9 @@ def _build_into(tmp: Path, dataset: LesionDataset, policy: ResizePolicy, split_n
         _compact(pixels, keep, (size, size, 3))
     with open(pixels, "rb+") as fh:
         os.fsync(fh.fileno())
+    from ...utils.filestamp import sha256_file
+
+    pixels_sha256 = sha256_file(pixels)
     errors = [Exclusion(split=rows[r][0], img_id=rows[r][1], reason=failures[r][0], detail=failures[r][1],
                         row=dataset.csv_line(rows[r][0], rows[r][1])) for r in sorted(failures)]
     split_ids: dict[str, list[str]] = {s: [] for s in split_names}
@@ -346,6 +368,7 @@ def _build_into(tmp: Path, dataset: LesionDataset, policy: ResizePolicy, split_n
         "img_ids": [rows[r][1] for r in keep],
         "splits": split_ids,
         "errors": [e.as_dict() for e in errors],
+        "pixels_sha256": pixels_sha256,  # checked on open: a cache changed in place is built again
     }
     atomic_write_text(tmp / _META, json.dumps(meta))  # the completion marker: written last
     if errors:
