@@ -102,6 +102,23 @@ def test_seeds_identical_on_each_split_count_once_in_the_spread_over_splits():
     assert varies["sd"] == pytest.approx(np.std([0.8, 0.82, 0.7, 0.71, 0.9, 0.88], ddof=1))
 
 
+def test_seeds_that_coincide_on_some_splits_only_keep_every_run():
+    """A head whose seeds differ on one split is not deterministic: its seeds agreeing on the other
+    splits (e.g. cross-validation picked the same C) is a coincidence, not one run. Collapsing those
+    splits would weigh the splits unequally (mean 0.825 instead of 0.85) and leave the leaderboard
+    disagreeing with DeLong, which averages every run of the configuration."""
+    rows = []
+    for k, value in enumerate([0.8, 0.7, 0.9, 0.9, 0.9, 0.9]):
+        rows.append({"paradigm": "probe", "entry": "probe/cv", "config_label": "probe/cv", "curve_axis": None,
+                     "curve_value": None, "dataset": "ddi", "split": "test", "metric": "auroc",
+                     "split_seed": k // 2, "seed": 1 + k % 2, "value": value, "ci_low": value - 0.1,
+                     "ci_high": value + 0.1, "n": 200, "n_malignant": 50, "n_benign": 150})
+    row = seed_summary(pd.DataFrame(rows)).iloc[0]
+    assert row["n_seeds"] == 6 and row["runs"] == "3 splits × 2 seeds"
+    assert row["value"] == pytest.approx(0.85)
+    assert row["sd"] == pytest.approx(np.std([0.8, 0.7, 0.9, 0.9, 0.9, 0.9], ddof=1))
+
+
 def test_a_metric_that_coincides_across_differing_seeds_keeps_every_run():
     """Seeds are one run only when the whole run is identical: a discrete metric equal across two
     seeds whose AUROC differs keeps both runs (its mean over the same runs as every other metric)."""

@@ -140,8 +140,10 @@ def _one_run_per_identical_split(frame: pd.DataFrame, keys: list[str]) -> pd.Dat
     identical (every metric of every split the same: a deterministic head) are one run: one seed's
     rows are kept and marked ``_collapsed_split``. Otherwise the sd over splits would count each
     split once per seed and understate the spread. Judged per run, never per metric: a discrete
-    metric can coincide across seeds that differ. A configuration on one split keeps its rows
-    (the "identical runs" rule covers it)."""
+    metric can coincide across seeds that differ; and per configuration: seeds that differ on any
+    split are no deterministic head, and their agreeing on another split is a coincidence that,
+    collapsed, would weigh the splits unequally (and part from DeLong's mean over every run).
+    A configuration on one split keeps its rows (the "identical runs" rule covers it)."""
     frame = frame.assign(_collapsed_split=False)
     run_keys = [k for k in keys if k not in ("split", "metric")] + ["_split_key"]
     config_keys = run_keys[:-1]
@@ -155,6 +157,7 @@ def _one_run_per_identical_split(frame: pd.DataFrame, keys: list[str]) -> pd.Dat
     seeds = frame.groupby(run_keys, sort=False, dropna=False)["seed"].transform("nunique")
     same = several & (seeds > 1) & alike.groupby([frame[k] for k in run_keys], sort=False, dropna=False
                                                  ).transform("all")
+    same &= same.groupby([frame[k] for k in config_keys], sort=False, dropna=False).transform("all")
     first_seed = frame.groupby(run_keys, sort=False, dropna=False)["seed"].transform("min")
     extra = same & (frame["seed"] != first_seed)
     frame.loc[same & ~extra, "_collapsed_split"] = True
