@@ -306,3 +306,40 @@ def test_eval_datasets_told_apart_by_folder_name_only_are_refused(three_datasets
     spec = CellSpec("x", "probe", "handcrafted", str(root / "A"),
                     eval_datasets=[str(root / "A" / ".." / "A"), str(root / "B")])
     assert transfer_targets(spec) == [str(root / "B")]
+
+
+def test_report_warns_naming_the_file_of_a_corrupt_transfer_record(three_datasets, tmp_path):
+    """Issue 14 item 2 for transfer records: a truncated metrics.json in a complete
+    ``transfer/<dataset>`` record leaves that column out of the matrix; the report says so on the
+    console, naming the file, as it does for an in-domain cell (it was only in the HTML)."""
+    import logging
+
+    from dermbench.report import ReportOptions, build_report
+    from dermbench.runner.cell import execute_cell
+    from dermbench.runs.cell import CellSpec
+
+    root, _planted = three_datasets
+    spec = CellSpec("x", "probe", model="handcrafted", dataset=str(root / "A"), seed=0, n_boot=10,
+                    settings={"head": "logreg", "image_size": 48}, quiet=True, eval_datasets=[str(root / "B")])
+    result = execute_cell(spec, tmp_path / "runs")
+    assert result.status == "done" and [t.status for t in result.transfers] == ["done"]
+    bad = result.path / "transfer" / "B" / "metrics.json"
+    bad.write_text(bad.read_text()[:50])
+
+    messages: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                messages.append(record.getMessage())
+
+    logger = logging.getLogger("dermbench")
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        build_report(tmp_path / "runs", tmp_path / "report", ReportOptions(quiet=True, error_pages=False))
+    finally:
+        logger.removeHandler(handler)
+    assert any(str(bad) in m and "left out" in m for m in messages), messages
+    pairs = pd.read_csv(tmp_path / "report" / "tables" / "transfer_pairs.csv")
+    assert "B" not in set(pairs["test_dataset"])

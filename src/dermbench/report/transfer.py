@@ -35,10 +35,13 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..utils.console import get_logger
 from ..utils.paths import safe_name
 from .collect import CellRecord, IncompleteCell, RunsIndex, _read_cell
 from .html import Table, fmt, table
 from .tables import format_ci, rank, results_frame
+
+_log = get_logger("report")
 
 #: test metric the matrices show
 MATRIX_METRIC = "auroc"
@@ -84,13 +87,17 @@ def collect_transfers(index: RunsIndex) -> TransferData:
             try:
                 record = _read_cell(folder, index.root)
             except (OSError, ValueError) as exc:
-                data.failed.append(IncompleteCell(folder, "corrupt", f"{type(exc).__name__}: {exc}"))
+                problem = f"{folder} cannot be read ({type(exc).__name__}: {exc})"
+                _log.warning("report: left out transfer record %s: %s (re-run the grid to redo it)", folder, problem)
+                data.failed.append(IncompleteCell(folder, "corrupt", problem))
                 continue
             experiments.add(record.experiment)
             data.records.append(record)
             continue
         error = folder / "error.txt"
         lines = [ln for ln in error.read_text(errors="replace").splitlines() if ln.strip()] if error.is_file() else []
+        if problem and not lines:  # files COMPLETE vouched for changed: said on the console, as for a cell
+            _log.warning("report: left out transfer record %s: %s (re-run the grid to redo it)", folder, problem)
         data.failed.append(IncompleteCell(folder, "failed" if lines else ("corrupt" if problem else "partial"),
                                           lines[-1] if lines else (problem or "")))
     for record in data.records:
