@@ -99,6 +99,23 @@ def test_an_unwritable_runs_folder(synth, tmp_path, capsys):
     assert "/proc/dermbench-runs" in one_line_error(capsys)
 
 
+@pytest.mark.parametrize("argv", [["validate", "{long}"], ["run", "{long}.yaml"], ["report", "{long}"],
+                                  ["report", "{runs}", "--out", "{long}"], ["predict", "{long}", "{synth}"],
+                                  ["synth", "--out", "{long}"]])
+def test_a_path_too_long_for_the_file_system_is_one_line(argv, synth, tmp_path, capsys):
+    """A 300-character file name (over the file system's 255) was an OSError traceback that echoed
+    the whole name, in every command."""
+    long = "y" * 300
+    runs = tmp_path / "runs"
+    if "{runs}" in argv:
+        assert main(["run", str(grid_file(tmp_path, synth, runs)), "-q"]) == 0
+        capsys.readouterr()
+    args = [a.format(long=long, runs=runs, synth=synth / "synth_a") for a in argv]
+    assert main(args) == 2
+    err = one_line_error(capsys)
+    assert "too long" in err and len(err) < 600
+
+
 def test_an_unusable_cache_folder_is_one_line_before_any_cell_runs(synth, tmp_path, capsys, monkeypatch):
     """DERMBENCH_CACHE that is a file (or cannot be created) failed every cell with a bare
     'NotADirectoryError: ...' in its error.txt; it is refused up front, naming the variable."""

@@ -7,12 +7,13 @@ Modules are imported when the parser is built; they must stay light (no torch at
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
 
 from .. import __version__
-from ..errors import DermbenchError
+from ..errors import DermbenchError, quote
 from ..utils.console import configure
 
 #: subcommand -> module, in the order ``--help`` shows them (the study's workflow order).
@@ -101,6 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     except DermbenchError as exc:  # its message says what is wrong and what to do: no traceback
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        # a path any command is given can be over the file system's limit (255 bytes a name)
+        print(f"error: a file or folder name is too long for the file system: {quote(exc.filename)}; "
+              "use a shorter one", file=sys.stderr)
+        return 2
 
 
 def _exit_status(exc: SystemExit) -> int:
