@@ -343,3 +343,33 @@ def test_report_warns_naming_the_file_of_a_corrupt_transfer_record(three_dataset
     assert any(str(bad) in m and "left out" in m for m in messages), messages
     pairs = pd.read_csv(tmp_path / "report" / "tables" / "transfer_pairs.csv")
     assert "B" not in set(pairs["test_dataset"])
+
+
+def test_dry_run_says_why_a_transfer_record_is_redone(three_datasets, tmp_path, capsys):
+    """A transfer record whose target dataset changed is 'stale' and one whose files no longer match
+    its COMPLETE is 'corrupt' (it was counted as 'partial'); --dry-run names each with the reason,
+    as it does for cells, and the run redoes both."""
+    from dermbench.cli.main import main
+
+    root, _planted = three_datasets
+    data = tmp_path / "data"
+    for name in ("A", "B", "C"):
+        shutil.copytree(root / name, data / name)
+    config = _config(data, tmp_path)
+    assert main(["run", str(config), "-q"]) == 0
+    cell = tmp_path / "runs" / "xfer" / "probe" / "handcrafted+logreg" / "A" / "seed0"
+    truth = data / "B" / "test_metadata.csv"
+    frame = pd.read_csv(truth, dtype=str, keep_default_na=False)
+    frame["benign_malignant"] = frame["benign_malignant"].map({"benign": "malignant", "malignant": "benign"})
+    frame.to_csv(truth, index=False)
+    bad = cell / "transfer" / "C" / "metrics.json"
+    bad.write_text(bad.read_text()[:40])
+    capsys.readouterr()
+    assert main(["run", str(config), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "transfer evaluations (eval_datasets): 2; corrupt 1, stale 1" in out
+    assert f"{cell / 'transfer' / 'B'}: dataset changed: fingerprint" in out
+    assert f"{cell / 'transfer' / 'C'}: {bad} has 40 bytes" in out
+    assert main(["run", str(config), "-q"]) == 0
+    assert main(["run", str(config), "--dry-run"]) == 0
+    assert "transfer evaluations (eval_datasets): 2; complete 2" in capsys.readouterr().out

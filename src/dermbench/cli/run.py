@@ -127,7 +127,7 @@ def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:
     from collections import Counter
 
     from ..runner.grid import grid_table
-    from ..runs.transfer import transfer_state, transfer_targets
+    from ..runs.transfer import transfer_dir, transfer_status, transfer_targets
 
     rows = grid_table(cells, runs_root)
     print(f"experiment {config.experiment!r}: {len(rows)} cell(s); runs folder {runs_root}")
@@ -144,15 +144,18 @@ def print_plan(config, cells, runs_root: Path, paths: dict[str, Path]) -> None:
     by_state = Counter(r["state"] for r in rows)
     print("cells per paradigm: " + ", ".join(f"{k} {v}" for k, v in by_paradigm.items()))
     print("state: " + ", ".join(f"{k} {v}" for k, v in sorted(by_state.items())))
-    transfers = Counter(transfer_state(c.spec.path(runs_root), t) for c in cells for t in transfer_targets(c.spec))
+    statuses = [(transfer_dir(c.spec.path(runs_root), t), *transfer_status(c.spec.path(runs_root), t))
+                for c in cells for t in transfer_targets(c.spec)]
+    transfers = Counter(state for _, state, _ in statuses)
     if transfers:
         print(f"transfer evaluations (eval_datasets): {sum(transfers.values())}; "
               + ", ".join(f"{k} {v}" for k, v in sorted(transfers.items())))
-    redone = [r for r in rows if r["why"]]
+    redone = [(r["path"], "; ".join(r["why"])) for r in rows if r["why"]]
+    redone += [(folder, why) for folder, state, why in statuses if state in ("stale", "corrupt")]
     if redone:
         print("redone on run:")
-        for r in redone:
-            print(f"  {r['path']}: " + "; ".join(r["why"]))
+        for path, why in redone:
+            print(f"  {path}: {why}")
     missing = [f"{name} ({p})" for name, p in paths.items() if not p.is_dir()]
     if missing:
         synth = {d.name for d in config.datasets if d.synth}

@@ -50,7 +50,7 @@ from ..errors import DatasetError
 from ..utils.console import get_logger
 from ..utils.paths import safe_name
 from .cell import CellSpec
-from .record import COMPLETE, RunRecorder, is_complete, read_metrics
+from .record import COMPLETE, RunRecorder, is_complete, read_metrics, verify_complete
 
 TRANSFER_DIR = "transfer"
 EVAL_SPLITS = ("validation", "test")
@@ -83,24 +83,36 @@ def transfer_targets(spec: CellSpec) -> list[str]:
 
 def transfer_state(cell: str | Path, target: str | Path) -> str:
     """``complete``, ``stale`` (complete, but of an earlier run of the cell or another version of
-    the target dataset: redone), ``failed``, ``partial`` or ``todo``."""
+    the target dataset: redone), ``corrupt`` (a file its ``COMPLETE`` vouches for changed: redone),
+    ``failed``, ``partial`` or ``todo``."""
+    return transfer_status(cell, target)[0]
+
+
+def transfer_status(cell: str | Path, target: str | Path) -> tuple[str, str]:
+    """:func:`transfer_state` and why a record that is not current is redone (``""`` otherwise),
+    for ``run --dry-run``."""
     folder = transfer_dir(cell, target)
     if is_complete(folder):
         try:
             recorded = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
             transfer = recorded.get("transfer") or {}
             if transfer.get("source_completed_at") != _completed_at(Path(cell)):
-                return "stale"
+                return "stale", "the trained cell was redone since"
             from ..data.contract import dataset_fingerprint
 
-            if transfer.get("test_dataset", {}).get("fingerprint") != dataset_fingerprint(target):
-                return "stale"
-        except (OSError, ValueError, AttributeError, DatasetError):
-            return "stale"
-        return "complete"
+            was = str(transfer.get("test_dataset", {}).get("fingerprint") or "")
+            now = dataset_fingerprint(target)
+            if was != now:
+                return "stale", f"dataset changed: fingerprint {was[:12] or '?'}→{now[:12]}"
+        except (OSError, ValueError, AttributeError, DatasetError) as exc:
+            return "stale", f"its record cannot be checked ({type(exc).__name__})"
+        return "complete", ""
+    problem = verify_complete(folder)
+    if problem:
+        return "corrupt", problem
     if (folder / "error.txt").is_file():
-        return "failed"
-    return "partial" if folder.is_dir() else "todo"
+        return "failed", "failed before"
+    return ("partial", "not finished") if folder.is_dir() else ("todo", "")
 
 
 def run_transfers(spec: CellSpec, cell: str | Path, *, force: bool = False) -> list[TransferResult]:
