@@ -94,6 +94,21 @@ def test_predict_a_csv_of_paths_and_single_files(probe_cell, tmp_path, capsys):
     assert "neither an image file" in capsys.readouterr().err
 
 
+def test_dangling_links_are_unreadable_and_linked_folders_noted(tmp_path):
+    """A dangling symlink in a folder was dropped with no word (it is not a file); it is listed as
+    missing, and a symlinked sub-folder (not followed: it may loop) is named in a note."""
+    from dermbench.runs.predict import image_inputs
+
+    photos = tmp_path / "photos"
+    (photos / "real").mkdir(parents=True)
+    (photos / "real" / "a.jpg").write_bytes(b"x")
+    (photos / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (photos / "linked").symlink_to(photos / "real", target_is_directory=True)
+    images, notes = image_inputs([str(photos)])
+    assert sorted(i.img_id for i in images) == ["gone.jpg", "real/a.jpg"]
+    assert any("1 symlinked folder(s)" in n and "linked" in n for n in notes), notes
+
+
 def test_a_cell_whose_head_was_replaced_is_refused(probe_cell, tmp_path, capsys):
     cell, _dataset = probe_cell
     copy = tmp_path / "cell"

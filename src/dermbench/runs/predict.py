@@ -53,10 +53,16 @@ def image_inputs(inputs: list[str]) -> tuple[list[ImageInput], list[str]]:
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            entries = sorted(path.rglob("*"))
+            # a dangling link is an image that is missing (listed unreadable), not something to drop
+            files = [p for p in entries if p.is_file() or (p.is_symlink() and not p.exists())]
             hidden = [p for p in files if any(part.startswith(".") for part in p.relative_to(path).parts)]
             if hidden:
                 notes.append(f"{len(hidden)} hidden file(s) under {path} left out (e.g. {hidden[0].name})")
+            linked = [p for p in entries if p.is_symlink() and p.is_dir()]
+            if linked:  # rglob does not follow them (a link may loop): give them as inputs of their own
+                notes.append(f"{len(linked)} symlinked folder(s) under {path} not followed "
+                             f"(e.g. {linked[0].relative_to(path).as_posix()}); give them as inputs of their own")
             images += [ImageInput(str(p), str(p.absolute()), p.relative_to(path).as_posix())
                        for p in files if p not in set(hidden)]
         elif path.is_file() and path.suffix.lower() == ".csv":
