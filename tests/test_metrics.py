@@ -373,3 +373,30 @@ def test_invalid_inputs_raise_clear_errors(y, p, message):
 def test_boolean_labels_accepted():
     y = np.array([False, True, True, False])
     assert M.threshold_free(y, [0.1, 0.9, 0.8, 0.2])["auroc"] == 1.0
+
+
+def test_a_metric_added_to_the_engine_and_names_reaches_every_path(monkeypatch):
+    """docs/ARCHITECTURE.md: a metric is its computation in ``_engine.py`` + its name in ``names.py``.
+    Simulated here with a threshold-free 'mean_score': the point value, the bootstrap with
+    ``n_boot`` 0 (allowed in configs) and the paired comparison all pick it up (a second list of
+    names in ranking/bootstrap made the last two a KeyError)."""
+    from dermbench.metrics import _engine, bootstrap, compare
+
+    real = _engine.calibration_metrics
+
+    def with_mean_score(table, weights, *, ece_bins):
+        out = real(table, weights, ece_bins=ece_bins)
+        out["mean_score"] = (weights @ table.p) / weights.sum(axis=1)
+        return out
+
+    monkeypatch.setattr(_engine, "calibration_metrics", with_mean_score)
+    names = (*M.METRIC_NAMES, "mean_score")
+    monkeypatch.setattr(bootstrap, "METRIC_NAMES", names)
+    monkeypatch.setattr(compare, "METRIC_NAMES", names)
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 1])
+    p = np.array([0.1, 0.2, 0.7, 0.9, 0.4, 0.6, 0.3, 0.8])
+    assert M.threshold_free(y, p)["mean_score"] == pytest.approx(p.mean())
+    assert bootstrap.evaluate(y, p, threshold=0.5, n_boot=0)["metrics"]["mean_score"]["value"] == pytest.approx(p.mean())
+    assert bootstrap.evaluate(y, p, threshold=0.5, n_boot=20)["metrics"]["mean_score"]["ci_low"] is not None
+    result = compare.paired_bootstrap(y, p, p / 2, metric="mean_score", n_boot=20)
+    assert result["diff"] == pytest.approx(p.mean() / 2)

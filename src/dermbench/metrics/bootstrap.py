@@ -19,7 +19,6 @@ from . import _engine
 from ._inputs import as_group_index, as_labels_scores, as_threshold
 from ._undefined import reasons_for, to_optional_float
 from .names import (
-    AT_THRESHOLD_NAMES,
     CONFUSION_NAMES,
     DEFAULT_ECE_BINS,
     DEFAULT_PAUC_MIN_TPR,
@@ -125,10 +124,10 @@ def bootstrap_replicates(
         )
         for name, array in values.items():
             chunks.setdefault(name, []).append(array)
-    if not chunks:  # n_boot == 0
-        order = ("auroc", "auprc", "pauc", *names, "brier", "ece")
-        order += AT_THRESHOLD_NAMES if cut is not None else ()
-        return {name: np.empty(0) for name in order}
+    if not chunks:  # n_boot == 0: the engine's metric names (computed once on the data), no replicates
+        values = _engine.all_metrics(table, table.unit_weights(), threshold=cut, pauc_min_tpr=min_tpr,
+                                     specificities=specs, spec_names=names, ece_bins=bins)
+        return {name: np.empty(0) for name in values}
     return {name: np.concatenate(parts) for name, parts in chunks.items()}
 
 

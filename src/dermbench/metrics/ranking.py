@@ -78,7 +78,7 @@ def threshold_free_with_reasons(y, p, *, pauc_min_tpr=DEFAULT_PAUC_MIN_TPR,
     weights = table.unit_weights()
     raw = _engine.ranking_metrics(table, weights, pauc_min_tpr=min_tpr, specificities=specs, spec_names=names)
     raw.update(_engine.calibration_metrics(table, weights, ece_bins=bins))
-    order = ("auroc", "auprc", "pauc", *names, "brier", "ece")
+    order = tuple(raw)  # every threshold-free metric the engine computes, in its order
     values = {name: to_optional_float(raw[name][0]) for name in order}
     n_pos = int(labels.sum())
     reasons = reasons_for(order, values, n_pos=n_pos, n_neg=int(labels.size - n_pos))
