@@ -210,3 +210,22 @@ def test_paper_grid_variables_set_weights_and_private_dataset_once(tmp_path):
     assert len(derm) == 40 + 3 + 1 and {c.spec.settings["weights"] for c in derm} == {"/models/derm_foundation_v1"}
     assert {c.spec.dataset for c in cells if c.spec.dataset_name == "hc"} == {"/private/hc"}
     assert config.dataset_paths(tmp_path / "data")["ham10000"] == (tmp_path / "data" / "ham10000").absolute()
+
+
+def test_paper_grid_generative_cells_are_invoked_as_the_study_invoked_them(tmp_path):
+    """STUDY.md §6.4: every local instruct model got max_new_tokens=100 and the image at full size;
+    Ollama got /api/generate with the image re-encoded at Pillow's default JPEG quality, full size."""
+    from dermbench.runner.config import load_config
+    from dermbench.runner.grid import expand_grid
+
+    cells = expand_grid(load_config("configs/paper.yaml", {"study_repo": str(study_repo(tmp_path))}),
+                        data_root=tmp_path / "data")
+    generative = [c.spec for c in cells if c.spec.paradigm == "zeroshot" and c.spec.model not in
+                  ("clip_vit_b32", "clip_vit_l14", "medsiglip_448", "biomedclip")]
+    assert len(generative) == 300
+    local = [s for s in generative if not s.model.startswith("ollama:")]
+    ollama = [s for s in generative if s.model.startswith("ollama:")]
+    assert len(local) == len(ollama) == 150
+    assert {(s.settings["max_new_tokens"], s.settings["max_image_side"]) for s in local} == {(100, None)}
+    assert {(s.settings["ollama_api"], s.settings["max_image_side"], s.settings["jpeg_quality"])
+            for s in ollama} == {("generate", None, 75)}
