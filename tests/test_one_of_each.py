@@ -102,6 +102,14 @@ def test_help_states_the_settings_defaults(command):
         assert len(checked) >= 5  # the scan reads the help texts it is meant to
 
 
+@pytest.mark.parametrize("command", ["finetune", "probe", "zeroshot"])
+def test_help_says_a_commands_experiment_and_how_to_share_a_grids_cells(command):
+    """A command writes under runs/<its name>/ unless told the grid's experiment (README: a command
+    and a grid block share a cell only with the same --experiment and --runs)."""
+    help_text = " ".join(_subparsers()[command].format_help().split())
+    assert f"(default {command}; give a grid's `experiment` to share its cells)" in help_text
+
+
 # --- a cell folder's config.yaml is read like every config --------------------------------------------
 
 def test_a_cell_config_with_a_duplicate_key_is_refused_when_a_cell_is_loaded(tmp_path):

@@ -85,7 +85,8 @@ def add_cell_arguments(p: argparse.ArgumentParser, *, experiment: str, force_hel
                    help=f"bootstrap resamples for the CIs (default {CellSpec.n_boot}, at most {N_BOOT_MAX})")
     p.add_argument("--device", default=CellSpec.device, help=f"auto, cpu, cuda, cuda:1 ... (default {CellSpec.device})")
     p.add_argument("--runs", default="runs", help="runs root folder (default ./runs)")
-    p.add_argument("--experiment", default=experiment, help="experiment name (first folder under --runs)")
+    p.add_argument("--experiment", default=experiment, help="experiment name, the first folder under --runs "
+                   "(default %(default)s; give a grid's `experiment` to share its cells)")
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--strict", action="store_true", help="fail on any dataset row that would be excluded")
 
