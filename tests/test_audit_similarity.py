@@ -6,6 +6,7 @@ check" (never 0) without ids, a warm audit reads everything from its caches, and
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,42 @@ def test_group_similar_refuses_the_ungrouped_split(tmp_path):
     with pytest.raises(UsageError, match="choose one"):
         prepare("ddi", tmp_path / "raw", tmp_path / "out", quiet=True, split="ungrouped",
                 group_similar=_fake_search(planted))
+
+
+@pytest.fixture
+def warnings_logged():
+    """Warnings logged under ``dermbench`` during the test (its logger does not propagate once the
+    console is configured, so caplog alone misses them)."""
+    messages: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("dermbench")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
+def test_group_similar_that_leaves_a_split_empty_says_so(tmp_path, warnings_logged):
+    """A search that joins every image into one group leaves validation and test empty: prepare
+    says so when it makes the split, naming --group-similar, not only the first cell that fails."""
+    from dermbench.data.sources.prepare import prepare
+
+    planted = ddi_like_raw(tmp_path / "raw", n=30, missing=0, copies=1)
+    one_lesion = {f"{k:06d}.png": "all" for k in range(30)} | {name: "all" for name in planted}
+    card = prepare("ddi", tmp_path / "raw", tmp_path / "ddi", quiet=True, group_similar=_fake_search(one_lesion))
+    assert sorted(card["split_counts"].values()) == [0, 0, 31]
+    assert any("has no images" in w and "--group-similar" in w for w in warnings_logged), warnings_logged
+
+
+def test_a_split_without_one_class_is_named_when_prepared(tmp_path, warnings_logged):
+    from dermbench.data.sources.prepare import prepare
+
+    ddi_like_raw(tmp_path / "raw", n=30, missing=0, copies=0)
+    prepare("ddi", tmp_path / "raw", tmp_path / "fine", quiet=True)
+    assert not [w for w in warnings_logged if "split made" in w]
+    frame = pd.read_csv(tmp_path / "raw" / "ddi_metadata.csv", index_col=0)
+    frame.loc[frame["malignant"], "malignant"] = False
+    frame.loc[frame.index[0], "malignant"] = True  # one malignant image: some split goes without one
+    frame.to_csv(tmp_path / "raw" / "ddi_metadata.csv")
+    prepare("ddi", tmp_path / "raw", tmp_path / "rare", quiet=True)
+    assert any("has no malignant image" in w and "too rare" in w for w in warnings_logged), warnings_logged

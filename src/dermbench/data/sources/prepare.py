@@ -101,6 +101,8 @@ def prepare(
     made = split_counts(splits)
     if not quiet:
         _report(src, raw, premalignant, prepared, rows.notes, split_policy, splits, made)
+    if split_grouping != "official":
+        _warn_unusable_splits(splits, prepared.similar is not None)
     card = _card(src, meta, out, raw, premalignant, split_policy, split_grouping, seed, link, rows, prepared,
                  options or {}, ratios, made)
     excluded_csv = exclusion_frame(prepared.excluded)
@@ -227,6 +229,26 @@ def split_spec(src: Source, ratios: Sequence[float] | None = None, similar: bool
     group_by = tuple(spec.group_by) + (("similar_group",) if similar else ())
     return SplitSpec(tuple(ratios) if ratios is not None else spec.ratios, group_by,  # type: ignore[arg-type]
                      spec.stratify_by)
+
+
+def _warn_unusable_splits(splits: dict[str, pd.DataFrame], similar: bool) -> None:
+    """A split made here (not an official one) that has no images, or no image of one class, cannot
+    be evaluated: a cell on it fails, and a metric needing both classes is undefined. Said now, not
+    when the first cell runs (e.g. --group-similar chaining every image into one group)."""
+    problems = []
+    for name, frame in splits.items():
+        if not len(frame):
+            problems.append(f"{name} has no images")
+            continue
+        missing = [c for c in ("benign", "malignant") if not (frame["benign_malignant"] == c).any()]
+        if missing:
+            problems.append(f"{name} has no {missing[0]} image")
+    if problems:
+        hint = ("--group-similar joined so many images into one group that whole groups could not be spread "
+                "over the splits; audit the pairs (`dermbench audit --similarity on`) or prepare without it"
+                if similar else "the dataset is too small (or one class too rare) for these ratios; use "
+                "other --ratios or more images")
+        _log.warning(f"split made: {'; '.join(problems)}: {hint}")
 
 
 def split_counts(splits: dict[str, pd.DataFrame]) -> dict[str, int]:
