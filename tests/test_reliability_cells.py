@@ -224,6 +224,23 @@ def test_report_skips_a_corrupt_cell_with_a_warning_naming_the_file(data_roots, 
     assert set(incomplete["state"]) == {"corrupt"}
 
 
+def test_report_of_only_corrupt_cells_exits_1(data_roots, tmp_path, capsys):
+    from dermbench.cli.main import main
+
+    runs = tmp_path / "runs"
+    cells = expand_grid(parse_config(one_cell_config(data_roots[0], runs)))
+    run_cells(cells, runs)
+    out = tmp_path / "report"
+    assert main(["report", str(runs), "--out", str(out), "--no-error-pages"]) == 0
+    metrics = cells[0].spec.path(runs) / "metrics.json"
+    metrics.write_text(metrics.read_text()[:50])
+    assert main(["report", str(runs), "--out", str(out), "--no-error-pages"]) == 1
+    captured = capsys.readouterr()
+    assert "report of 0 cell(s) (1 failed or partial)" in captured.out
+    assert "no complete cell" in captured.err and str(metrics) in captured.err
+    assert (out / "index.html").exists()  # the page of what failed is still written
+
+
 # -- item 4: one cell, one process -------------------------------------------------------------------
 
 def _cli(args: list[str]) -> subprocess.Popen:

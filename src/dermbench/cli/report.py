@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..report import ReportOptions, build_report
-    from ..utils.console import is_quiet
+    from ..utils.console import get_logger, is_quiet
 
     if args.top_k < 1 or args.max_thumbs < 0:
         raise UsageError(f"--top-k must be 1 or more and --max-thumbs 0 or more (got {args.top_k}, {args.max_thumbs})")
@@ -41,4 +41,9 @@ def run(args: argparse.Namespace) -> int:
                             small_n=args.small_n, small_positives=args.small_positives)
     report = build_report(args.runs, args.out, options)  # a runs folder or metric it cannot use: UsageError
     print(f"report of {report.n_cells} cell(s) ({report.n_incomplete} failed or partial): {report.index}")
+    if report.n_cells == 0:  # a page of failures only: not a result (exit 1, as `run` with a failed cell)
+        get_logger("report").warning(f"no complete cell under {args.runs}: the report lists only the "
+                                     f"{report.n_incomplete} failed, partial or corrupt one(s); re-run them "
+                                     f"(`dermbench run CONFIG`)")
+        return 1
     return 0
