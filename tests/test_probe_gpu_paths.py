@@ -168,7 +168,8 @@ def test_large_backbones_are_stored_in_half_precision_on_gpu(monkeypatch):
 
 def test_a_dinov3_vit_stored_in_bf16_embeds_like_float32():
     """The half-precision forward path on the DINOv3 ViT architecture (tiny, random init): weights in
-    bf16, autocast in their dtype, vectors finite and within bf16 round-off of float32's."""
+    bf16 (its rotary buffer kept in float32), autocast in their dtype, vectors finite and within bf16
+    round-off of float32's."""
     import timm
 
     torch.manual_seed(0)
@@ -176,7 +177,9 @@ def test_a_dinov3_vit_stored_in_bf16_embeds_like_float32():
                               dynamic_img_size=True).eval()
     x = torch.randn(3, 3, 32, 32)
     reference = base.torch_forward(model)(x)
-    model.to(dtype=torch.bfloat16)
+    base.cast_parameters(model, torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert dict(model.named_buffers())["rope.periods"].dtype == torch.float32  # rotary frequencies stay exact
     half = base.torch_forward(model)(x)
     assert half.dtype == np.float32 and np.isfinite(half).all()
     cosine = (reference * half).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(half, axis=1)

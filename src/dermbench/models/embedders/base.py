@@ -101,7 +101,7 @@ class Embedder:
             dev = torch.device(device)
             half = half_storage_dtype(self.module, dev)
             if half is not None:
-                self.module.to(dtype=half)
+                cast_parameters(self.module, half)
                 self.details["weights_dtype"] = str(half).replace("torch.", "")
             self.module.to(dev)
             if dev.type == "cuda":
@@ -153,6 +153,14 @@ def half_storage_dtype(module: Any, device: Any) -> Any:
     from ...utils.device import autocast_dtype
 
     return autocast_dtype(device)
+
+
+def cast_parameters(module: Any, dtype: Any) -> None:
+    """Store ``module``'s parameters in ``dtype``, leaving its buffers as they are: a model keeps
+    some in float32 on purpose (rotary frequencies such as DINOv3's ``rope.periods``), which
+    ``module.to(dtype=...)`` would round to half precision too."""
+    for parameter in module.parameters():
+        parameter.data = parameter.data.to(dtype)
 
 
 def torch_forward(module: Any, pool: Callable[[Any], Any] | None = None) -> Callable[[Any], np.ndarray]:
