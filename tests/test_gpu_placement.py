@@ -245,6 +245,23 @@ def test_grid_without_resources_asks_a_gpu_per_model_cell_when_there_are_gpus(tm
     assert all(c.resources.num_gpus == 0 and c.spec.device == "cpu" for c in cells)
 
 
+def test_a_gpu_cell_without_resources_gets_its_share_of_the_cpus(tmp_path):
+    """One CPU would leave a GPU cell's training loader without workers: it gets the CPUs over the GPU
+    cells that run at once (in process: one; a pool: its workers up to the GPUs; Ray: one per GPU)."""
+    def placed(**kw):
+        cells = expand_grid(_config(tmp_path))
+        notes = place_cells(cells, **kw)
+        return {c.spec.paradigm: c.resources.num_cpus for c in cells}, notes
+
+    cpus, notes = placed(gpus=2, cpus=16)
+    assert cpus == {"finetune": 16, "zeroshot": 1} and "1 GPU and 16 CPU(s) each" in notes[0]
+    assert placed(gpus=2, cpus=16, workers=2)[0]["finetune"] == 8
+    assert placed(gpus=2, cpus=16, workers=4)[0]["finetune"] == 8  # two GPU cells at once, not four
+    assert placed(gpus=8, cpus=64, executor="ray")[0]["finetune"] == 8
+    assert placed(gpus=4, cpus=2, executor="ray")[0]["finetune"] == 1
+    assert placed(gpus=0, cpus=16)[0] == {"finetune": 1, "zeroshot": 1}  # no GPU: as before
+
+
 def test_explicit_resources_are_kept_and_cpu_cells_leave_the_gpu_alone(tmp_path):
     cells = expand_grid(_config(tmp_path, resources={"num_cpus": 4, "num_gpus": 0}))
     assert all(c.resources_given for c in cells)

@@ -409,7 +409,8 @@ def run_ray(cells: list[PlannedCell], runs_root: Path, *, force: bool = False, a
             raise ExecutorError(f"could not start or join Ray (address={address or 'local'}): {exc}") from exc
         started_here = True
     try:
-        place_cells(todo, executor="ray", gpus=int(float(ray.cluster_resources().get("GPU", 0.0))))
+        cluster = ray.cluster_resources()
+        place_cells(todo, executor="ray", gpus=int(float(cluster.get("GPU", 0.0))), cpus=int(float(cluster.get("CPU", 1.0))))
         _check_feasible(ray, todo, strict=started_here and not (address and address != "local"))
         cpu_task, gpu_task = _remote_functions(ray)
         cached_task = ray.remote(_run_with_cached_embeddings)

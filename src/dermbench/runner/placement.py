@@ -4,8 +4,10 @@ The rule (applied by :func:`place_cells` before a grid runs, and shown by ``derm
 
 1. **Resources not given** (no ``resources:`` at the top of the config nor in the block): a cell asks
    for 1 CPU, and for 1 GPU when it runs a model on this side (not a model server), its ``device``
-   is not ``cpu`` and there are CUDA GPUs (visible here, or in the Ray cluster). A warning says so
-   once: set ``resources`` to size the cells yourself.
+   is not ``cpu`` and there are CUDA GPUs (visible here, or in the Ray cluster). Such a GPU cell
+   also gets its share of the CPUs (:func:`cpu_share`: the CPUs over the GPU cells that run at
+   once), so its data loader has workers to keep the GPU fed. A warning says so once: set
+   ``resources`` to size the cells yourself.
 2. **A cell that asks for no GPU runs on the CPU** when CUDA GPUs exist: ``device: auto`` becomes
    ``cpu``. Otherwise ``auto`` would take ``cuda:0`` outside any accounting (Ray 2.60 leaves every GPU
    visible to a task that asked for none; a local worker sees them all). An explicit ``cuda`` with
@@ -54,24 +56,37 @@ def _distributes_gpus(executor: str, workers: int) -> bool:
     return executor == "ray" or (executor == "local" and workers > 1)
 
 
-def place_cells(cells: list[PlannedCell], *, executor: str = "local", workers: int = 1, gpus: int = 0) -> list[str]:
+def cpu_share(cpus: int, gpus: int, executor: str, workers: int) -> int:
+    """CPUs for a GPU cell whose config sets no resources: the CPUs (here, or in the Ray cluster)
+    over the GPU cells that run at once (one in process, one per worker up to the GPUs in a pool,
+    one per GPU under Ray), at least 1."""
+    at_once = 1 if executor == "local" and workers <= 1 else max(1, min(gpus, workers) if executor == "local" else gpus)
+    return max(1, int(cpus) // at_once)
+
+
+def place_cells(cells: list[PlannedCell], *, executor: str = "local", workers: int = 1, gpus: int = 0,
+                cpus: int | None = None) -> list[str]:
     """Resolve every cell's resources and device in place (rules in the module docstring); returns
-    the notes worth printing (each is logged as a warning too). ``gpus``: CUDA GPUs available to the
-    grid (here, or in the Ray cluster)."""
+    the notes worth printing (each is logged as a warning too). ``gpus`` / ``cpus``: CUDA GPUs and
+    CPUs available to the grid (here, or in the Ray cluster; ``cpus`` defaults to this machine's)."""
+    import os
+
     from ..runs.block import Resources
 
     notes: list[str] = []
     defaulted = 0
+    share = cpu_share(cpus if cpus is not None else (os.cpu_count() or 1), gpus, executor, workers)
     for cell in cells:
         if cell.resources_given:
             continue
         wants_gpu = gpus > 0 and cell.spec.device != "cpu" and runs_a_model_here(cell.spec)
-        cell.resources = Resources(num_cpus=cell.resources.num_cpus, num_gpus=1 if wants_gpu else 0)
+        cell.resources = Resources(num_cpus=share if wants_gpu else cell.resources.num_cpus,
+                                   num_gpus=1 if wants_gpu else 0)
         defaulted += wants_gpu
     if defaulted:
         notes.append(f"the config sets no resources: {defaulted} cell(s) that run a model here ask for 1 GPU and "
-                     f"1 CPU each ({gpus} CUDA GPU(s) available); set `resources: {{num_cpus: N, num_gpus: G}}` "
-                     f"(top level or per block) to size them")
+                     f"{share} CPU(s) each ({gpus} CUDA GPU(s) available), other cells 1 CPU; set "
+                     f"`resources: {{num_cpus: N, num_gpus: G}}` (top level or per block) to size them")
     distributed = _distributes_gpus(executor, workers)
     cpu_forced = 0
     for cell in cells:
