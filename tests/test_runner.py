@@ -95,6 +95,20 @@ def test_run_skips_complete_redoes_failed_and_force(synth_root, tmp_path):
     assert forced.results[0].status == "done"
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cell_without_its_weights_is_told_apart_by_its_error_class(synth_root, tmp_path, workers):
+    """What `dermbench demo` skips (weights not on the machine) is decided from the exception's class
+    where the cell failed, in process and in a worker pool alike, not from its text."""
+    runs = tmp_path / "runs"
+    raw = fake_config(synth_root, runs, models=["offline", "broken"], variants=[""],
+                      model_settings={"offline": {"fail": "weights"}, "broken": {"fail": True}})
+    raw["datasets"], raw["seeds"] = ["synth_a"], [1]
+    summary = run_cells(expand_grid(parse_config(raw)), runs, workers=workers, imports=raw["imports"])
+    by_model = {r.spec.model: r for r in summary.failed}
+    assert by_model["offline"].missing_weights and "WeightsNotFoundError" in by_model["offline"].error
+    assert not by_model["broken"].missing_weights
+
+
 def test_process_pool_matches_in_process(synth_root, tmp_path):
     raw = fake_config(synth_root, tmp_path / "a")
     raw["seeds"] = [1]

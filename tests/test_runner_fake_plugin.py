@@ -4,7 +4,7 @@ Imported as a plugin (``imports: [test_runner_fake_plugin]`` in a run config), s
 processes, Ray tasks and a killed-and-restarted ``dermbench run`` subprocess all see it. Its
 scores are a seeded function of the label, the model's ``skill`` and the seed, so two runs of the
 same cell give identical records. Settings it understands: ``skill`` (separation of the classes),
-``sleep`` (seconds per cell), ``fail`` (raise), ``crash`` (the process kills itself), ``label_fraction`` and ``unparsed_rate`` (echoed
+``sleep`` (seconds per cell), ``fail`` (raise; ``"weights"``: a WeightsNotFoundError), ``crash`` (the process kills itself), ``label_fraction`` and ``unparsed_rate`` (echoed
 into ``extra`` like the probe and zeroshot paradigms do).
 """
 
@@ -33,6 +33,10 @@ def run_cell(spec, recorder) -> dict:
         time.sleep(float(settings["sleep"]))
     if settings.get("crash"):  # the worker process dies (as if killed or out of memory)
         os.kill(os.getpid(), signal.SIGKILL)
+    if settings.get("fail") == "weights":
+        from dermbench.errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"the fake model {spec.model!r}: not in the local cache (offline)")
     if settings.get("fail"):
         raise RuntimeError(f"fake failure of {spec.label}")
     dataset = load_cell_dataset(spec, quiet=True)

@@ -33,10 +33,6 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _is_missing_weights(error: str) -> bool:
-    return "WeightsNotFoundError" in error
-
-
 def _missing_weights(error: str) -> str:
     """What is missing, from ``WeightsNotFoundError: the Hugging Face model 'org/name': not in ...``."""
     return error.split(":", 1)[-1].split(":", 1)[0].strip() or "see the console"
@@ -69,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         counter[0] += 1
         key = result.spec.key
         status = result.status
-        if status == "failed" and _is_missing_weights(result.error):
+        if status == "failed" and result.missing_weights:
             status = "no weights"
         extra = f" ({result.seconds:.1f}s)" if result.status != "skipped" else " (already complete)"
         print(f"      [{counter[0]}/{len(cells)}] {status:<10} {key}{extra}  "
@@ -78,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_cells(cells, runs_root, workers=args.workers, force=args.force, imports=config.imports,
                         on_result=progress)
 
-    skipped = [r for r in summary.failed if _is_missing_weights(r.error)]
-    failed = [r for r in summary.failed if not _is_missing_weights(r.error)]
+    skipped = [r for r in summary.failed if r.missing_weights]
+    failed = [r for r in summary.failed if not r.missing_weights]
     for r in skipped:  # no results, only the demo's own record of a missing download: keep the report clean
         shutil.rmtree(r.path, ignore_errors=True)
 

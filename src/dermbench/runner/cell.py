@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import WeightsNotFoundError
 from ..runs.cell import CellSpec
 from ..runs.record import RunRecorder, is_complete, verify_complete
 from ..utils.console import get_logger
@@ -38,6 +39,14 @@ class CellResult:
     seconds: float = 0.0
     error: str = ""       # failed: the error; busy: who holds the cell
     transfers: list = field(default_factory=list)  # runs.transfer.TransferResult per evaluation dataset
+    missing_weights: bool = False  # failed because its model weights are not on this machine (WeightsNotFoundError)
+
+    @classmethod
+    def failure(cls, spec: CellSpec, path: Path, exc: BaseException, seconds: float = 0.0) -> "CellResult":
+        """A failed cell's result: the error as text (it crosses process boundaries) and whether it
+        is the missing-weights kind (decided here by class, not later from the text)."""
+        return cls(spec, path, "failed", seconds, f"{type(exc).__name__}: {exc}",
+                   missing_weights=isinstance(exc, WeightsNotFoundError))
 
 
 def cell_lock_path(path: str | Path) -> Path:
@@ -128,7 +137,7 @@ def _compute(spec: CellSpec, path: Path, force: bool) -> CellResult:
         raise
     except Exception as exc:  # one failing cell must not stop the grid
         recorder.fail(exc)
-        return CellResult(spec, path, "failed", time.perf_counter() - t0, f"{type(exc).__name__}: {exc}")
+        return CellResult.failure(spec, path, exc, time.perf_counter() - t0)
     return CellResult(spec, path, "done", time.perf_counter() - t0)
 
 

@@ -177,7 +177,7 @@ def _run_one(spec: dict[str, Any], runs_root: str, force: bool, imports: list[st
     import_plugins(imports)
     result = execute_cell(cell, runs_root, force=force)
     return {"status": result.status, "seconds": result.seconds, "error": result.error, "path": str(result.path),
-            "host": os.uname().nodename if hasattr(os, "uname") else ""}
+            "missing_weights": result.missing_weights, "host": os.uname().nodename if hasattr(os, "uname") else ""}
 
 
 #: What :func:`_run_with_cached_embeddings` answers when the cell needs its GPU after all.
@@ -224,7 +224,8 @@ def _run_with_cached_embeddings(spec: dict[str, Any], runs_root: str, force: boo
 
 
 def _result_from(cell: PlannedCell, status: dict[str, Any]) -> CellResult:
-    return CellResult(cell.spec, Path(status["path"]), status["status"], float(status["seconds"]), status["error"])
+    return CellResult(cell.spec, Path(status["path"]), status["status"], float(status["seconds"]), status["error"],
+                      missing_weights=bool(status.get("missing_weights")))
 
 
 def run_process_pool(cells: list[PlannedCell], runs_root: Path, *, workers: int, force: bool = False,
@@ -319,7 +320,7 @@ def _record_failure(cell: PlannedCell, runs_root: Path, exc: BaseException) -> C
         return CellResult(cell.spec, path, "done")
     path.mkdir(parents=True, exist_ok=True)
     RunRecorder(path).fail(exc)
-    return CellResult(cell.spec, path, "failed", 0.0, f"{type(exc).__name__}: {exc}")
+    return CellResult.failure(cell.spec, path, exc)
 
 
 # ---------------------------------------------------------------------------------------------
