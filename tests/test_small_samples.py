@@ -55,7 +55,7 @@ def test_six_image_leaderboard_marks_the_test_set_and_declares_no_winner():
     assert list(board["entry"]) == ["probe/a", "probe/b", "probe/c"]
     assert all("small sample (n=6, 3 malignant" in note for note in board["small_test_set"])
     assert list(board["tied_within_ci"]) == [True, True, False]  # c's CI [0, 0.5] misses a's [0.6, 1]
-    assert verdict(board).startswith("no winner: probe/a, probe/b are tied within CI")
+    assert verdict(board).startswith("no winner: probe/a is first, tied within CI with probe/b (")
     md = leaderboard_markdown(board, "ddi", "auroc")
     assert "| 1 (tied within CI) | probe/a |" in md and "Small test set" in md and "no winner" in md
     best = overall_best(summary, "auroc")
@@ -132,3 +132,12 @@ def test_a_metric_that_coincides_across_differing_seeds_keeps_every_run():
     summary = seed_summary(pd.DataFrame(rows)).set_index("metric")
     assert list(summary["n_seeds"]) == [6, 6] and set(summary["runs"]) == {"3 splits × 2 seeds"}
     assert summary.loc["sens_at_spec90", "value"] == pytest.approx(np.mean([0.5, 0.5, 0.4, 0.4, 0.6, 0.7]))
+
+
+def test_rank_marks_read_once():
+    from dermbench.report.tables import rank_text
+
+    assert rank_text(1, False, False) == "1"
+    assert rank_text(2, True, False) == "2 (tie)"
+    assert rank_text(1, False, True) == "1 (tied within CI)"
+    assert rank_text(2, True, True) == "2 (tie; tied within CI)"

@@ -267,13 +267,10 @@ _BOARD_FIELDS = ("rank", "paradigm", "entry", "value", "ci_low", "ci_high", "sd"
 
 
 def rank_text(rank_: Any, tied: bool, tied_within_ci: bool) -> str:
-    """``1``, ``2 (tie)`` (equal value, decided by the tie rule), ``1 (tied within CI)``."""
-    text = str(rank_)
-    if tied:
-        text += " (tie)"
-    if tied_within_ci:
-        text += " (tied within CI)"
-    return text
+    """``1``, ``2 (tie)`` (equal value, decided by the tie rule), ``1 (tied within CI)``, or both:
+    ``2 (tie; tied within CI)``."""
+    marks = [m for m, on in (("tie", tied), ("tied within CI", tied_within_ci)) if on]
+    return f"{rank_} ({'; '.join(marks)})" if marks else str(rank_)
 
 
 def verdict(board: pd.DataFrame) -> str:
@@ -284,9 +281,10 @@ def verdict(board: pd.DataFrame) -> str:
     first = defined.iloc[0]
     if len(defined) == 1:
         return f"{first['entry']} (the only configuration)"
-    tied = defined[defined["tied_within_ci"]]["entry"].tolist()
-    if tied:
-        return (f"no winner: {', '.join(tied)} are tied within CI (their 95% CIs overlap {first['entry']}'s)")
+    others = [e for e in defined[defined["tied_within_ci"]]["entry"] if e != first["entry"]]
+    if others:
+        return (f"no winner: {first['entry']} is first, tied within CI with {', '.join(others)} (their 95% CIs "
+                f"overlap its own)")
     return f"{first['entry']} (its 95% CI does not overlap the runner-up's)"
 
 
