@@ -166,13 +166,12 @@ def check_train(ds, args, name: str, capability: tuple[int, int]) -> None:
                  std=built.data_config["std"], device=device, progress=False, log=lambda m: None)
     rates = [float(r["train_images_per_s"]) for r in result.history]
     measured = float(np.median(rates[1:] if len(rates) > 1 else rates))  # epoch 1 includes cuDNN autotuning
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.type == "cuda" else ""
     ref, source, needed = reference("train", name, capability)
-    ratio = f"{measured / ref:.2f}x of {ref:.0f}" if ref else "no reference"
+    against = f"; {measured / ref:.2f}x of {ref:.0f} (pass >= {needed:g}x; {source})" if ref else f"; {source}"
     report("train", verdict_for(measured, ref, needed),
            f"fit() {PLAN['model']} {PLAN['size']}px batch {PLAN['batch']}, {workers} loader workers: {measured:.0f} img/s (epochs "
-           f"{', '.join(f'{r:.0f}' for r in rates)}), peak {peak:.1f} GiB; {ratio} "
-           f"(pass >= {needed:g}x; {source})")
+           f"{', '.join(f'{r:.0f}' for r in rates)}){peak}{against}")
     bare = bare_train_step(built.model, args)
     report("fed", "PASS" if measured >= FED_PASS * bare else "FAIL",
            f"bare AMP training step on GPU tensors {bare:.0f} img/s; fit() reaches {measured / bare:.2f} of it "
@@ -232,12 +231,11 @@ def check_extract(ds, args, name: str, capability: tuple[int, int]) -> None:
     measured = result.images_per_second
     finite = bool(np.isfinite(result.vectors).all())
     ref, source, needed = reference("infer", name, capability)
-    ratio = f"{measured / ref:.2f}x of {ref:.0f}" if ref else "no reference"
+    against = f"; {measured / ref:.2f}x of {ref:.0f} (pass >= {needed:g}x; {source})" if ref else f"; {source}"
     verdict = verdict_for(measured, ref, needed) if finite else "FAIL"
     report("extract", verdict,
            f"embed_split {PLAN['model']} {PLAN['size']}px batch {batch}, {workers} workers, {len(result.img_ids)} images: "
-           f"{measured:.0f} img/s, compute {embedder.identity.get('compute')}, vectors finite {finite}; {ratio} "
-           f"(pass >= {needed:g}x; {source})")
+           f"{measured:.0f} img/s, compute {embedder.identity.get('compute')}, vectors finite {finite}{against}")
 
 
 CHILD_EPOCHS = 3
