@@ -249,7 +249,25 @@ def study_mlp_net(dim: int, hidden: tuple[int, ...] = (512, 256), dropout: float
     return nn.Sequential(*layers)
 
 
-class StudyMLPHead:
+class _TorchStudyHead:
+    """What the study's two torch MLP heads share once fitted: ``self.net`` (a 2-logit network),
+    ``P(malignant) = softmax[:, 1]`` in batches of ``self.batch_size``, the study's decision
+    ``P > 0.5``, and the network's weights as plain CPU tensors for ``head_state``."""
+
+    net: Any
+    batch_size: int
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return _softmax_p(self.net, X, self.batch_size)
+
+    def study_predict(self, X: np.ndarray) -> np.ndarray:
+        return (self.predict_proba(X) > 0.5).astype(int)
+
+    def _weights(self) -> dict[str, Any]:
+        return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
+
+
+class StudyMLPHead(_TorchStudyHead):
     """The study's MLP head, built and trained as its ``MLPTrainer`` did (STUDY.md §5.2).
 
     ``Linear(D, 512) -> BN -> ReLU -> Dropout(0.3) -> Linear(512, 256) -> BN -> ReLU -> Dropout(0.3)
@@ -311,17 +329,10 @@ class StudyMLPHead:
                      "val_loss_history": history, "protocol": "the study's MLPTrainer (STUDY.md §5.2)"}
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return _softmax_p(self.net, X, self.batch_size)
-
-    def study_predict(self, X: np.ndarray) -> np.ndarray:
-        return (self.predict_proba(X) > 0.5).astype(int)
-
     def head_state(self) -> dict[str, Any]:
         """Plain numbers and tensors (``torch.load(weights_only=True)``) that rebuild the fitted head."""
         return {"kind": "study_mlp", "dim": int(self.net[0].in_features), "hidden": [int(h) for h in self.hidden],
-                "dropout": self.dropout, "state_dict": {k: v.detach().cpu().clone()
-                                                        for k, v in self.net.state_dict().items()}}
+                "dropout": self.dropout, "state_dict": self._weights()}
 
 
 def smote_lite(X: np.ndarray, y: np.ndarray, *, ratio: float = 1.0, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
@@ -377,7 +388,7 @@ def dynamic_mlp_net(dim: int, params: dict[str, Any]) -> Any:
     return nn.Sequential(*layers)
 
 
-class DynamicMLPHead:
+class DynamicMLPHead(_TorchStudyHead):
     """One configuration of the study's MLP search, trained as its ``dl_search`` did (see the
     module docstring): label smoothing 0.1, Adam/AdamW, ReduceLROnPlateau (patience 3), early
     stopping patience 10 with min_delta 1e-4, **best weights restored**; batches of 512."""
@@ -417,17 +428,11 @@ class DynamicMLPHead:
         self.info = {"epochs_run": epoch, "best_val_loss": round(best, 6), "best_weights_restored": True}
         return self
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return _softmax_p(self.net, X, self.batch_size)
-
-    def study_predict(self, X: np.ndarray) -> np.ndarray:
-        return (self.predict_proba(X) > 0.5).astype(int)
-
     def head_state(self) -> dict[str, Any]:
         """Plain numbers and tensors (``torch.load(weights_only=True)``) that rebuild the fitted head."""
         first = next(m for m in self.net if hasattr(m, "in_features"))
         return {"kind": "dynamic_mlp", "dim": int(first.in_features), "params": dict(self.params),
-                "state_dict": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}}
+                "state_dict": self._weights()}
 
 
 def head_from_state(state: dict[str, Any]) -> Any:
