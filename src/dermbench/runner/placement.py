@@ -60,8 +60,11 @@ def cpu_share(cpus: int, gpus: int, executor: str, workers: int) -> int:
     """CPUs for a GPU cell whose config sets no resources: the CPUs (here, or in the Ray cluster)
     over the GPU cells that run at once (one in process, one per worker up to the GPUs in a pool,
     one per GPU under Ray), at least 1."""
-    at_once = 1 if executor == "local" and workers <= 1 else max(1, min(gpus, workers) if executor == "local" else gpus)
-    return max(1, int(cpus) // at_once)
+    if executor == "ray":
+        at_once = gpus
+    else:  # local: one cell in process, else one per worker up to the GPUs
+        at_once = min(gpus, workers) if workers > 1 else 1
+    return max(1, int(cpus) // max(1, at_once))
 
 
 def place_cells(cells: list[PlannedCell], *, executor: str = "local", workers: int = 1, gpus: int = 0,
